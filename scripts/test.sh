@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The one test command (README: `make test`). Installs its tools, then runs every check:
+# format, lint, the Rust test suites, and each area's checks in scripts/checks/ in order.
+# Any failure stops the run with a non-zero exit. A check that cannot run says so and fails;
+# nothing is skipped silently.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/.tools/venv/bin:$PATH"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "bootstrap tools"
+scripts/bootstrap.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo build --release (the binary the black-box tests, drills and load tests run)"
+cargo build --release --locked --workspace --bins --examples
+
+step "cargo test"
+cargo test --workspace --locked --release
+
+for check in scripts/checks/*.sh; do
+  [ -e "$check" ] || continue
+  step "$check"
+  bash "$check"
+done
+
+step "all checks passed"
