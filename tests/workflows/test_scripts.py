@@ -1,0 +1,100 @@
+"""The shell scripts the workflows call, run for real with a stand-in `gcloud` on PATH that
+answers what Cloud Run and Artifact Registry would (the only part that needs the cloud)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from policy import ROOT
+
+SCRIPTS = ROOT / ".github" / "scripts"
+IMAGE = "us-central1-docker.pkg.dev/p/r/challenge-latam-api@sha256:" + "ab" * 32
+SIDECAR = "gcr.io/datadoghq/serverless-init:1.7"
+
+
+def fake_gcloud(tmp_path: Path, stdout: str, code: int = 0) -> dict:
+    """An environment whose `gcloud` prints stdout, records its arguments and exits with code."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (tmp_path / "answer").write_text(stdout)
+    script = bin_dir / "gcloud"
+    script.write_text(f'#!/bin/sh\necho "$@" >>"{tmp_path}/calls"\ncat "{tmp_path}/answer"\nexit {code}\n')
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}
+    env.update(PATH=f"{bin_dir}:{env['PATH']}", GCP_PROJECT_ID="p", GCP_REGION="us-central1",
+               GITHUB_OUTPUT=str(tmp_path / "output"))
+    return env
+
+
+def service(image=IMAGE, ready="True", created="s-00002", ready_rev="s-00002", percent=100) -> str:
+    return json.dumps({
+        "spec": {"template": {"spec": {"containers": [{"name": "app", "image": image}, {"name": "datadog", "image": SIDECAR}]}}},
+        "status": {
+            "url": "https://challenge-latam-api-dev-abc-uc.a.run.app",
+            "conditions": [{"type": "Ready", "status": ready}],
+            "latestCreatedRevisionName": created,
+            "latestReadyRevisionName": ready_rev,
+            "traffic": [{"revisionName": ready_rev, "percent": percent, "latestRevision": True}]
+            + ([{"revisionName": "s-00001", "percent": 100 - percent}] if percent < 100 else []),
+        },
+    })
+
+
+def rollout(tmp_path: Path, answer: str) -> subprocess.CompletedProcess:
+    env = fake_gcloud(tmp_path, answer)
+    return subprocess.run([str(SCRIPTS / "check-rollout.sh"), "challenge-latam-api-dev", IMAGE],
+                          env=env, capture_output=True, text=True)
+
+
+def test_a_ready_revision_serving_the_digest_passes_and_outputs_the_url(tmp_path):
+    done = rollout(tmp_path, service())
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "output").read_text() == "url=https://challenge-latam-api-dev-abc-uc.a.run.app\n"
+    assert "--region us-central1" in (tmp_path / "calls").read_text()
+
+
+@pytest.mark.parametrize(
+    "answer, reason",
+    [
+        (service(ready="False"), "is not Ready"),
+        (service(ready_rev="s-00001"), "latest revision of challenge-latam-api-dev is not ready"),
+        (service(percent=90), "does not take all traffic"),
+        (service(image=IMAGE.replace("ab", "cd")), "no container of challenge-latam-api-dev runs"),
+    ],
+)
+def test_a_rollout_that_did_not_land_fails(tmp_path, answer, reason):
+    done = rollout(tmp_path, answer)
+    assert done.returncode != 0
+    assert reason in done.stderr
+
+
+def test_resolve_image_turns_a_tag_into_a_digest(tmp_path):
+    env = fake_gcloud(tmp_path, "sha256:" + "0f" * 32 + "\n")
+    done = subprocess.run([str(SCRIPTS / "resolve-image.sh"), "r/challenge-latam-api", "v1.2.3"],
+                          env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "output").read_text() == f"image=r/challenge-latam-api@sha256:{'0f' * 32}\n"
+    assert "artifacts docker images describe r/challenge-latam-api:v1.2.3" in (tmp_path / "calls").read_text()
+
+
+@pytest.mark.parametrize("answer", ["", "latest\n", "sha256:123\n"])
+def test_resolve_image_refuses_anything_but_a_digest(tmp_path, answer):
+    env = fake_gcloud(tmp_path, answer)
+    done = subprocess.run([str(SCRIPTS / "resolve-image.sh"), "r/challenge-latam-api", "v1.2.3"],
+                          env=env, capture_output=True, text=True)
+    assert done.returncode == 1
+    assert "no digest" in done.stderr
+    assert not (tmp_path / "output").exists()
+
+
+def test_create_tag_refuses_a_name_that_is_not_a_release(tmp_path):
+    env = dict(os.environ, GITHUB_REPOSITORY="o/r", PATH=os.environ["PATH"])
+    done = subprocess.run([str(SCRIPTS / "create-tag.sh"), "latest", "abc", "/dev/null"],
+                          env=env, capture_output=True, text=True)
+    assert done.returncode == 1 and "not a release tag" in done.stderr

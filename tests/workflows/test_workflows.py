@@ -1,0 +1,192 @@
+"""The workflows in .github/ and the Dockerfile keep the pipeline's promises (docs/ci-cd.md)."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+
+import pytest
+
+import policy
+from policy import ROOT, load
+
+WORKFLOWS = policy.workflow_files()
+ACTIONS = policy.action_files()
+ALL = WORKFLOWS + ACTIONS
+
+
+def ids(paths):
+    return [str(p.relative_to(ROOT)) for p in paths]
+
+
+def workflow(name: str) -> dict:
+    return load(ROOT / ".github" / "workflows" / name)
+
+
+def test_the_expected_workflows_exist():
+    names = {p.name for p in WORKFLOWS}
+    assert {"ci.yml", "deliver-dev.yml", "deploy.yml", "promote-prod.yml", "rollback.yml", "terraform.yml"} <= names
+
+
+@pytest.mark.parametrize("path", ALL, ids=ids(ALL))
+def test_every_action_is_pinned_by_commit_sha(path):
+    assert policy.unpinned_uses(load(path), path.read_text()) == []
+
+
+@pytest.mark.parametrize("path", ALL, ids=ids(ALL))
+def test_no_workflow_authenticates_with_a_json_key(path):
+    assert policy.json_key_uses(load(path), path.read_text()) == []
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=ids(WORKFLOWS))
+def test_permissions_are_least_privilege(path):
+    assert policy.permission_problems(load(path)) == []
+
+
+@pytest.mark.parametrize("path", ALL, ids=ids(ALL))
+def test_checkouts_do_not_persist_the_token(path):
+    assert policy.checkout_problems(load(path)) == []
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=ids(WORKFLOWS))
+def test_every_workflow_or_its_deploying_jobs_have_a_concurrency_group(path):
+    doc = load(path)
+    on = policy.triggers(doc)
+    if set(on) == {"workflow_call"}:
+        # Only called: its callers hold the workflow-level group, and the job that changes an
+        # environment holds one per environment, shared by every caller.
+        assert doc["jobs"]["apply"]["concurrency"]["group"] == "terraform-${{ inputs.environment }}"
+        assert doc["jobs"]["apply"]["concurrency"]["cancel-in-progress"] is False
+    else:
+        assert "group" in doc.get("concurrency", {}), f"{path.name} has no concurrency group"
+
+
+def test_the_test_job_runs_exactly_the_readme_test_command():
+    command = policy.readme_test_command((ROOT / "README.md").read_text())
+    assert command == "make test"  # what docs/ci-cd.md and .ci/run promise too
+    test_job = workflow("ci.yml")["jobs"]["test"]
+    assert command in policy.job_runs(test_job)
+
+
+def test_the_lint_job_runs_the_same_fmt_and_clippy_as_the_test_command():
+    script = (ROOT / "scripts" / "test.sh").read_text()
+    script_cargo = [line.strip() for line in script.splitlines() if line.strip().startswith(("cargo fmt", "cargo clippy"))]
+    lint_runs = policy.job_runs(workflow("ci.yml")["jobs"]["lint"])
+    assert len(script_cargo) == 2
+    assert lint_runs == script_cargo
+
+
+def test_lint_and_test_run_in_parallel_and_smoke_tests_the_tested_binary():
+    jobs = workflow("ci.yml")["jobs"]
+    assert "needs" not in jobs["lint"] and "needs" not in jobs["test"]
+    assert jobs["smoke"]["needs"] == "test"
+    smoke_runs = " ".join(policy.job_runs(jobs["smoke"]))
+    assert ".github/scripts/smoke-local.sh dist/challenge-latam-api" in smoke_runs
+    assert "loadtests/run.sh smoke --url" in (ROOT / ".github" / "scripts" / "smoke-local.sh").read_text()
+
+
+def test_ci_runs_on_pull_requests_and_before_every_push_pipeline():
+    ci = policy.triggers(workflow("ci.yml"))
+    assert set(ci["pull_request"]["branches"]) == {"develop", "main"}
+    assert "workflow_call" in ci
+    for name, branch in (("deliver-dev.yml", "develop"), ("promote-prod.yml", "main")):
+        doc = workflow(name)
+        assert policy.triggers(doc)["push"]["branches"] == [branch]
+        assert doc["jobs"]["ci"]["uses"] == "$/.github/workflows/ci.yml"
+
+
+def test_delivery_order_is_ci_build_deploy_then_release():
+    jobs = workflow("deliver-dev.yml")["jobs"]
+    assert jobs["build"]["needs"] == "ci"
+    assert jobs["deploy"]["needs"] == "build"
+    assert set(jobs["release"]["needs"]) == {"build", "deploy"}
+    assert jobs["deploy"]["with"] == {"environment": "dev", "image": "${{ needs.build.outputs.image }}", "verify": True}
+
+
+def test_the_image_deployed_is_the_pushed_digest():
+    build = workflow("deliver-dev.yml")["jobs"]["build"]
+    runs = " ".join(policy.job_runs(build))
+    assert "steps.push.outputs.digest" in str(build["steps"])
+    assert "challenge-latam-api@$DIGEST" in runs
+    plan = workflow("deploy.yml")["jobs"]["plan"]
+    guard = policy.job_runs(plan)[0]
+    assert "@sha256:[0-9a-f]{64}$" in guard, "deploy.yml must refuse an image that is not by digest"
+
+
+def test_prod_gets_only_a_released_digest_behind_the_prod_environment():
+    promote = workflow("promote-prod.yml")["jobs"]
+    assert "build-push-action" not in str(promote), "promotion must not build a new image"
+    assert "semver.py tag-for-tree" in " ".join(policy.job_runs(promote["resolve"]))
+    assert promote["deploy"]["with"]["environment"] == "prod"
+    assert promote["deploy"]["with"]["image"] == "${{ needs.resolve.outputs.image }}"
+    apply = workflow("deploy.yml")["jobs"]["apply"]
+    assert apply["environment"]["name"] == "${{ inputs.environment }}"
+    assert apply["needs"] == "plan"
+    assert "apply tfplan" in " ".join(policy.job_runs(apply))
+
+
+def test_rollback_redeploys_a_previous_tag_through_the_same_deploy():
+    doc = workflow("rollback.yml")
+    inputs = policy.triggers(doc)["workflow_dispatch"]["inputs"]
+    assert inputs["environment"]["options"] == ["dev", "prod"]
+    assert doc["jobs"]["deploy"]["uses"] == "$/.github/workflows/deploy.yml"
+    assert "resolve-image.sh" in " ".join(policy.job_runs(doc["jobs"]["resolve"]))
+
+
+def test_post_deploy_runs_the_one_integration_suite_against_the_url():
+    verify = workflow("deploy.yml")["jobs"]["verify"]
+    steps = {s.get("name"): s for s in verify["steps"]}
+    suite = steps["Black-box suite against the deployed URL"]
+    assert suite["run"] == "cargo test --release --locked --test api"
+    assert set(suite["env"]) == {"TEST_BASE_URL", "TEST_ID_TOKEN"}
+    assert "TEST_API_KEY=" in steps["Test API key from Secret Manager"]["run"]
+    assert "::add-mask::" in steps["Test API key from Secret Manager"]["run"]
+    assert 'loadtests/run.sh smoke --url "$SERVICE_URL"' in policy.job_runs(verify)
+
+
+def test_the_suite_and_the_smoke_runner_that_the_workflows_call_exist():
+    # `cargo test --test api` in deploy.yml is the suite `make test` runs locally: one suite.
+    api = [ROOT / "tests" / "api.rs", ROOT / "tests" / "api" / "main.rs"]
+    assert any(p.exists() for p in api), "tests/api (the black-box suite deploy.yml runs) is missing"
+    runner = ROOT / "loadtests" / "run.sh"
+    assert runner.exists(), "loadtests/run.sh (the k6 runner ci.yml and deploy.yml call) is missing"
+    assert "smoke" in runner.read_text()
+
+
+def test_terraform_plans_on_pull_requests_that_touch_terraform():
+    doc = workflow("terraform.yml")
+    pr = policy.triggers(doc)["pull_request"]
+    assert "terraform/**" in pr["paths"]
+    assert doc["jobs"]["plan"]["strategy"]["matrix"]["environment"] == ["dev", "prod"]
+    assert doc["jobs"]["plan"]["environment"] == "${{ matrix.environment }}-readonly"
+    assert "-lock=false" in " ".join(policy.job_runs(doc["jobs"]["plan"]))
+
+
+def test_every_terraform_version_is_the_same():
+    versions = set()
+    for path in WORKFLOWS:
+        versions |= set(re.findall(r'TERRAFORM_VERSION: "([^"]+)"', path.read_text()))
+    assert len(versions) == 1, versions
+
+
+def test_the_dockerfile_builder_uses_the_ci_toolchain_and_satisfies_rust_version():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    docker_rust = re.search(r"^FROM rust:(\d+\.\d+\.\d+)-", dockerfile, re.M).group(1)
+    setup = load(ROOT / ".github" / "actions" / "setup" / "action.yml")
+    assert setup["inputs"]["toolchain"]["default"] == docker_rust
+    minimum = tomllib.loads((ROOT / "Cargo.toml").read_text())["package"]["rust-version"]
+    as_tuple = lambda v: tuple(int(x) for x in v.split("."))  # noqa: E731
+    assert as_tuple(docker_rust)[:2] >= as_tuple(minimum)[:2]
+
+
+def test_the_dockerfile_is_multi_stage_small_non_root_and_labelled():
+    assert policy.dockerfile_problems((ROOT / "Dockerfile").read_text()) == []
+
+
+def test_the_dockerignore_keeps_everything_the_build_reads():
+    patterns = (ROOT / ".dockerignore").read_text().splitlines()
+    needed = policy.paths_the_build_reads(ROOT)
+    assert "Cargo.lock" in needed and "src" in needed
+    assert [p for p in needed if policy.dockerignore_excludes(patterns, p)] == []
+    for heavy in ("target", ".git", ".tools", "data"):
+        assert policy.dockerignore_excludes(patterns, heavy), f"{heavy} would be sent to the builder"
