@@ -2,8 +2,8 @@
 """Semantic versions from Conventional Commits, computed from the git history alone.
 
 The release job on `develop` asks `next` for the version to tag; the promotion job on `main`
-asks `tag-for-tree` which released tag holds exactly the tree that was merged; pull requests
-run `lint` on their title so that squash merges stay parseable. Everything reads the local git
+asks `promotable` which release the merged history carries; pull requests run `lint` on their
+title so that squash merges stay parseable. Everything reads the local git
 repository, so the whole release logic is testable offline (tests/workflows/test_semver.py).
 
 Rules (https://www.conventionalcommits.org/en/v1.0.0/):
@@ -19,8 +19,11 @@ Usage:
   semver.py next [--ref REF] [--json]     print the next tag (vX.Y.Z), or nothing when no
                                           commit since the last tag is releasable
   semver.py notes [--ref REF]             release notes of those commits (the tag's message)
-  semver.py tag-for-tree [--ref REF]      the newest vX.Y.Z tag whose tree equals REF's tree;
-                                          exit 1 when there is none
+  semver.py promotable [--ref REF]        the release to promote for REF: the highest vX.Y.Z
+                                          tag reachable from it; exit 1 when there is none, or
+                                          when REF holds releasable commits after that tag (its
+                                          release has not been cut yet, so promoting the older
+                                          tag would silently ship less than was merged)
   semver.py lint SUBJECT...               exit 1 unless every SUBJECT is a conventional header
 """
 
@@ -142,14 +145,18 @@ def release_notes(ref: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def tag_for_tree(ref: str) -> str | None:
-    """The newest released tag whose tree is byte-for-byte the tree of ref."""
-    tree = git("rev-parse", f"{ref}^{{tree}}").strip()
-    tags = sorted((t for t in git("tag", "--list", "v*").split() if parse_tag(t)), key=parse_tag, reverse=True)  # type: ignore[arg-type]
-    for tag in tags:
-        if git("rev-parse", f"{tag}^{{tree}}").strip() == tree:
-            return tag
-    return None
+def promotable(ref: str) -> tuple[str | None, str]:
+    """The release tag to promote for ref, or None and the reason."""
+    release = next_release(ref)
+    if release["previous"] is None:
+        return None, f"no vX.Y.Z tag is reachable from {ref}: develop's pipeline has released nothing yet"
+    if release["next"] is not None:
+        pending = ", ".join(c["subject"] for c in release["commits"] if c["bump"] != "none")
+        return None, (
+            f"{ref} has releasable commits after {release['previous']} ({pending}): wait for develop's "
+            f"pipeline to release them (it tags {release['next']}), then re-run this promotion"
+        )
+    return release["previous"], ""
 
 
 def lint(subjects: list[str]) -> list[str]:
@@ -172,8 +179,8 @@ def main(argv: list[str]) -> int:
     nxt.add_argument("--json", action="store_true")
     notes = sub.add_parser("notes")
     notes.add_argument("--ref", default="HEAD")
-    tree = sub.add_parser("tag-for-tree")
-    tree.add_argument("--ref", default="HEAD")
+    promote = sub.add_parser("promotable")
+    promote.add_argument("--ref", default="HEAD")
     lnt = sub.add_parser("lint")
     lnt.add_argument("subjects", nargs="+")
     args = parser.parse_args(argv)
@@ -188,10 +195,10 @@ def main(argv: list[str]) -> int:
     if args.command == "notes":
         sys.stdout.write(release_notes(args.ref))
         return 0
-    if args.command == "tag-for-tree":
-        tag = tag_for_tree(args.ref)
+    if args.command == "promotable":
+        tag, reason = promotable(args.ref)
         if tag is None:
-            print(f"no vX.Y.Z tag has the tree of {args.ref}: only a released develop head can be promoted", file=sys.stderr)
+            print(reason, file=sys.stderr)
             return 1
         print(tag)
         return 0

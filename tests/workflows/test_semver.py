@@ -121,26 +121,50 @@ def test_only_commits_after_the_tag_count(repo):
     assert repo.next() == "v1.0.1"
 
 
-def test_tag_for_tree_finds_the_release_merged_into_main(repo):
+def merge_develop_into_main(repo: Repo) -> None:
+    repo.git("checkout", "-q", "main")
+    repo.git("merge", "-q", "--no-ff", "-m", "Merge pull request #7 from org/develop", "develop")
+
+
+def test_promotable_is_the_release_merged_into_main(repo):
     repo.commit("feat: first")
     repo.tag("v0.1.0")
     repo.git("branch", "main")
     repo.commit("feat: second")
     repo.tag("v0.2.0")
-    repo.git("checkout", "-q", "main")
-    repo.git("merge", "-q", "--no-ff", "-m", "Merge develop", "develop")
-    done = repo.semver("tag-for-tree")
+    merge_develop_into_main(repo)
+    done = repo.semver("promotable")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "v0.2.0"
 
 
-def test_tag_for_tree_refuses_a_tree_that_was_never_released(repo):
+def test_promotable_ignores_unreleasable_commits_after_the_tag(repo):
+    repo.commit("feat: first")
+    repo.git("branch", "main")
+    repo.tag("v0.1.0")
+    repo.commit("docs: runbook")
+    repo.commit("ci: cache")
+    merge_develop_into_main(repo)
+    assert repo.semver("promotable").stdout.strip() == "v0.1.0"
+
+
+def test_promotable_refuses_releasable_commits_not_yet_released(repo):
     repo.commit("feat: first")
     repo.tag("v0.1.0")
-    repo.commit("fix: not yet released")
-    done = repo.semver("tag-for-tree")
+    repo.git("branch", "main")
+    repo.commit("fix(query): not yet released")
+    merge_develop_into_main(repo)
+    done = repo.semver("promotable")
     assert done.returncode == 1
-    assert "no vX.Y.Z tag" in done.stderr
+    assert "releasable commits after v0.1.0 (fix(query): not yet released)" in done.stderr
+    assert "v0.1.1" in done.stderr
+
+
+def test_promotable_refuses_a_history_without_releases(repo):
+    repo.commit("chore: scaffold")
+    done = repo.semver("promotable")
+    assert done.returncode == 1
+    assert "released nothing yet" in done.stderr
 
 
 def test_notes_group_the_commits_by_impact(repo):

@@ -116,7 +116,7 @@ def test_the_image_deployed_is_the_pushed_digest():
 def test_prod_gets_only_a_released_digest_behind_the_prod_environment():
     promote = workflow("promote-prod.yml")["jobs"]
     assert "build-push-action" not in str(promote), "promotion must not build a new image"
-    assert "semver.py tag-for-tree" in " ".join(policy.job_runs(promote["resolve"]))
+    assert "semver.py promotable" in " ".join(policy.job_runs(promote["resolve"]))
     assert promote["deploy"]["with"]["environment"] == "prod"
     assert promote["deploy"]["with"]["image"] == "${{ needs.resolve.outputs.image }}"
     apply = workflow("deploy.yml")["jobs"]["apply"]
