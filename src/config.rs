@@ -1,0 +1,348 @@
+//! Typed settings, read from the environment once at start and checked there: a bad value
+//! stops the process with a message that names the variable, instead of failing on the first
+//! request that needs it.
+//!
+//! Names follow CONTRACT.md ("Settings"); a command-line flag of the same name in kebab case
+//! (`--admin-port 9465`) overrides the environment.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Which backends run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded default: a durable broker and an SQLite store under `DATA_DIR`.
+    Local,
+    /// Pub/Sub and BigQuery (or their emulators).
+    Gcp,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line with Cloud Logging's fields (the default).
+    Json,
+    /// Human-readable, for a terminal.
+    Pretty,
+}
+
+/// Fault injection for drills: off (all zero) by default, refused on `BACKEND=gcp`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Faults {
+    /// Fraction (0..=1) of API requests answered 500 before reaching the handler.
+    pub http_error_rate: f64,
+    /// Added latency for every API request, milliseconds.
+    pub http_latency_ms: u64,
+    /// Fraction of store writes and queries that fail.
+    pub store_error_rate: f64,
+    /// Added latency for every store call, milliseconds.
+    pub store_latency_ms: u64,
+    /// Fraction of broker publishes that fail.
+    pub broker_error_rate: f64,
+    /// Added latency for every broker publish, milliseconds.
+    pub broker_latency_ms: u64,
+}
+
+impl Faults {
+    /// True when any fault is switched on.
+    pub fn any(&self) -> bool {
+        *self != Faults::default()
+    }
+
+    /// Rejects rates outside 0..=1.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, rate) in [
+            ("http_error_rate", self.http_error_rate),
+            ("store_error_rate", self.store_error_rate),
+            ("broker_error_rate", self.broker_error_rate),
+        ] {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(format!("{name} must be between 0 and 1, got {rate}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every setting of the service.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `BACKEND`: `local` (default) or `gcp`.
+    pub backend: Backend,
+    /// `HOST`: address both listeners bind (default 0.0.0.0).
+    pub host: IpAddr,
+    /// `PORT`: the public API port (8080; 0 picks a free one).
+    pub port: u16,
+    /// `ADMIN_PORT`: `/metrics` and `/admin/faults` (9464; 0 picks a free one). Never exposed
+    /// by Cloud Run's ingress.
+    pub admin_port: u16,
+    /// `DATA_DIR`: where the embedded broker and store keep their files.
+    pub data_dir: PathBuf,
+    /// `GCP_PROJECT`.
+    pub gcp_project: Option<String>,
+    /// `PUBSUB_TOPIC`: the topic id (not the full path).
+    pub pubsub_topic: Option<String>,
+    /// `PUBSUB_SUBSCRIPTION`: when set on `gcp`, run a streaming-pull worker that writes rows
+    /// itself (emulators, or deployments without a native BigQuery subscription).
+    pub pubsub_subscription: Option<String>,
+    /// `BQ_DATASET`.
+    pub bq_dataset: Option<String>,
+    /// `BQ_TABLE`.
+    pub bq_table: Option<String>,
+    /// `BQ_MAXIMUM_BYTES_BILLED`: cost guard for every getData query job.
+    pub bq_maximum_bytes_billed: u64,
+    /// `PUBSUB_EMULATOR_HOST` (`host:port`): anonymous credentials and this endpoint.
+    pub pubsub_emulator_host: Option<String>,
+    /// `BIGQUERY_EMULATOR_HOST` (`host:port`): anonymous credentials and this endpoint.
+    pub bigquery_emulator_host: Option<String>,
+    /// `API_KEYS_FILE`: JSON list of `{id, sha256, scopes}`; required on `gcp`.
+    pub api_keys_file: Option<PathBuf>,
+    /// `RATE_LIMIT_PER_SECOND`: sustained requests per second per client.
+    pub rate_limit_per_second: f64,
+    /// `RATE_LIMIT_BURST`: requests a client may send at once.
+    pub rate_limit_burst: u32,
+    /// `TRUST_FORWARDED_FOR`: key the rate limit by `X-Forwarded-For` (only behind a proxy
+    /// that sets it, such as Cloud Run's front end or a load balancer).
+    pub trust_forwarded_for: bool,
+    /// `MAX_IN_FLIGHT`: requests served at once before new ones are shed with 503.
+    pub max_in_flight: usize,
+    /// `REQUEST_TIMEOUT_MS`: deadline for one dependency call; past it the answer is 504.
+    pub request_timeout: Duration,
+    /// `SHUTDOWN_TIMEOUT_MS`: how long SIGTERM waits for in-flight requests.
+    pub shutdown_timeout: Duration,
+    /// `MAX_DELIVERY_ATTEMPTS`: deliveries before a message is dead-lettered (embedded broker).
+    pub max_delivery_attempts: u32,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: export spans over OTLP/gRPC when set.
+    pub otlp_endpoint: Option<String>,
+    /// `OTEL_SERVICE_NAME`.
+    pub service_name: String,
+    /// `LOG_FORMAT`: `json` (default) or `pretty`.
+    pub log_format: LogFormat,
+    /// `FAULT_*`: initial fault injection (drills only).
+    pub faults: Faults,
+}
+
+/// A setting that could not be used; names the variable.
+#[derive(Debug, thiserror::Error)]
+#[error("setting {name}: {problem}")]
+pub struct SettingsError {
+    /// The environment variable.
+    pub name: &'static str,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl Settings {
+    /// Reads the process environment and command line.
+    pub fn from_env() -> Result<Self, SettingsError> {
+        let mut vars: HashMap<String, String> = std::env::vars().collect();
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            let Some(flag) = arg.strip_prefix("--") else {
+                return Err(SettingsError {
+                    name: "argv",
+                    problem: format!("unexpected argument {arg:?}"),
+                });
+            };
+            let (name, value) = match flag.split_once('=') {
+                Some((n, v)) => (n.to_owned(), v.to_owned()),
+                None => (flag.to_owned(), args.next().unwrap_or_default()),
+            };
+            vars.insert(name.replace('-', "_").to_uppercase(), value);
+        }
+        Self::from_map(&vars)
+    }
+
+    /// Reads settings from a map of variables (the environment, or a test's).
+    pub fn from_map(vars: &HashMap<String, String>) -> Result<Self, SettingsError> {
+        let get = |name: &str| vars.get(name).map(|s| s.trim()).filter(|s| !s.is_empty());
+        fn parse<T: FromStr>(
+            vars: &HashMap<String, String>,
+            name: &'static str,
+            default: T,
+        ) -> Result<T, SettingsError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            match vars.get(name).map(|s| s.trim()).filter(|s| !s.is_empty()) {
+                None => Ok(default),
+                Some(raw) => raw.parse().map_err(|e: T::Err| SettingsError {
+                    name,
+                    problem: format!("{raw:?} is not valid: {e}"),
+                }),
+            }
+        }
+        let bad = |name: &'static str, problem: String| SettingsError { name, problem };
+
+        let backend = match get("BACKEND").unwrap_or("local") {
+            "local" => Backend::Local,
+            "gcp" => Backend::Gcp,
+            other => {
+                return Err(bad(
+                    "BACKEND",
+                    format!("{other:?} is not one of local, gcp"),
+                ))
+            }
+        };
+        let log_format = match get("LOG_FORMAT").unwrap_or("json") {
+            "json" => LogFormat::Json,
+            "pretty" => LogFormat::Pretty,
+            other => {
+                return Err(bad(
+                    "LOG_FORMAT",
+                    format!("{other:?} is not one of json, pretty"),
+                ))
+            }
+        };
+        let ms = |name: &'static str, default: u64| -> Result<Duration, SettingsError> {
+            let v: u64 = parse(vars, name, default)?;
+            if v == 0 {
+                return Err(bad(name, "must be greater than 0".into()));
+            }
+            Ok(Duration::from_millis(v))
+        };
+        let faults = Faults {
+            http_error_rate: parse(vars, "FAULT_HTTP_ERROR_RATE", 0.0)?,
+            http_latency_ms: parse(vars, "FAULT_HTTP_LATENCY_MS", 0)?,
+            store_error_rate: parse(vars, "FAULT_STORE_ERROR_RATE", 0.0)?,
+            store_latency_ms: parse(vars, "FAULT_STORE_LATENCY_MS", 0)?,
+            broker_error_rate: parse(vars, "FAULT_BROKER_ERROR_RATE", 0.0)?,
+            broker_latency_ms: parse(vars, "FAULT_BROKER_LATENCY_MS", 0)?,
+        };
+        faults.validate().map_err(|p| bad("FAULT_*", p))?;
+
+        let s = Settings {
+            backend,
+            host: parse(vars, "HOST", IpAddr::from([0, 0, 0, 0]))?,
+            port: parse(vars, "PORT", 8080)?,
+            admin_port: parse(vars, "ADMIN_PORT", 9464)?,
+            data_dir: PathBuf::from(get("DATA_DIR").unwrap_or("./data")),
+            gcp_project: get("GCP_PROJECT").map(str::to_owned),
+            pubsub_topic: get("PUBSUB_TOPIC").map(str::to_owned),
+            pubsub_subscription: get("PUBSUB_SUBSCRIPTION").map(str::to_owned),
+            bq_dataset: get("BQ_DATASET").map(str::to_owned),
+            bq_table: get("BQ_TABLE").map(str::to_owned),
+            bq_maximum_bytes_billed: parse(
+                vars,
+                "BQ_MAXIMUM_BYTES_BILLED",
+                10 * 1024 * 1024 * 1024,
+            )?,
+            pubsub_emulator_host: get("PUBSUB_EMULATOR_HOST").map(str::to_owned),
+            bigquery_emulator_host: get("BIGQUERY_EMULATOR_HOST").map(str::to_owned),
+            api_keys_file: get("API_KEYS_FILE").map(PathBuf::from),
+            rate_limit_per_second: parse(vars, "RATE_LIMIT_PER_SECOND", 50.0)?,
+            rate_limit_burst: parse(vars, "RATE_LIMIT_BURST", 100)?,
+            trust_forwarded_for: parse(vars, "TRUST_FORWARDED_FOR", false)?,
+            max_in_flight: parse(vars, "MAX_IN_FLIGHT", 256)?,
+            request_timeout: ms("REQUEST_TIMEOUT_MS", 5_000)?,
+            shutdown_timeout: ms("SHUTDOWN_TIMEOUT_MS", 10_000)?,
+            max_delivery_attempts: parse(vars, "MAX_DELIVERY_ATTEMPTS", 5)?,
+            otlp_endpoint: get("OTEL_EXPORTER_OTLP_ENDPOINT").map(str::to_owned),
+            service_name: get("OTEL_SERVICE_NAME")
+                .unwrap_or("challenge-latam-api")
+                .to_owned(),
+            log_format,
+            faults,
+        };
+        s.check()?;
+        Ok(s)
+    }
+
+    fn check(&self) -> Result<(), SettingsError> {
+        let bad = |name: &'static str, problem: &str| {
+            Err(SettingsError {
+                name,
+                problem: problem.to_owned(),
+            })
+        };
+        if !(self.rate_limit_per_second.is_finite() && self.rate_limit_per_second > 0.0) {
+            return bad("RATE_LIMIT_PER_SECOND", "must be a number greater than 0");
+        }
+        if self.rate_limit_burst == 0 {
+            return bad("RATE_LIMIT_BURST", "must be at least 1");
+        }
+        if self.max_in_flight == 0 {
+            return bad("MAX_IN_FLIGHT", "must be at least 1");
+        }
+        if self.max_delivery_attempts == 0 {
+            return bad("MAX_DELIVERY_ATTEMPTS", "must be at least 1");
+        }
+        if self.port != 0 && self.port == self.admin_port {
+            return bad("ADMIN_PORT", "must differ from PORT");
+        }
+        if self.backend == Backend::Gcp {
+            for (name, v) in [
+                ("GCP_PROJECT", &self.gcp_project),
+                ("PUBSUB_TOPIC", &self.pubsub_topic),
+                ("BQ_DATASET", &self.bq_dataset),
+                ("BQ_TABLE", &self.bq_table),
+            ] {
+                if v.is_none() {
+                    return bad(name, "is required when BACKEND=gcp");
+                }
+            }
+            if self.api_keys_file.is_none() {
+                return bad(
+                    "API_KEYS_FILE",
+                    "is required when BACKEND=gcp: the service never runs open on GCP",
+                );
+            }
+            if self.faults.any() {
+                return bad("FAULT_*", "fault injection is refused when BACKEND=gcp");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let vars = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_map(&vars)
+    }
+
+    #[test]
+    fn defaults_run_the_embedded_backend_on_8080_and_9464() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.backend, Backend::Local);
+        assert_eq!((s.port, s.admin_port), (8080, 9464));
+        assert_eq!(s.max_delivery_attempts, 5);
+    }
+
+    #[test]
+    fn a_bad_setting_names_the_variable() {
+        let e = settings(&[("PORT", "eighty")]).unwrap_err();
+        assert_eq!(e.name, "PORT");
+        let e = settings(&[("BACKEND", "aws")]).unwrap_err();
+        assert_eq!(e.name, "BACKEND");
+        let e = settings(&[("FAULT_HTTP_ERROR_RATE", "2")]).unwrap_err();
+        assert_eq!(e.name, "FAULT_*");
+    }
+
+    #[test]
+    fn gcp_refuses_to_start_without_keys_or_with_faults() {
+        let base = [
+            ("BACKEND", "gcp"),
+            ("GCP_PROJECT", "p"),
+            ("PUBSUB_TOPIC", "t"),
+            ("BQ_DATASET", "d"),
+            ("BQ_TABLE", "t"),
+        ];
+        assert_eq!(settings(&base).unwrap_err().name, "API_KEYS_FILE");
+        let mut with_keys = base.to_vec();
+        with_keys.push(("API_KEYS_FILE", "/keys.json"));
+        assert!(settings(&with_keys).is_ok());
+        with_keys.push(("FAULT_HTTP_ERROR_RATE", "0.5"));
+        assert_eq!(settings(&with_keys).unwrap_err().name, "FAULT_*");
+    }
+}

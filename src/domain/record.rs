@@ -1,0 +1,449 @@
+//! Ingest records: parsed from the request body into values that satisfy the contract's
+//! schema, or rejected with the field that is wrong. Downstream code never re-checks.
+
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Most records one request may carry (CONTRACT.md).
+pub const MAX_BATCH: usize = 500;
+/// Most orders one record may carry.
+pub const MAX_ORDERS: usize = 1000;
+const CUSTOMER_ID_CHARS: (usize, usize) = (1, 64);
+const NAME_CHARS: (usize, usize) = (1, 256);
+const ORDER_ID_CHARS: (usize, usize) = (1, 64);
+
+/// One order of a record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Order {
+    /// Order identifier, 1 to 64 characters.
+    #[schema(min_length = 1, max_length = 64)]
+    pub order_id: String,
+    /// Order total, finite and at least 0.
+    #[schema(minimum = 0)]
+    pub total: f64,
+}
+
+/// A validated record: what the topic carries and the table stores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"customerId":"9854764321","name":"Ronald Ramos","orders":[{"orderId":"1","total":50.0},{"orderId":"2","total":2000.0}],"revenue":2050.0}))]
+pub struct Record {
+    /// Customer identifier, 1 to 64 characters.
+    #[schema(min_length = 1, max_length = 64)]
+    pub customer_id: String,
+    /// Customer name, 1 to 256 characters.
+    #[schema(min_length = 1, max_length = 256)]
+    pub name: String,
+    /// At most 1000 orders; absent means none.
+    #[serde(default)]
+    #[schema(max_items = 1000)]
+    pub orders: Vec<Order>,
+    /// Optional finite revenue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revenue: Option<f64>,
+}
+
+/// A record as `getData` returns it: the record plus the broker's metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredRecord {
+    /// Customer identifier.
+    pub customer_id: String,
+    /// Customer name.
+    pub name: String,
+    /// Orders (empty when the record had none).
+    pub orders: Vec<Order>,
+    /// Revenue, `null` when the record had none.
+    pub revenue: Option<f64>,
+    /// Broker-assigned message id (the deduplication key).
+    pub message_id: String,
+    /// When the broker accepted the record (RFC 3339, microseconds, UTC).
+    #[schema(value_type = String, format = DateTime)]
+    #[serde(rename = "publishTime", with = "publish_time_rfc3339")]
+    pub publish_time_us: i64,
+}
+
+impl StoredRecord {
+    /// Joins a record with the metadata its message was given.
+    pub fn new(record: Record, message_id: String, publish_time_us: i64) -> Self {
+        Self {
+            customer_id: record.customer_id,
+            name: record.name,
+            orders: record.orders,
+            revenue: record.revenue,
+            message_id,
+            publish_time_us,
+        }
+    }
+}
+
+mod publish_time_rfc3339 {
+    use chrono::{DateTime, SecondsFormat};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(us: &i64, s: S) -> Result<S::Ok, S::Error> {
+        let t = DateTime::from_timestamp_micros(*us).unwrap_or_default();
+        s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Micros, true))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        let s = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&s)
+            .map(|t| t.timestamp_micros())
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// One problem with one field, as the problem+json `errors` list carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct FieldError {
+    /// Where: `orders[1].total`, `[3].name` in a batch, `$` for the body as a whole.
+    pub field: String,
+    /// What is wrong, in a sentence.
+    pub message: String,
+}
+
+impl FieldError {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Why a body is not a list of valid records.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParseError {
+    /// Not JSON at all (400): syntax errors, invalid UTF-8, truncated bodies.
+    Malformed(String),
+    /// JSON, but not what the schema allows (422), with every field that is wrong.
+    Invalid(Vec<FieldError>),
+}
+
+/// Parses an ingest body: one record object or a batch array of them. The batch is checked as
+/// a whole, so either every record is valid or the error lists what is wrong and nothing is
+/// published.
+pub fn parse_records(body: &[u8]) -> Result<Vec<Record>, ParseError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
+    let (records, batch) = match first {
+        Some(b'{') => (vec![deserialize::<Record>(body)?], false),
+        Some(b'[') => (deserialize::<Vec<Record>>(body)?, true),
+        _ => {
+            // Valid JSON of the wrong shape is a schema problem; anything else is malformed.
+            deserialize::<IgnoredAny>(body)?;
+            return Err(ParseError::Invalid(vec![FieldError::new(
+                "$",
+                "expected a record object or an array of record objects",
+            )]));
+        }
+    };
+    if batch && records.is_empty() {
+        return Err(ParseError::Invalid(vec![FieldError::new(
+            "$",
+            "the batch is empty",
+        )]));
+    }
+    if records.len() > MAX_BATCH {
+        return Err(ParseError::Invalid(vec![FieldError::new(
+            "$",
+            format!(
+                "a batch holds at most {MAX_BATCH} records, got {}",
+                records.len()
+            ),
+        )]));
+    }
+    let mut errors = Vec::new();
+    for (i, record) in records.iter().enumerate() {
+        let prefix = if batch {
+            format!("[{i}].")
+        } else {
+            String::new()
+        };
+        validate(record, &prefix, &mut errors);
+    }
+    if errors.is_empty() {
+        Ok(records)
+    } else {
+        Err(ParseError::Invalid(errors))
+    }
+}
+
+/// Deserializes with the path of the first error, and sorts serde's errors into 400 and 422.
+fn deserialize<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ParseError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(classify)?;
+    de.end().map_err(|e| ParseError::Malformed(e.to_string()))?;
+    Ok(value)
+}
+
+fn classify(err: serde_path_to_error::Error<serde_json::Error>) -> ParseError {
+    let path = render_path(err.path());
+    let inner = err.into_inner();
+    let message = inner.to_string();
+    let text = message
+        .split(" at line ")
+        .next()
+        .unwrap_or(&message)
+        .to_owned();
+    match inner.classify() {
+        serde_json::error::Category::Data => {
+            // serde names the missing or unknown field in the message; put it in the path so
+            // clients get `orders[0].orderId`, not `orders[0]`.
+            let field = match quoted_name(&text) {
+                Some(name)
+                    if text.starts_with("missing field") || text.starts_with("unknown field") =>
+                {
+                    join(&path, name)
+                }
+                _ => path,
+            };
+            ParseError::Invalid(vec![FieldError::new(field, text)])
+        }
+        // A number JSON can write but a double cannot hold is a schema problem of that field.
+        serde_json::error::Category::Syntax if text.starts_with("number out of range") => {
+            ParseError::Invalid(vec![FieldError::new(
+                path,
+                "number out of range for a double",
+            )])
+        }
+        _ => ParseError::Malformed(message),
+    }
+}
+
+fn render_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Segment::Unknown => {}
+        }
+    }
+    if out.is_empty() {
+        "$".to_owned()
+    } else {
+        out
+    }
+}
+
+fn join(path: &str, name: &str) -> String {
+    if path == "$" {
+        name.to_owned()
+    } else if path.ends_with(name) {
+        path.to_owned()
+    } else {
+        format!("{path}.{name}")
+    }
+}
+
+fn quoted_name(text: &str) -> Option<&str> {
+    let start = text.find('`')? + 1;
+    let len = text[start..].find('`')?;
+    Some(&text[start..start + len])
+}
+
+fn check_chars(
+    value: &str,
+    (min, max): (usize, usize),
+    field: String,
+    errors: &mut Vec<FieldError>,
+) {
+    let n = value.chars().count();
+    if n < min || n > max {
+        errors.push(FieldError::new(
+            field,
+            format!("must be {min} to {max} characters, got {n}"),
+        ));
+    }
+}
+
+fn validate(record: &Record, prefix: &str, errors: &mut Vec<FieldError>) {
+    check_chars(
+        &record.customer_id,
+        CUSTOMER_ID_CHARS,
+        format!("{prefix}customerId"),
+        errors,
+    );
+    check_chars(&record.name, NAME_CHARS, format!("{prefix}name"), errors);
+    if record.orders.len() > MAX_ORDERS {
+        errors.push(FieldError::new(
+            format!("{prefix}orders"),
+            format!("at most {MAX_ORDERS} orders, got {}", record.orders.len()),
+        ));
+    } else {
+        for (j, order) in record.orders.iter().enumerate() {
+            check_chars(
+                &order.order_id,
+                ORDER_ID_CHARS,
+                format!("{prefix}orders[{j}].orderId"),
+                errors,
+            );
+            if !(order.total.is_finite() && order.total >= 0.0) {
+                errors.push(FieldError::new(
+                    format!("{prefix}orders[{j}].total"),
+                    "must be a finite number >= 0",
+                ));
+            }
+        }
+    }
+    if let Some(revenue) = record.revenue {
+        if !revenue.is_finite() {
+            errors.push(FieldError::new(
+                format!("{prefix}revenue"),
+                "must be a finite number",
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invalid_fields(body: &str) -> Vec<String> {
+        match parse_records(body.as_bytes()) {
+            Err(ParseError::Invalid(errors)) => errors.into_iter().map(|e| e.field).collect(),
+            other => panic!("expected a schema error for {body}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_seed_example_parses_as_one_record() {
+        let body = r#"{"customerId":"9854764321","name":"Ronald Ramos","orders":[{"orderId":"1","total":50.0},{"orderId":"2","total":2000.0}],"revenue":2050.0}"#;
+        let records = parse_records(body.as_bytes()).unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].orders[1].total, 2000.0);
+        assert_eq!(records[0].revenue, Some(2050.0));
+    }
+
+    #[test]
+    fn a_missing_field_is_named_with_its_path() {
+        assert_eq!(
+            invalid_fields(
+                r#"[{"customerId":"a","name":"b"},{"customerId":"a","name":"b","orders":[{"total":1}]}]"#
+            ),
+            vec!["[1].orders[0].orderId"]
+        );
+        assert_eq!(invalid_fields(r#"{"name":"b"}"#), vec!["customerId"]);
+    }
+
+    #[test]
+    fn an_unknown_field_is_rejected_and_named() {
+        assert_eq!(
+            invalid_fields(r#"{"customerId":"a","name":"b","extra":1}"#),
+            vec!["extra"]
+        );
+        assert_eq!(
+            invalid_fields(
+                r#"{"customerId":"a","name":"b","orders":[{"orderId":"1","total":1,"x":2}]}"#
+            ),
+            vec!["orders[0].x"]
+        );
+    }
+
+    #[test]
+    fn a_wrong_type_is_named() {
+        assert_eq!(
+            invalid_fields(r#"{"customerId":5,"name":"b"}"#),
+            vec!["customerId"]
+        );
+        assert_eq!(
+            invalid_fields(
+                r#"{"customerId":"a","name":"b","orders":[{"orderId":"1","total":"x"}]}"#
+            ),
+            vec!["orders[0].total"]
+        );
+    }
+
+    #[test]
+    fn a_number_too_large_for_a_double_is_a_schema_error_of_its_field() {
+        assert_eq!(
+            invalid_fields(r#"{"customerId":"a","name":"b","revenue":1e400}"#),
+            vec!["revenue"]
+        );
+    }
+
+    #[test]
+    fn every_rule_violation_of_a_batch_is_listed() {
+        let long = "x".repeat(65);
+        let body = format!(
+            r#"[{{"customerId":"","name":"b"}},{{"customerId":"{long}","name":"","orders":[{{"orderId":"1","total":-1}}]}}]"#
+        );
+        assert_eq!(
+            invalid_fields(&body),
+            vec![
+                "[0].customerId",
+                "[1].customerId",
+                "[1].name",
+                "[1].orders[0].total"
+            ]
+        );
+    }
+
+    #[test]
+    fn lengths_count_characters_not_bytes() {
+        let id = "ñ".repeat(64);
+        assert!(parse_records(format!(r#"{{"customerId":"{id}","name":"b"}}"#).as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn batch_size_limits_are_enforced() {
+        let one = r#"{"customerId":"a","name":"b"}"#;
+        let ok = format!("[{}]", vec![one; MAX_BATCH].join(","));
+        assert_eq!(parse_records(ok.as_bytes()).unwrap().len(), MAX_BATCH);
+        let too_many = format!("[{}]", vec![one; MAX_BATCH + 1].join(","));
+        assert_eq!(invalid_fields(&too_many), vec!["$"]);
+        assert_eq!(invalid_fields("[]"), vec!["$"]);
+        let orders = vec![r#"{"orderId":"1","total":1}"#; MAX_ORDERS + 1].join(",");
+        assert_eq!(
+            invalid_fields(&format!(
+                r#"{{"customerId":"a","name":"b","orders":[{orders}]}}"#
+            )),
+            vec!["orders"]
+        );
+    }
+
+    #[test]
+    fn malformed_json_and_invalid_utf8_are_malformed() {
+        for body in [
+            &b"{"[..],
+            b"{\"customerId\":\"\xff\xfe\",\"name\":\"b\"}",
+            b"",
+            b"nul",
+            br#"{"customerId":"a","name":"b"} {}"#,
+        ] {
+            assert!(
+                matches!(parse_records(body), Err(ParseError::Malformed(_))),
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn json_of_the_wrong_shape_is_a_schema_error() {
+        assert_eq!(invalid_fields("42"), vec!["$"]);
+        assert_eq!(invalid_fields(r#"[1]"#), vec!["[0]"]);
+    }
+
+    #[test]
+    fn deep_nesting_is_rejected_without_recursing() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(parse_records(deep.as_bytes()).is_err());
+        let deep_field = format!(
+            r#"{{"customerId":{}1{}, "name":"b"}}"#,
+            "[".repeat(50_000),
+            "]".repeat(50_000)
+        );
+        assert_eq!(invalid_fields(&deep_field), vec!["customerId"]);
+    }
+}

@@ -1,0 +1,276 @@
+//! API-key authentication and scopes (CONTRACT.md, "Credentials").
+//!
+//! `API_KEYS_FILE` holds only SHA-256 hashes of the keys, each with an id and its scopes. A
+//! presented key is hashed and compared with every configured hash in constant time, so
+//! neither timing nor logs reveal a key. Keys are never logged; the key id is.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::error::ApiError;
+
+/// What a key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// POST ingestData.
+    Ingest,
+    /// GET getData.
+    Read,
+}
+
+impl Scope {
+    fn as_str(self) -> &'static str {
+        match self {
+            Scope::Ingest => "ingest",
+            Scope::Read => "read",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyEntry {
+    id: String,
+    sha256: String,
+    scopes: Vec<Scope>,
+}
+
+struct ApiKey {
+    id: Arc<str>,
+    hash: [u8; 32],
+    scopes: HashSet<Scope>,
+}
+
+/// How requests are authenticated; chosen once at start.
+pub enum Auth {
+    /// No keys file on the local backend: every request is allowed (warned at start).
+    Disabled,
+    /// Keys from `API_KEYS_FILE`.
+    Keys(Vec<ApiKeyRef>),
+}
+
+/// One configured key (hash, id, scopes). Opaque outside this module.
+pub struct ApiKeyRef(ApiKey);
+
+impl Auth {
+    /// Loads and checks the keys file.
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("API_KEYS_FILE {}: {e}", path.display()))?;
+        let entries: Vec<KeyEntry> = serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("API_KEYS_FILE {}: {e}", path.display()))?;
+        if entries.is_empty() {
+            anyhow::bail!("API_KEYS_FILE {} lists no keys", path.display());
+        }
+        let mut keys = Vec::new();
+        let mut ids = HashSet::new();
+        for e in entries {
+            let bytes = hex::decode(e.sha256.trim())
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "API_KEYS_FILE: key {:?}: sha256 must be 64 hex digits",
+                        e.id
+                    )
+                })?;
+            if e.id.is_empty() || !ids.insert(e.id.clone()) {
+                anyhow::bail!(
+                    "API_KEYS_FILE: key ids must be unique and non-empty ({:?})",
+                    e.id
+                );
+            }
+            keys.push(ApiKeyRef(ApiKey {
+                id: e.id.into(),
+                hash: bytes,
+                scopes: e.scopes.into_iter().collect(),
+            }));
+        }
+        Ok(Auth::Keys(keys))
+    }
+
+    /// `enabled` or `disabled`, as `/readyz` reports it.
+    pub fn mode(&self) -> &'static str {
+        match self {
+            Auth::Disabled => "disabled",
+            Auth::Keys(_) => "enabled",
+        }
+    }
+
+    fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, ApiError> {
+        let keys = match self {
+            Auth::Disabled => {
+                return Ok(Principal {
+                    key_id: None,
+                    scopes: None,
+                })
+            }
+            Auth::Keys(keys) => keys,
+        };
+        let token = authorization
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(ApiError::Unauthorized)?;
+        let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        // Look at every key, whatever matches, so the time taken does not depend on which.
+        let mut found: Option<&ApiKey> = None;
+        for ApiKeyRef(key) in keys {
+            if bool::from(key.hash.ct_eq(&presented)) {
+                found = Some(key);
+            }
+        }
+        let key = found.ok_or(ApiError::Unauthorized)?;
+        Ok(Principal {
+            key_id: Some(key.id.clone()),
+            scopes: Some(key.scopes.clone()),
+        })
+    }
+}
+
+/// Who is calling: the key's id and scopes, or nobody in particular when auth is off.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// The key id (never the key).
+    pub key_id: Option<Arc<str>>,
+    /// `None` when auth is disabled: everything is allowed.
+    pub scopes: Option<HashSet<Scope>>,
+}
+
+/// The rate-limit key of a request: the key id, or the client address when auth is off.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClientKey(pub Arc<str>);
+
+/// State of the authentication middleware.
+#[derive(Clone)]
+pub struct AuthState {
+    /// The configured keys.
+    pub auth: Arc<Auth>,
+    /// Key anonymous clients by the first `X-Forwarded-For` address.
+    pub trust_forwarded_for: bool,
+}
+
+/// Authenticates every API request (401 without a known key) and records who is calling for
+/// the rate limiter and the scope checks.
+pub async fn authenticate(
+    State(state): State<AuthState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let header = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let principal = match state.auth.authenticate(header) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let client = match &principal.key_id {
+        Some(id) => ClientKey(id.clone()),
+        None => ClientKey(
+            client_ip(&req, state.trust_forwarded_for)
+                .to_string()
+                .into(),
+        ),
+    };
+    if let Some(id) = &principal.key_id {
+        tracing::Span::current().record("client.key_id", id.as_ref());
+    }
+    req.extensions_mut().insert(client);
+    req.extensions_mut().insert(principal);
+    next.run(req).await
+}
+
+fn client_ip(req: &Request, trust_forwarded_for: bool) -> IpAddr {
+    if trust_forwarded_for {
+        let forwarded = req
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse().ok());
+        if let Some(ip) = forwarded {
+            return ip;
+        }
+    }
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]))
+}
+
+/// Route layer: 403 unless the caller has `scope`.
+pub async fn require(scope: Scope, req: Request, next: Next) -> Response {
+    let allowed = match req.extensions().get::<Principal>() {
+        Some(p) => p.scopes.as_ref().is_none_or(|s| s.contains(&scope)),
+        None => false,
+    };
+    if !allowed {
+        return ApiError::Forbidden(scope.as_str()).into_response();
+    }
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> Auth {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        let hash = hex::encode(Sha256::digest(b"secret-ingest"));
+        std::fs::write(
+            &path,
+            format!(r#"[{{"id":"a","sha256":"{hash}","scopes":["ingest"]}}]"#),
+        )
+        .unwrap();
+        Auth::from_file(&path).unwrap()
+    }
+
+    #[test]
+    fn a_known_key_authenticates_with_its_scopes_only() {
+        let p = keys().authenticate(Some("Bearer secret-ingest")).unwrap();
+        assert_eq!(p.key_id.as_deref(), Some("a"));
+        let scopes = p.scopes.unwrap();
+        assert!(scopes.contains(&Scope::Ingest) && !scopes.contains(&Scope::Read));
+    }
+
+    #[test]
+    fn missing_malformed_or_unknown_keys_are_401() {
+        let auth = keys();
+        for h in [
+            None,
+            Some("secret-ingest"),
+            Some("Bearer "),
+            Some("Bearer nope"),
+            Some("Basic x"),
+        ] {
+            assert!(
+                matches!(auth.authenticate(h), Err(ApiError::Unauthorized)),
+                "{h:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_keys_file_with_a_bad_hash_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        std::fs::write(&path, r#"[{"id":"a","sha256":"abc","scopes":["read"]}]"#).unwrap();
+        assert!(Auth::from_file(&path).is_err());
+    }
+}

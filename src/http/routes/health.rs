@@ -1,0 +1,87 @@
+//! Liveness and readiness. `/healthz` answers while the process can serve; `/readyz` asks the
+//! broker and the store (each with a short deadline) and says which one failed.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::http::AppState;
+use crate::ports::DependencyError;
+
+/// Deadline of each readiness check.
+const CHECK_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Readiness report.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready` or `unavailable`.
+    pub status: &'static str,
+    /// `ok`, or the failure class (`timeout`, `unavailable`, ...).
+    pub broker: String,
+    /// `ok`, or the failure class.
+    pub store: String,
+    /// `enabled` or `disabled`.
+    pub auth: &'static str,
+    /// `local` or `gcp`.
+    pub backend: &'static str,
+}
+
+/// Liveness.
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "The process can serve.", body = serde_json::Value)))]
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Readiness: 200 when broker and store answer, else 503 naming the one that failed.
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses(
+        (status = 200, description = "Broker and store answer.", body = Readiness),
+        (status = 503, description = "A dependency failed; the body says which.", body = Readiness),
+    ))]
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let (broker, store) =
+        tokio::join!(within(state.publisher.check()), within(state.query.check()),);
+    let ok = broker.is_ok() && store.is_ok();
+    let describe = |r: &Result<(), DependencyError>| match r {
+        Ok(()) => "ok".to_owned(),
+        Err(e) => e.kind.as_str().to_owned(),
+    };
+    if let Err(e) = &broker {
+        tracing::warn!(error = %e, "readiness: broker failed");
+    }
+    if let Err(e) = &store {
+        tracing::warn!(error = %e, "readiness: store failed");
+    }
+    let body = Readiness {
+        status: if ok { "ready" } else { "unavailable" },
+        broker: describe(&broker),
+        store: describe(&store),
+        auth: state.auth_mode,
+        backend: state.backend,
+    };
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn within(
+    f: impl std::future::Future<Output = Result<(), DependencyError>>,
+) -> Result<(), DependencyError> {
+    tokio::time::timeout(CHECK_DEADLINE, f)
+        .await
+        .unwrap_or_else(|_| {
+            Err(DependencyError::new(
+                crate::ports::ErrorKind::Timeout,
+                "readiness check timed out",
+            ))
+        })
+}

@@ -1,0 +1,161 @@
+//! `POST /challenge-latam-api/ingestData`: validate, publish, answer once durable.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::Json;
+use serde::Serialize;
+use tracing::Instrument;
+use utoipa::ToSchema;
+
+use crate::domain::{parse_records, FieldError, ParseError, Record};
+use crate::http::error::{ApiError, Problem};
+use crate::http::AppState;
+use crate::ports::{Attributes, DependencyError, ErrorKind, OutgoingMessage};
+use crate::telemetry::propagation;
+
+/// Largest body accepted (CONTRACT.md): 1 MiB.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+const IDEMPOTENCY_KEY_MAX: usize = 256;
+
+/// The answer to a successful ingest.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IngestResponse {
+    /// Always "Data published successfully".
+    #[schema(example = "Data published successfully")]
+    pub status: &'static str,
+    /// The broker's id for every record, in request order.
+    pub message_ids: Vec<String>,
+}
+
+/// One record or a batch of up to 500 (documentation only; parsing is `parse_records`).
+#[derive(ToSchema, serde::Deserialize)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum IngestBody {
+    /// One record.
+    One(Record),
+    /// A batch of 1 to 500 records, all-or-nothing.
+    Batch(Vec<Record>),
+}
+
+/// Publishes one record or a batch. Answers 200 only after the broker has durably accepted
+/// every record; a batch with any invalid record publishes nothing.
+#[utoipa::path(
+    post,
+    path = "/challenge-latam-api/ingestData",
+    tag = "records",
+    request_body(content = IngestBody, content_type = "application/json"),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Passed on as the `idempotency_key` message attribute.")),
+    responses(
+        (status = 200, description = "Every record was durably published.", body = IngestResponse),
+        (status = 400, description = "Malformed JSON or header.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or unknown API key.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks the `ingest` scope.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 1 MiB.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body not declared as JSON.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Records break the schema; nothing was published.", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Broker unavailable or load shed.", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "Broker timed out.", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn ingest(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<IngestResponse>, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(ApiError::PayloadTooLarge(MAX_BODY_BYTES));
+    }
+    if !is_json(&headers) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge(MAX_BODY_BYTES))?;
+    let records = parse_records(&bytes).map_err(|e| match e {
+        ParseError::Malformed(detail) => ApiError::Malformed(detail),
+        ParseError::Invalid(errors) => ApiError::Invalid(errors),
+    })?;
+    let idempotency_key = idempotency_key(&headers)?;
+
+    let span = tracing::info_span!(
+        "challenge-latam-records send",
+        otel.kind = "producer",
+        messaging.system = state.messaging_system,
+        messaging.operation.type = "send",
+        messaging.operation.name = "publish",
+        messaging.destination.name = %state.topic,
+        messaging.batch.message_count = records.len(),
+    );
+    let mut base = Attributes::new();
+    base.insert("content_type".into(), "application/json".into());
+    base.insert("schema_version".into(), "1".into());
+    if let Some(key) = idempotency_key {
+        base.insert("idempotency_key".into(), key);
+    }
+    propagation::inject(&span, &mut base);
+    let messages = records
+        .iter()
+        .map(|r| OutgoingMessage {
+            data: serde_json::to_vec(r)
+                .expect("a record always serializes")
+                .into(),
+            attributes: base.clone(),
+        })
+        .collect();
+
+    let ids = tokio::time::timeout(state.request_timeout, state.publisher.publish(messages))
+        .instrument(span)
+        .await
+        .unwrap_or_else(|_| {
+            Err(DependencyError::new(
+                ErrorKind::Timeout,
+                "publish timed out",
+            ))
+        })
+        .map_err(|e| ApiError::Dependency("broker", e))?;
+    Ok(Json(IngestResponse {
+        status: "Data published successfully",
+        message_ids: ids,
+    }))
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let ok = value.to_str().ok().filter(|v| {
+        !v.is_empty() && v.len() <= IDEMPOTENCY_KEY_MAX && v.bytes().all(|b| b.is_ascii_graphic())
+    });
+    ok.map(|v| Some(v.to_owned())).ok_or_else(|| {
+        ApiError::BadRequest(vec![FieldError {
+            field: "Idempotency-Key".into(),
+            message: format!("must be 1 to {IDEMPOTENCY_KEY_MAX} visible ASCII characters"),
+        }])
+    })
+}

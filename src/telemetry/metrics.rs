@@ -1,0 +1,194 @@
+//! Metric names, label keys, buckets and help text: the API that dashboards and alert rules
+//! query (CONTRACT.md, "Metrics"). Everything that records a metric goes through the helpers
+//! here, so a label value outside its fixed set cannot be written by accident.
+
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::ports::ErrorKind;
+
+/// HTTP server latency histogram (seconds).
+pub const HTTP_DURATION: &str = "http_server_request_duration_seconds";
+/// HTTP requests being served now.
+pub const HTTP_ACTIVE: &str = "http_server_active_requests";
+/// The load-shedding bound (`MAX_IN_FLIGHT`), so saturation alerts need no constant.
+pub const HTTP_MAX_ACTIVE: &str = "http_server_max_active_requests";
+/// Broker operation latency (seconds).
+pub const MESSAGING_DURATION: &str = "messaging_client_operation_duration_seconds";
+/// Messages published.
+pub const MESSAGING_SENT: &str = "messaging_client_sent_messages_total";
+/// Store operation latency (seconds).
+pub const DB_DURATION: &str = "db_client_operation_duration_seconds";
+/// Publish time to queryable (seconds), where this process stores rows.
+pub const PIPELINE_E2E: &str = "pipeline_end_to_end_latency_seconds";
+/// Messages published and not yet acknowledged.
+pub const PIPELINE_BACKLOG: &str = "pipeline_backlog_messages";
+/// Messages moved to the dead-letter table.
+pub const PIPELINE_DEAD_LETTERED: &str = "pipeline_dead_lettered_messages_total";
+/// Build information (value 1).
+pub const BUILD_INFO: &str = "app_build_info";
+
+/// Buckets of the HTTP, messaging and database histograms; every SLO latency threshold is one
+/// of these boundaries.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+/// Buckets of the end-to-end histogram (freshness SLO threshold: 60 s).
+pub const E2E_BUCKETS: &[f64] = &[
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+/// `messaging_operation_name` values.
+#[derive(Debug, Clone, Copy)]
+pub enum MessagingOp {
+    /// Publishing to the topic.
+    Publish,
+    /// Pulling from the subscription.
+    Receive,
+    /// Acknowledging (or nacking) a delivery.
+    Ack,
+}
+
+impl MessagingOp {
+    fn as_str(self) -> &'static str {
+        match self {
+            MessagingOp::Publish => "publish",
+            MessagingOp::Receive => "receive",
+            MessagingOp::Ack => "ack",
+        }
+    }
+}
+
+/// `db_operation_name` values.
+#[derive(Debug, Clone, Copy)]
+pub enum DbOp {
+    /// getData.
+    Query,
+    /// Row writes.
+    Insert,
+}
+
+impl DbOp {
+    fn as_str(self) -> &'static str {
+        match self {
+            DbOp::Query => "query",
+            DbOp::Insert => "insert",
+        }
+    }
+}
+
+/// Installs the Prometheus recorder with the contract's buckets and describes every metric.
+/// The returned handle renders `/metrics` on the admin port.
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.into()), LATENCY_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(MESSAGING_DURATION.into()), LATENCY_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(DB_DURATION.into()), LATENCY_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(PIPELINE_E2E.into()), E2E_BUCKETS)?
+        .install_recorder()?;
+    describe();
+    Ok(handle)
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_histogram!(
+        HTTP_DURATION,
+        Unit::Seconds,
+        "Duration of HTTP server requests."
+    );
+    describe_gauge!(HTTP_ACTIVE, "Number of active HTTP server requests.");
+    describe_gauge!(
+        HTTP_MAX_ACTIVE,
+        "Requests served at once before new ones are shed with 503 (MAX_IN_FLIGHT)."
+    );
+    describe_histogram!(
+        MESSAGING_DURATION,
+        Unit::Seconds,
+        "Duration of messaging operations (publish, receive, ack)."
+    );
+    describe_counter!(
+        MESSAGING_SENT,
+        "Number of messages the producer attempted to send to the broker."
+    );
+    describe_histogram!(
+        DB_DURATION,
+        Unit::Seconds,
+        "Duration of database client operations (query, insert)."
+    );
+    describe_histogram!(
+        PIPELINE_E2E,
+        Unit::Seconds,
+        "Time from publish to queryable, measured where this process stores rows."
+    );
+    describe_gauge!(
+        PIPELINE_BACKLOG,
+        "Messages published and not yet acknowledged by the subscription."
+    );
+    describe_counter!(
+        PIPELINE_DEAD_LETTERED,
+        "Messages moved to the dead-letter table after their maximum delivery attempts."
+    );
+    describe_gauge!(BUILD_INFO, "Build information; the value is always 1.");
+}
+
+fn error_label(error: Option<ErrorKind>) -> &'static str {
+    error.map(ErrorKind::as_str).unwrap_or("")
+}
+
+/// Records one broker operation of `system` (`local` or `gcp_pubsub`).
+pub fn messaging_op(
+    system: &'static str,
+    op: MessagingOp,
+    error: Option<ErrorKind>,
+    elapsed: Duration,
+) {
+    histogram!(MESSAGING_DURATION,
+        "messaging_system" => system,
+        "messaging_operation_name" => op.as_str(),
+        "error_type" => error_label(error))
+    .record(elapsed.as_secs_f64());
+}
+
+/// Counts `n` messages sent to the broker by `system`.
+pub fn messages_sent(system: &'static str, error: Option<ErrorKind>, n: u64) {
+    counter!(MESSAGING_SENT, "messaging_system" => system, "error_type" => error_label(error))
+        .increment(n);
+}
+
+/// Records one store operation of `system` (`sqlite` or `gcp.bigquery`).
+pub fn db_op(system: &'static str, op: DbOp, error: Option<ErrorKind>, elapsed: Duration) {
+    histogram!(DB_DURATION,
+        "db_system_name" => system,
+        "db_operation_name" => op.as_str(),
+        "error_type" => error_label(error))
+    .record(elapsed.as_secs_f64());
+}
+
+/// Records how long a stored row took from publish to queryable.
+pub fn end_to_end(seconds: f64) {
+    histogram!(PIPELINE_E2E).record(seconds.max(0.0));
+}
+
+/// Sets the number of unacknowledged messages.
+pub fn backlog(n: u64) {
+    gauge!(PIPELINE_BACKLOG).set(n as f64);
+}
+
+/// Counts messages moved to the dead-letter table.
+pub fn dead_lettered(n: u64) {
+    counter!(PIPELINE_DEAD_LETTERED).increment(n);
+}
+
+/// Publishes the load-shedding bound.
+pub fn max_active(n: usize) {
+    gauge!(HTTP_MAX_ACTIVE).set(n as f64);
+}
+
+/// Sets `app_build_info{version, revision} 1`.
+pub fn build_info() {
+    let revision = option_env!("GIT_REVISION").unwrap_or("unknown");
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "revision" => revision).set(1.0);
+}

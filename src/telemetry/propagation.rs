@@ -1,0 +1,96 @@
+//! W3C trace context in and out: from HTTP headers into the server span, from the producer
+//! span into message attributes, and from attributes into the consumer span, so one trace
+//! shows request -> publish -> store.
+
+use std::collections::HashMap;
+
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::TraceContextExt;
+use opentelemetry::Context;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::ports::Attributes;
+
+/// The attribute Google's client libraries use for trace context on Pub/Sub messages.
+pub const GOOGCLIENT_TRACEPARENT: &str = "googclient_traceparent";
+/// The plain W3C name, for consumers that know only that.
+pub const TRACEPARENT: &str = "traceparent";
+
+/// Installs the W3C propagator as the global one.
+pub fn install() {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+}
+
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// The remote parent carried by `traceparent`/`tracestate`, if any.
+pub fn from_headers(headers: &http::HeaderMap) -> Context {
+    TraceContextPropagator::new().extract(&HeaderExtractor(headers))
+}
+
+/// Writes the span's context into message attributes under both names.
+pub fn inject(span: &tracing::Span, attributes: &mut Attributes) {
+    let cx = span.context();
+    if !cx.span().span_context().is_valid() {
+        return;
+    }
+    let mut carrier: HashMap<String, String> = HashMap::new();
+    TraceContextPropagator::new().inject_context(&cx, &mut MapInjector(&mut carrier));
+    if let Some(tp) = carrier.remove(TRACEPARENT) {
+        attributes.insert(GOOGCLIENT_TRACEPARENT.to_owned(), tp.clone());
+        attributes.insert(TRACEPARENT.to_owned(), tp);
+    }
+    if let Some(ts) = carrier.remove("tracestate").filter(|s| !s.is_empty()) {
+        attributes.insert("tracestate".to_owned(), ts);
+    }
+}
+
+struct MapInjector<'a>(&'a mut HashMap<String, String>);
+
+impl Injector for MapInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.insert(key.to_owned(), value);
+    }
+}
+
+struct AttributeExtractor<'a>(&'a Attributes);
+
+impl Extractor for AttributeExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        if key == TRACEPARENT {
+            // Prefer Google's name: it is what Pub/Sub's own instrumentation writes.
+            return self
+                .0
+                .get(GOOGCLIENT_TRACEPARENT)
+                .or_else(|| self.0.get(TRACEPARENT))
+                .map(String::as_str);
+        }
+        self.0.get(key).map(String::as_str)
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(String::as_str).collect()
+    }
+}
+
+/// The producer's context from message attributes.
+pub fn from_attributes(attributes: &Attributes) -> Context {
+    TraceContextPropagator::new().extract(&AttributeExtractor(attributes))
+}
+
+/// The trace and span ids of `span`, hex encoded, when it has a valid context.
+pub fn ids(span: &tracing::Span) -> Option<(String, String)> {
+    let cx = span.context();
+    let sc = cx.span().span_context().clone();
+    sc.is_valid()
+        .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
+}
