@@ -95,6 +95,15 @@ def test_ci_runs_on_pull_requests_and_before_every_push_pipeline():
         assert doc["jobs"]["ci"]["uses"] == "$/.github/workflows/ci.yml"
 
 
+def test_gitflow_is_enforced_main_takes_develop_only_and_updates_go_to_develop():
+    jobs = workflow("ci.yml")["jobs"]
+    assert "github.base_ref == 'main'" in jobs["gitflow"]["if"]
+    assert '"$HEAD_REF" != develop' in policy.job_runs(jobs["gitflow"])[0]
+    assert "github.base_ref == 'develop'" in jobs["commits"]["if"]
+    updates = load(ROOT / ".github" / "dependabot.yml")["updates"]
+    assert updates and all(u["target-branch"] == "develop" for u in updates)
+
+
 def test_delivery_order_is_ci_build_deploy_then_release():
     jobs = workflow("deliver-dev.yml")["jobs"]
     assert jobs["build"]["needs"] == "ci"
