@@ -199,3 +199,24 @@ def test_the_dockerignore_keeps_everything_the_build_reads():
     assert [p for p in needed if policy.dockerignore_excludes(patterns, p)] == []
     for heavy in ("target", ".git", ".tools", "data"):
         assert policy.dockerignore_excludes(patterns, heavy), f"{heavy} would be sent to the builder"
+
+
+def test_the_build_context_is_a_loadable_cargo_workspace(tmp_path):
+    # What `COPY . .` sends to the builder: the repository's files minus .dockerignore. Cargo
+    # must load every manifest from it (workspace members and declared targets present) with the
+    # committed lock file, as `cargo build --locked` in the Dockerfile will.
+    import shutil
+    import subprocess
+
+    patterns = (ROOT / ".dockerignore").read_text().splitlines()
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                            cwd=ROOT, check=True, capture_output=True, text=True).stdout.splitlines()
+    context = [p for p in listed if (ROOT / p).is_file() and not policy.dockerignore_excludes(patterns, p)]
+    assert "Cargo.lock" in context and not any(p.startswith(("target/", ".git/", ".github/")) for p in context)
+    for path in context:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / path, tmp_path / path)
+    done = subprocess.run(["cargo", "metadata", "--format-version", "1", "--no-deps", "--locked", "--offline"],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "challenge-latam-api" in done.stdout
