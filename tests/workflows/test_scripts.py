@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import textwrap
 import subprocess
 from pathlib import Path
 
@@ -98,3 +99,50 @@ def test_create_tag_refuses_a_name_that_is_not_a_release(tmp_path):
     done = subprocess.run([str(SCRIPTS / "create-tag.sh"), "latest", "abc", "/dev/null"],
                           env=env, capture_output=True, text=True)
     assert done.returncode == 1 and "not a release tag" in done.stderr
+
+
+def fake_gh(tmp_path: Path, existing: str = "", target: str = "") -> dict:
+    """A `gh` that answers the four GitHub API calls create-tag.sh makes, and records them."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    script = bin_dir / "gh"
+    script.write_text(textwrap.dedent(f"""\
+        #!/bin/sh
+        echo "$@" >>"{tmp_path}/calls"
+        case "$2" in
+          */git/ref/tags/*) [ -n "{existing}" ] && echo "{existing}" && exit 0; exit 1 ;;
+          */git/tags/*) echo "{target}" ;;
+          */git/tags) echo tag-object-sha ;;
+          */git/refs) echo '{{}}' ;;
+        esac
+        """))
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", GITHUB_REPOSITORY="o/r")
+
+
+def create_tag(tmp_path: Path, env: dict) -> subprocess.CompletedProcess:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("v1.2.0 (since v1.1.0)\n")
+    return subprocess.run([str(SCRIPTS / "create-tag.sh"), "v1.2.0", "c0ffee", str(notes)],
+                          env=env, capture_output=True, text=True)
+
+
+def test_create_tag_creates_an_annotated_tag_then_its_ref(tmp_path):
+    done = create_tag(tmp_path, fake_gh(tmp_path))
+    assert done.returncode == 0, done.stderr
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert calls[1].startswith("api repos/o/r/git/tags -f tag=v1.2.0 -f object=c0ffee -f type=commit -F message=@")
+    assert calls[2] == "api repos/o/r/git/refs -f ref=refs/tags/v1.2.0 -f sha=tag-object-sha"
+
+
+def test_create_tag_is_idempotent_for_the_same_commit(tmp_path):
+    done = create_tag(tmp_path, fake_gh(tmp_path, existing="tag-object-sha", target="c0ffee"))
+    assert done.returncode == 0, done.stderr
+    assert "already points at c0ffee" in done.stdout
+    assert len((tmp_path / "calls").read_text().splitlines()) == 2  # looked, created nothing
+
+
+def test_create_tag_refuses_to_move_a_tag(tmp_path):
+    done = create_tag(tmp_path, fake_gh(tmp_path, existing="tag-object-sha", target="deadbeef"))
+    assert done.returncode == 1
+    assert "points at deadbeef, not c0ffee" in done.stderr
