@@ -14,8 +14,8 @@ const NAME_CHARS: (usize, usize) = (1, 256);
 const ORDER_ID_CHARS: (usize, usize) = (1, 64);
 
 /// One order of a record.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct Order {
     /// Order identifier, 1 to 64 characters.
     #[schema(min_length = 1, max_length = 64)]
@@ -26,8 +26,8 @@ pub struct Order {
 }
 
 /// A validated record: what the topic carries and the table stores.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 #[schema(example = json!({"customerId":"9854764321","name":"Ronald Ramos","orders":[{"orderId":"1","total":50.0},{"orderId":"2","total":2000.0}],"revenue":2050.0}))]
 pub struct Record {
     /// Customer identifier, 1 to 64 characters.
@@ -36,13 +36,82 @@ pub struct Record {
     /// Customer name, 1 to 256 characters.
     #[schema(min_length = 1, max_length = 256)]
     pub name: String,
-    /// At most 1000 orders; absent means none.
-    #[serde(default)]
-    #[schema(max_items = 1000)]
+    /// At most 1000 orders; absent or null means none.
+    #[schema(max_items = 1000, required = false)]
     pub orders: Vec<Order>,
     /// Optional finite revenue.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub revenue: Option<f64>,
+}
+
+// Records and orders must be JSON objects. serde's derived `Deserialize` also accepts a
+// struct written as an array (`["id", "name"]`), which the contract does not allow, so both
+// go through `objects_only`, which asks the parser for a map and nothing else.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RecordFields {
+    customer_id: String,
+    name: String,
+    #[serde(default)]
+    orders: Option<Vec<Order>>,
+    #[serde(default)]
+    revenue: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct OrderFields {
+    order_id: String,
+    total: f64,
+}
+
+impl<'de> Deserialize<'de> for Record {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let f: RecordFields = objects_only::deserialize(d, "a record object")?;
+        Ok(Record {
+            customer_id: f.customer_id,
+            name: f.name,
+            orders: f.orders.unwrap_or_default(),
+            revenue: f.revenue,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Order {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let f: OrderFields = objects_only::deserialize(d, "an order object")?;
+        Ok(Order {
+            order_id: f.order_id,
+            total: f.total,
+        })
+    }
+}
+
+mod objects_only {
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    use serde::de::value::MapAccessDeserializer;
+    use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+
+    struct ObjectVisitor<T>(&'static str, PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str(self.0)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::deserialize(MapAccessDeserializer::new(map))
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+        what: &'static str,
+    ) -> Result<T, D::Error> {
+        d.deserialize_map(ObjectVisitor(what, PhantomData))
+    }
 }
 
 /// A record as `getData` returns it: the record plus the broker's metadata.
@@ -433,6 +502,22 @@ mod tests {
     fn json_of_the_wrong_shape_is_a_schema_error() {
         assert_eq!(invalid_fields("42"), vec!["$"]);
         assert_eq!(invalid_fields(r#"[1]"#), vec!["[0]"]);
+    }
+
+    #[test]
+    fn records_and_orders_written_as_arrays_are_rejected() {
+        assert_eq!(invalid_fields(r#"[["a","b"]]"#), vec!["[0]"]);
+        assert_eq!(
+            invalid_fields(r#"{"customerId":"a","name":"b","orders":[["1",5]]}"#),
+            vec!["orders[0]"]
+        );
+    }
+
+    #[test]
+    fn null_orders_and_revenue_mean_none() {
+        let r = parse_records(br#"{"customerId":"a","name":"b","orders":null,"revenue":null}"#)
+            .unwrap();
+        assert!(r[0].orders.is_empty() && r[0].revenue.is_none());
     }
 
     #[test]
