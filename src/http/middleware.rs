@@ -84,7 +84,11 @@ pub async fn observe(req: Request, next: Next) -> Response {
         span_id = tracing::field::Empty,
     );
     let _ = span.set_parent(propagation::from_headers(req.headers()));
-    if let Some((trace_id, span_id)) = propagation::ids(&span) {
+    // With OTLP on, the span's own ids; with it off (no OpenTelemetry layer at all), the
+    // caller's `traceparent`, so logs still join the caller's trace.
+    if let Some((trace_id, span_id)) =
+        propagation::ids(&span).or_else(|| propagation::parse_traceparent(req.headers()))
+    {
         span.record("trace_id", trace_id.as_str());
         span.record("span_id", span_id.as_str());
     }

@@ -94,3 +94,19 @@ pub fn ids(span: &tracing::Span) -> Option<(String, String)> {
     sc.is_valid()
         .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
 }
+
+/// The trace and parent span ids of a well-formed `traceparent` header, without any
+/// OpenTelemetry machinery (used for log correlation when export is off).
+pub fn parse_traceparent(headers: &http::HeaderMap) -> Option<(String, String)> {
+    let v = headers.get(TRACEPARENT)?.to_str().ok()?;
+    let mut parts = v.trim().split('-');
+    let (version, trace, span, _flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let valid = hex(version, 2)
+        && hex(trace, 32)
+        && hex(span, 16)
+        && trace.bytes().any(|b| b != b'0')
+        && span.bytes().any(|b| b != b'0');
+    valid.then(|| (trace.to_ascii_lowercase(), span.to_ascii_lowercase()))
+}

@@ -12,4 +12,6 @@ mod helpers;
 
 mod durability;
 mod ingest;
+mod observability;
+mod protection;
 mod query;

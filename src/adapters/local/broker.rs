@@ -112,6 +112,8 @@ impl LocalBroker {
         )?;
         let backlog: i64 = conn.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0))?;
         metrics::backlog(backlog as u64);
+        // Export the counter from the start, so "no dead letters" reads 0, not absent.
+        metrics::dead_lettered(0);
 
         let (tx, rx) = mpsc::channel();
         let published = Arc::new(Notify::new());
