@@ -531,4 +531,92 @@ mod tests {
         );
         assert_eq!(invalid_fields(&deep_field), vec!["customerId"]);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn json_value() -> impl Strategy<Value = serde_json::Value> {
+            let leaf = prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::from),
+                any::<f64>().prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                ".{0,80}".prop_map(serde_json::Value::from),
+            ];
+            leaf.prop_recursive(4, 64, 8, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..8).prop_map(serde_json::Value::from),
+                    prop::collection::btree_map(
+                        prop_oneof![
+                            Just("customerId".to_owned()),
+                            Just("name".to_owned()),
+                            Just("orders".to_owned()),
+                            Just("revenue".to_owned()),
+                            Just("orderId".to_owned()),
+                            Just("total".to_owned()),
+                            "[a-z]{1,8}",
+                        ],
+                        inner,
+                        0..6
+                    )
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            /// Arbitrary bytes never panic the parser; they parse or are rejected.
+            #[test]
+            fn arbitrary_bytes_never_panic(body in prop::collection::vec(any::<u8>(), 0..512)) {
+                let _ = parse_records(&body);
+            }
+
+            /// Any JSON either parses into records that satisfy every rule, or is rejected
+            /// with at least one named field (422) or as malformed (400): never accepted
+            /// while breaking a rule.
+            #[test]
+            fn json_is_accepted_only_when_valid(value in json_value()) {
+                let body = serde_json::to_vec(&value).unwrap();
+                match parse_records(&body) {
+                    Ok(records) => {
+                        prop_assert!(!records.is_empty() && records.len() <= MAX_BATCH);
+                        for r in records {
+                            let n = r.customer_id.chars().count();
+                            prop_assert!((1..=64).contains(&n));
+                            let n = r.name.chars().count();
+                            prop_assert!((1..=256).contains(&n));
+                            prop_assert!(r.orders.len() <= MAX_ORDERS);
+                            for o in &r.orders {
+                                prop_assert!(o.total.is_finite() && o.total >= 0.0);
+                            }
+                        }
+                    }
+                    Err(ParseError::Invalid(errors)) => prop_assert!(!errors.is_empty()),
+                    Err(ParseError::Malformed(_)) => {}
+                }
+            }
+
+            /// Valid records survive the round trip through the topic's JSON unchanged.
+            #[test]
+            fn valid_records_round_trip(
+                id in "[a-zA-Z0-9ñ]{1,64}",
+                name in ".{1,100}",
+                totals in prop::collection::vec(0.0f64..1e12, 0..20),
+                revenue in prop::option::of(-1e12f64..1e12),
+            ) {
+                let record = Record {
+                    customer_id: id,
+                    name,
+                    orders: totals.iter().enumerate().map(|(i, t)| Order { order_id: i.to_string(), total: *t }).collect(),
+                    revenue,
+                };
+                let body = serde_json::to_vec(&record).unwrap();
+                let parsed = parse_records(&body).unwrap();
+                prop_assert_eq!(&parsed[0], &record);
+            }
+        }
+    }
 }
