@@ -39,7 +39,7 @@ pub async fn backends(settings: &Settings) -> anyhow::Result<Backends> {
         Backend::Local => {
             crate::adapters::local::build(&settings.data_dir, settings.max_delivery_attempts)
         }
-        Backend::Gcp => anyhow::bail!("BACKEND=gcp: the GCP adapters are not wired in this build"),
+        Backend::Gcp => crate::adapters::gcp::build(settings).await,
     }
 }
 

@@ -3,4 +3,5 @@
 //! drills on the embedded default.
 
 pub mod faults;
+pub mod gcp;
 pub mod local;

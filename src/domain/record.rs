@@ -15,7 +15,9 @@ const ORDER_ID_CHARS: (usize, usize) = (1, 64);
 
 /// One order of a record.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+// deny_unknown_fields here only tells utoipa to publish `additionalProperties: false`; the
+// parsing (below) enforces it.
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Order {
     /// Order identifier, 1 to 64 characters.
     #[schema(min_length = 1, max_length = 64)]
@@ -27,7 +29,7 @@ pub struct Order {
 
 /// A validated record: what the topic carries and the table stores.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(example = json!({"customerId":"9854764321","name":"Ronald Ramos","orders":[{"orderId":"1","total":50.0},{"orderId":"2","total":2000.0}],"revenue":2050.0}))]
 pub struct Record {
     /// Customer identifier, 1 to 64 characters.
@@ -37,7 +39,7 @@ pub struct Record {
     #[schema(min_length = 1, max_length = 256)]
     pub name: String,
     /// At most 1000 orders; absent or null means none.
-    #[schema(max_items = 1000, required = false)]
+    #[schema(max_items = 1000, required = false, nullable = true)]
     pub orders: Vec<Order>,
     /// Optional finite revenue.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -86,8 +86,12 @@ pub async fn build(settings: &Settings) -> anyhow::Result<Backends> {
         }
     };
     tracing::info!(
-        pubsub = pubsub_endpoint.as_deref().unwrap_or("pubsub.googleapis.com"),
-        bigquery = bigquery_base.as_deref().unwrap_or("bigquery.googleapis.com"),
+        pubsub = pubsub_endpoint
+            .as_deref()
+            .unwrap_or("pubsub.googleapis.com"),
+        bigquery = bigquery_base
+            .as_deref()
+            .unwrap_or("bigquery.googleapis.com"),
         worker = pipeline.is_some(),
         "GCP backends ready"
     );
@@ -137,7 +141,10 @@ mod tests {
     #[test]
     fn emulator_hosts_become_plain_http_urls() {
         assert_eq!(emulator_url("127.0.0.1:8085"), "http://127.0.0.1:8085");
-        assert_eq!(emulator_url("http://localhost:9050/"), "http://localhost:9050");
+        assert_eq!(
+            emulator_url("http://localhost:9050/"),
+            "http://localhost:9050"
+        );
     }
 
     #[tokio::test]

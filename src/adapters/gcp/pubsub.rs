@@ -18,8 +18,7 @@ use tokio::task::JoinHandle;
 
 use super::{deadline, CHECK_TIMEOUT, MESSAGING_SYSTEM};
 use crate::ports::{
-    AckHandle, Delivery, DependencyError, ErrorKind, OutgoingMessage, ReceivedMessage,
-    Subscription,
+    AckHandle, Delivery, DependencyError, ErrorKind, OutgoingMessage, ReceivedMessage, Subscription,
 };
 use crate::telemetry::metrics::{self, MessagingOp};
 
@@ -68,7 +67,9 @@ impl PubSubPublisher {
             .with_retry_policy(RetryableErrors.with_time_limit(timeout / 2));
         let mut admin = TopicAdmin::builder().with_retry_policy(NeverRetry);
         if let Some(endpoint) = endpoint {
-            builder = builder.with_endpoint(endpoint).with_credentials(anonymous());
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_credentials(anonymous());
             admin = admin.with_endpoint(endpoint).with_credentials(anonymous());
         }
         Ok(Self {
@@ -96,11 +97,8 @@ impl crate::ports::Publisher for PubSubPublisher {
         let futures: Vec<_> = messages
             .into_iter()
             .map(|m| {
-                self.publisher.publish(
-                    Message::new()
-                        .set_data(m.data)
-                        .set_attributes(m.attributes),
-                )
+                self.publisher
+                    .publish(Message::new().set_data(m.data).set_attributes(m.attributes))
             })
             .collect();
         let result = deadline(self.timeout, "publish", async {
@@ -129,7 +127,12 @@ impl crate::ports::Publisher for PubSubPublisher {
         })
         .await;
         let kind = result.as_ref().err().map(|e| e.kind);
-        metrics::messaging_op(MESSAGING_SYSTEM, MessagingOp::Publish, kind, started.elapsed());
+        metrics::messaging_op(
+            MESSAGING_SYSTEM,
+            MessagingOp::Publish,
+            kind,
+            started.elapsed(),
+        );
         metrics::messages_sent(MESSAGING_SYSTEM, kind, n);
         result
     }
@@ -175,17 +178,14 @@ impl PubSubSubscription {
     ) -> anyhow::Result<Self> {
         let mut builder = Subscriber::builder();
         if let Some(endpoint) = endpoint {
-            builder = builder.with_endpoint(endpoint).with_credentials(anonymous());
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_credentials(anonymous());
         }
         let subscriber = builder.build().await?;
         let (tx, rx) = mpsc::channel(MAX_OUTSTANDING);
         let down = Arc::new(Mutex::new(None));
-        let task = tokio::spawn(pull(
-            subscriber,
-            subscription.to_owned(),
-            tx,
-            down.clone(),
-        ));
+        let task = tokio::spawn(pull(subscriber, subscription.to_owned(), tx, down.clone()));
         Ok(Self {
             name: subscription.to_owned(),
             rx: tokio::sync::Mutex::new(rx),
@@ -400,14 +400,26 @@ mod tests {
 
     #[test]
     fn transient_status_codes_are_unavailable_and_bad_input_is_invalid() {
-        assert_eq!(classify(&status(Code::Unavailable)).kind, ErrorKind::Unavailable);
-        assert_eq!(classify(&status(Code::NotFound)).kind, ErrorKind::Unavailable);
-        assert_eq!(classify(&status(Code::DeadlineExceeded)).kind, ErrorKind::Timeout);
+        assert_eq!(
+            classify(&status(Code::Unavailable)).kind,
+            ErrorKind::Unavailable
+        );
+        assert_eq!(
+            classify(&status(Code::NotFound)).kind,
+            ErrorKind::Unavailable
+        );
+        assert_eq!(
+            classify(&status(Code::DeadlineExceeded)).kind,
+            ErrorKind::Timeout
+        );
         assert_eq!(
             classify(&status(Code::ResourceExhausted)).kind,
             ErrorKind::ResourceExhausted
         );
-        assert_eq!(classify(&status(Code::InvalidArgument)).kind, ErrorKind::Invalid);
+        assert_eq!(
+            classify(&status(Code::InvalidArgument)).kind,
+            ErrorKind::Invalid
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use serde::Serialize;
 use tracing::Instrument;
 use utoipa::ToSchema;
 
-use crate::domain::{parse_records, FieldError, ParseError, Record};
+use crate::domain::{parse_records, FieldError, ParseError};
 use crate::http::error::{ApiError, Problem};
 use crate::http::AppState;
 use crate::ports::{Attributes, DependencyError, ErrorKind, OutgoingMessage};
@@ -29,16 +29,28 @@ pub struct IngestResponse {
     pub message_ids: Vec<String>,
 }
 
-/// One record or a batch of up to 500 (documentation only; parsing is `parse_records`).
-#[derive(ToSchema, serde::Deserialize)]
-#[serde(untagged)]
-#[allow(dead_code)]
-pub enum IngestBody {
-    /// One record.
-    One(Record),
-    /// A batch of 1 to 500 records, all-or-nothing.
-    Batch(Vec<Record>),
+/// One record or a batch of 1 to 500 (documentation only; parsing is `parse_records`).
+pub struct IngestBody;
+
+impl utoipa::PartialSchema for IngestBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ArrayBuilder, OneOfBuilder};
+        use utoipa::openapi::Ref;
+        OneOfBuilder::new()
+            .item(Ref::from_schema_name("Record"))
+            .item(
+                ArrayBuilder::new()
+                    .items(Ref::from_schema_name("Record"))
+                    .min_items(Some(1))
+                    .max_items(Some(crate::domain::MAX_BATCH))
+                    .description(Some("A batch: all records are published or none.")),
+            )
+            .description(Some("One record, or a batch of 1 to 500 records."))
+            .into()
+    }
 }
+
+impl ToSchema for IngestBody {}
 
 /// Publishes one record or a batch. Answers 200 only after the broker has durably accepted
 /// every record; a batch with any invalid record publishes nothing.
@@ -47,7 +59,8 @@ pub enum IngestBody {
     path = "/challenge-latam-api/ingestData",
     tag = "records",
     request_body(content = IngestBody, content_type = "application/json"),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Passed on as the `idempotency_key` message attribute.")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 256, pattern = "^[!-~]+$",
+        description = "Passed on as the `idempotency_key` message attribute.")),
     responses(
         (status = 200, description = "Every record was durably published.", body = IngestResponse),
         (status = 400, description = "Malformed JSON or header.", body = Problem, content_type = "application/problem+json"),
