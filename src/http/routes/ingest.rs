@@ -80,19 +80,10 @@ pub async fn ingest(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<IngestResponse>, ApiError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return Err(ApiError::PayloadTooLarge(MAX_BODY_BYTES));
-    }
     if !is_json(&headers) {
         return Err(ApiError::UnsupportedMediaType);
     }
-    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|_| ApiError::PayloadTooLarge(MAX_BODY_BYTES))?;
+    let bytes = read_body(body).await?;
     let records = parse_records(&bytes).map_err(|e| match e {
         ParseError::Malformed(detail) => ApiError::Malformed(detail),
         ParseError::Invalid(errors) => ApiError::Invalid(errors),
@@ -139,6 +130,36 @@ pub async fn ingest(
         status: "Data published successfully",
         message_ids: ids,
     }))
+}
+
+/// Past the limit, the rest of the body is still read (up to [`DRAIN_CAP`], briefly) before
+/// answering 413: a server that answers and closes while the client is still sending makes
+/// many clients see a reset instead of the 413.
+const DRAIN_CAP: usize = 8 * MAX_BODY_BYTES;
+
+async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut buf = bytes::BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::Malformed(format!("reading the body failed: {e}")))?;
+        if buf.len() + chunk.len() > MAX_BODY_BYTES {
+            let mut seen = buf.len() + chunk.len();
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+                while let Some(Ok(c)) = stream.next().await {
+                    seen += c.len();
+                    if seen > DRAIN_CAP {
+                        break;
+                    }
+                }
+            })
+            .await;
+            return Err(ApiError::PayloadTooLarge(MAX_BODY_BYTES));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
