@@ -224,14 +224,39 @@ impl RateLimit {
             tick.tick().await;
             loop {
                 tick.tick().await;
-                config.limiter().retain_recent();
-                config.limiter().shrink_to_fit();
+                evict(&config);
             }
         })
     }
 
-    /// Clients currently tracked (for tests of eviction).
+    /// Clients currently tracked.
     pub fn tracked(&self) -> usize {
         self.config.limiter().len()
+    }
+}
+
+/// Drops every client whose bucket is full again (idle long enough that forgetting it changes
+/// nothing) and gives the memory back.
+fn evict(config: &Config) {
+    config.limiter().retain_recent();
+    config.limiter().shrink_to_fit();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn idle_clients_are_forgotten_so_memory_stays_bounded() {
+        let limit = RateLimit::new(1000.0, 1);
+        for i in 0..10_000 {
+            let key = ClientKey(format!("client-{i}").into());
+            assert!(limit.config.limiter().check_key(&key).is_ok());
+        }
+        assert_eq!(limit.tracked(), 10_000);
+        // One token at 1000/s refills in 1 ms; after that every bucket is full again.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        evict(&limit.config);
+        assert_eq!(limit.tracked(), 0);
     }
 }
