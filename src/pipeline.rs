@@ -17,6 +17,15 @@ use crate::domain::{Record, StoredRecord};
 use crate::ports::{Delivery, DependencyError, ErrorKind, Pipeline, Row, RowWriter};
 use crate::telemetry::{metrics, propagation};
 
+/// The `messaging.system` and `db.system.name` of the backends, for spans.
+#[derive(Debug, Clone, Copy)]
+pub struct Systems {
+    /// `local` or `gcp_pubsub`.
+    pub messaging: &'static str,
+    /// `sqlite` or `gcp.bigquery`.
+    pub db: &'static str,
+}
+
 /// Most messages taken per receive.
 const BATCH: usize = 500;
 
@@ -24,7 +33,7 @@ const BATCH: usize = 500;
 /// left half-written (unacknowledged messages are delivered again after a restart anyway).
 pub async fn run(
     pipeline: Pipeline,
-    system: &'static str,
+    systems: Systems,
     write_timeout: Duration,
     stop: CancellationToken,
 ) {
@@ -40,7 +49,7 @@ pub async fn run(
         };
         match deliveries {
             Ok(d) if d.is_empty() => {}
-            Ok(d) => process(d, system, &name, writer.as_ref(), write_timeout).await,
+            Ok(d) => process(d, systems, &name, writer.as_ref(), write_timeout).await,
             Err(e) => {
                 tracing::warn!(error = %e, "receive failed; retrying");
                 tokio::select! {
@@ -61,7 +70,7 @@ struct Pending {
 
 async fn process(
     deliveries: Vec<Delivery>,
-    system: &'static str,
+    systems: Systems,
     subscription: &str,
     writer: &dyn RowWriter,
     timeout: Duration,
@@ -73,7 +82,7 @@ async fn process(
         let span = tracing::info_span!(
             "challenge-latam-records process",
             otel.kind = "consumer",
-            messaging.system = system,
+            messaging.system = systems.messaging,
             messaging.operation.type = "process",
             messaging.destination.subscription.name = subscription,
             messaging.message.id = %m.message_id,
@@ -110,14 +119,14 @@ async fn process(
     }
 
     let rows: Vec<Row> = pending.iter().map(|p| p.row.clone()).collect();
-    let span = insert_span(&pending);
+    let span = insert_span(&pending, systems.db);
     match write(writer, &rows, timeout).instrument(span).await {
         Ok(()) => settle_ok(pending).await,
         Err(e) if pending.len() == 1 => settle_err(pending, &e).await,
         Err(e) => {
             tracing::warn!(error = %e, rows = rows.len(), "batch write failed; writing rows one by one");
             for p in pending {
-                let span = insert_span(std::slice::from_ref(&p));
+                let span = insert_span(std::slice::from_ref(&p), systems.db);
                 match write(writer, std::slice::from_ref(&p.row), timeout)
                     .instrument(span)
                     .await
@@ -132,7 +141,7 @@ async fn process(
 
 /// The store write span: a child of the first message's consumer span, linked to the others,
 /// so a single-record trace reads request -> publish -> process -> insert.
-fn insert_span(pending: &[Pending]) -> Span {
+fn insert_span(pending: &[Pending], db_system: &'static str) -> Span {
     let parent = pending
         .first()
         .map(|p| p.span.clone())
@@ -141,7 +150,7 @@ fn insert_span(pending: &[Pending]) -> Span {
         parent: &parent,
         "INSERT records",
         otel.kind = "client",
-        db.system.name = "sqlite",
+        db.system.name = db_system,
         db.operation.name = "insert",
         db.collection.name = "records",
         db.operation.batch.size = pending.len(),

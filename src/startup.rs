@@ -194,7 +194,10 @@ impl Application {
         let pipeline: Option<JoinHandle<()>> = backends.pipeline.clone().map(|p| {
             tokio::spawn(pipeline::run(
                 p,
-                backends.messaging_system,
+                pipeline::Systems {
+                    messaging: backends.messaging_system,
+                    db: backends.db_system,
+                },
                 settings.request_timeout,
                 stop_pipeline.clone(),
             ))
