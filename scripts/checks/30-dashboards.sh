@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Checks the dashboards of dashboards/ (docs/operations.md says how to read them):
+#   1. the generated files match dashboards/generate.py and slo/*.yaml;
+#   2. shape: Grafana JSON, Cloud Monitoring JSON through templatefile() into the Dashboard proto,
+#      Datadog JSON into datadog-api-client's Dashboard model;
+#   3. every SLO of slo/*.yaml has budget and burn-rate panels with each tier's threshold drawn;
+#   4. against the release binary and a real Prometheus on 127.0.0.1: every queried metric is
+#      emitted after known traffic, a recording rule of alerts/prometheus, or listed with its
+#      documentation in dashboards/platform-metrics.yaml; every PromQL expression runs and
+#      returns data;
+#   5. known-bad fixtures in tests/dashboards/fixtures are rejected.
+# Exits non-zero on the first failure; prints what it checked, with counts.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export PATH="$PWD/.tools/venv/bin:$PATH"
+
+bin=${DASHBOARDS_APP_BIN:-target/release/challenge-latam-api}
+for tool in python prometheus; do
+  command -v "$tool" >/dev/null || {
+    echo "30-dashboards: FAIL: $tool is not installed (scripts/bootstrap.sh installs it from scripts/deps/dashboards.*)" >&2
+    exit 1
+  }
+done
+python -c 'import google.cloud.monitoring_dashboard_v1, datadog_api_client, yaml' || {
+  echo "30-dashboards: FAIL: the Python schema packages are missing (scripts/deps/dashboards.pip)" >&2
+  exit 1
+}
+exec python tests/dashboards/check_dashboards.py --bin "$bin"

@@ -1,0 +1,691 @@
+#!/usr/bin/env python3
+"""Checks every dashboard in dashboards/ against the tools that read it and the metrics that exist.
+
+1. Shape: Grafana JSON (schemaVersion, grid, targets with expr, variables defined); Cloud
+   Monitoring JSON rendered as Terraform's templatefile() would, then parsed strictly into the
+   Dashboard proto (google-cloud-monitoring-dashboards: unknown field or enum value fails);
+   Datadog JSON deserialized into datadog-api-client's Dashboard model (unknown key, enum or
+   widget type fails).
+2. Metrics: starts the service binary, drives known traffic (ingest, getData, 404, 422 and an
+   injected 5xx and broker/store error burst), scrapes its admin port, and runs a real Prometheus
+   on 127.0.0.1 scraping it with the generated rules. Every metric a dashboard queries must be
+   in that scrape, a recording rule of alerts/prometheus, or a platform metric listed in
+   dashboards/platform-metrics.yaml (an entry no dashboard uses fails too). Every PromQL
+   expression (Grafana and Cloud Monitoring) is run by that Prometheus: an error fails, and so
+   does an empty answer (annotations excepted: a deploy marker is empty until a restart).
+3. SLOs: every SLO of slo/*.yaml has its panels on each backend's SLO dashboard, with every one
+   of its alert tiers' burn-rate thresholds drawn, and a column in the fleet summary.
+4. Known-bad fixtures (tests/dashboards/fixtures) must each be rejected, so a pass means something.
+
+Usage: check_dashboards.py --bin target/release/challenge-latam-api
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import glob
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "dashboards"))
+import generate  # noqa: E402
+
+DASH = os.path.join(ROOT, "dashboards")
+FIXTURES = os.path.join(ROOT, "tests", "dashboards", "fixtures")
+SERVICE = generate.SERVICE
+DD_NS = generate.DD_NS
+
+
+class CheckError(Exception):
+    pass
+
+
+def say(msg: str) -> None:
+    print(f"30-dashboards: {msg}", flush=True)
+
+
+# --- 1. Shapes -----------------------------------------------------------------------------------
+
+GRAFANA_PANELS = {"row", "timeseries", "stat", "table", "gauge", "bargauge", "text", "heatmap", "state-timeline"}
+GRAFANA_BUILTINS = {"__rate_interval", "__interval", "__range", "__all", "__interval_ms"}
+
+
+def grafana_targets(doc: dict) -> list[tuple[str, str]]:
+    """(panel title, expr) of every query, annotations included."""
+    out = []
+    for p in doc.get("panels", []):
+        for t in p.get("targets", []):
+            out.append((p.get("title", "?"), t.get("expr", "")))
+    for a in doc.get("annotations", {}).get("list", []):
+        if a.get("expr"):
+            out.append((f"annotation {a.get('name')}", a["expr"]))
+    return out
+
+
+def check_grafana(doc: dict, name: str) -> None:
+    for key in ("uid", "title", "schemaVersion", "panels", "templating"):
+        if key not in doc:
+            raise CheckError(f"{name}: no '{key}'")
+    if not isinstance(doc["schemaVersion"], int) or doc["schemaVersion"] < 30:
+        raise CheckError(f"{name}: schemaVersion {doc['schemaVersion']!r} is not a current integer")
+    variables = {v["name"] for v in doc["templating"]["list"]}
+    if "service" not in variables:
+        raise CheckError(f"{name}: no 'service' variable")
+    ids, cells = set(), set()
+    for p in doc["panels"]:
+        title = p.get("title", "?")
+        if p.get("type") not in GRAFANA_PANELS:
+            raise CheckError(f"{name}: panel '{title}' has unknown type {p.get('type')!r}")
+        if p.get("id") in ids:
+            raise CheckError(f"{name}: panel id {p.get('id')} repeats")
+        ids.add(p.get("id"))
+        g = p.get("gridPos") or {}
+        if not all(isinstance(g.get(k), int) for k in "hwxy") or g["x"] + g["w"] > 24:
+            raise CheckError(f"{name}: panel '{title}' has a bad gridPos {g}")
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                if (x, y) in cells:
+                    raise CheckError(f"{name}: panel '{title}' overlaps another at x={x} y={y}")
+                cells.add((x, y))
+        if p["type"] == "row":
+            continue
+        targets = p.get("targets") or []
+        if not targets:
+            raise CheckError(f"{name}: panel '{title}' has no targets")
+        refs = [t.get("refId") for t in targets]
+        if len(set(refs)) != len(refs) or not all(t.get("expr") for t in targets):
+            raise CheckError(f"{name}: panel '{title}' has a target without expr or a repeated refId")
+    for title, expr in grafana_targets(doc):
+        for var in re.findall(r"\$\{?(\w+)", expr):
+            if var not in variables and var not in GRAFANA_BUILTINS and not var[0].isdigit():  # $1: a label_replace group
+                raise CheckError(f"{name}: '{title}' uses undefined variable ${var}")
+
+
+def render_templatefile(text: str, name: str, variables: dict[str, str]) -> str:
+    """What Terraform's templatefile() makes of the text; fails where templatefile would."""
+    if "%{" in text.replace("%%{", ""):
+        raise CheckError(f"{name}: a %{{ directive templatefile() would interpret")
+    out, i = [], 0
+    while i < len(text):
+        if text.startswith("$${", i):
+            out.append("${")
+            i += 3
+        elif text.startswith("${", i):
+            end = text.index("}", i)
+            var = text[i + 2:end]
+            if var not in variables:
+                raise CheckError(f"{name}: templatefile() would fail on ${{{var}}} (variables: {', '.join(variables)})")
+            out.append(variables[var])
+            i = end + 1
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+CM_VARS = {"project_id": "example-project", "env": "prod"}
+
+
+def check_cloud_monitoring(text: str, name: str) -> dict:
+    from google.cloud import monitoring_dashboard_v1
+    from google.protobuf import json_format
+
+    rendered = render_templatefile(text, name, CM_VARS)
+    try:
+        doc = json.loads(rendered)
+    except json.JSONDecodeError as e:
+        raise CheckError(f"{name}: not JSON after templatefile(): {e}") from e
+    try:
+        json_format.Parse(rendered, monitoring_dashboard_v1.Dashboard.pb()())
+    except json_format.ParseError as e:
+        raise CheckError(f"{name}: the Dashboard proto rejects it: {str(e)[:300]}") from e
+    if not doc.get("displayName"):
+        raise CheckError(f"{name}: no displayName")
+    for t in doc.get("mosaicLayout", {}).get("tiles", []):
+        if t.get("xPos", 0) + t["width"] > doc["mosaicLayout"]["columns"]:
+            raise CheckError(f"{name}: tile '{t['widget'].get('title')}' is wider than the layout")
+    return doc
+
+
+def _dd_walk(model, path: str, name: str) -> int:
+    """Fails on anything the Datadog client could not place in its schema; returns models seen."""
+    from datadog_api_client.model_utils import ModelComposed, ModelNormal
+
+    seen = 1
+    if getattr(model, "_unparsed", False):
+        raise CheckError(f"{name}: Datadog's schema does not accept {path} (unknown enum value or widget shape)")
+    if isinstance(model, ModelComposed):
+        inst = model.get_oneof_instance()
+        if inst is None:
+            raise CheckError(f"{name}: {path} matches no Datadog widget/query type")
+        return seen + _dd_walk(inst, path, name)
+    if isinstance(model, ModelNormal):
+        unknown = set(model._data_store) - set(model.attribute_map)
+        if unknown:
+            raise CheckError(f"{name}: {path} ({type(model).__name__}) has keys Datadog does not know: {sorted(unknown)}")
+        for key, value in model._data_store.items():
+            seen += _dd_walk(value, f"{path}.{key}", name)
+    elif isinstance(model, list):
+        for i, v in enumerate(model):
+            seen += _dd_walk(v, f"{path}[{i}]", name)
+    return seen
+
+
+def check_datadog(doc: dict, name: str) -> int:
+    from datadog_api_client import Configuration
+    from datadog_api_client.model_utils import validate_and_convert_types
+    from datadog_api_client.v1.model.dashboard import Dashboard
+
+    try:
+        model = validate_and_convert_types(copy.deepcopy(doc), (Dashboard,), ["dashboard"], True, True, Configuration())
+    except Exception as e:  # the client raises several exception types for type errors
+        raise CheckError(f"{name}: datadog-api-client rejects it: {str(e)[:300]}") from e
+    variables = {v["name"] for v in doc.get("template_variables", [])}
+    for q in datadog_queries(doc):
+        for var in re.findall(r"\$(\w+)", q):
+            if var not in variables:
+                raise CheckError(f"{name}: query uses undefined template variable ${var}: {q}")
+    return _dd_walk(model, "dashboard", name)
+
+
+# --- 2. Metric names -----------------------------------------------------------------------------
+
+PROMQL_WORDS = {
+    "sum", "min", "max", "avg", "count", "stddev", "stdvar", "topk", "bottomk", "quantile", "count_values", "group",
+    "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "offset", "bool",
+    "inf", "nan", "atan2",
+}
+
+
+def promql_metrics(expr: str) -> set[str]:
+    """Metric names in a PromQL expression: identifiers that are not functions, keywords,
+    label names in a grouping or a matcher, or durations."""
+    s = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)           # strings
+    s = re.sub(r"\{[^}]*\}", "{}", s)                        # label matchers
+    s = re.sub(r"\[[^\]]*\]", "[]", s)                       # ranges and subqueries
+    s = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", s)
+    names = set()
+    for m in re.finditer(r"(?<![\w.])([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?", s):
+        word, call = m.group(1), m.group(2)
+        if call or word.lower() in PROMQL_WORDS:
+            continue
+        names.add(word)
+    return names
+
+
+def family(name: str, scraped: set[str]) -> str:
+    for suffix in ("_bucket", "_count", "_sum"):
+        if name.endswith(suffix) and name[: -len(suffix)] in scraped:
+            return name[: -len(suffix)]
+    return name
+
+
+def datadog_queries(doc) -> list[str]:
+    out = []
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            if k == "query" and isinstance(v, str):
+                out.append(v)
+            else:
+                out += datadog_queries(v)
+    elif isinstance(doc, list):
+        for v in doc:
+            out += datadog_queries(v)
+    return out
+
+
+def datadog_metrics(query: str) -> set[str]:
+    return set(re.findall(r"(?:^|[\s(,])(?:sum|avg|max|min|p\d+|count\(v: [^)]*\)):([A-Za-z0-9_.]+)\{", query))
+
+
+def datadog_to_prometheus(name: str, exposition: dict[str, str]) -> str | None:
+    """Inverts the OpenMetrics check's default naming (dashboards/datadog/README.md): None when
+    the name is not the app's, '<unmapped ...>' when no emitted metric becomes it."""
+    if not name.startswith(DD_NS + "."):
+        return None
+    rest = name[len(DD_NS) + 1:]
+    if exposition.get(rest) == "gauge":
+        return rest
+    for suffix in (".bucket", ".count", ".sum"):
+        if rest.endswith(suffix):
+            base = rest[: -len(suffix)]
+            if exposition.get(base) == "histogram":
+                return f"{base}_{suffix[1:]}"
+            if suffix == ".count" and exposition.get(base + "_total") == "counter":
+                return base + "_total"
+    return f"<unmapped {rest}>"
+
+
+def cm_filters(doc) -> list[str]:
+    out = []
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            if k == "filter" and isinstance(v, str):
+                out.append(v)
+            else:
+                out += cm_filters(v)
+    elif isinstance(doc, list):
+        for v in doc:
+            out += cm_filters(v)
+    return out
+
+
+def cm_promql(doc) -> list[str]:
+    out = []
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            if k == "prometheusQuery":
+                out.append(v)
+            else:
+                out += cm_promql(v)
+    elif isinstance(doc, list):
+        for v in doc:
+            out += cm_promql(v)
+    return out
+
+
+# --- The live stack ----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http(method: str, url: str, body: object | None = None, timeout: float = 5) -> tuple[int, bytes]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def wait_for(url: str, seconds: float, proc: subprocess.Popen, what: str) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise CheckError(f"{what} exited with {proc.returncode} before answering {url}")
+        try:
+            if http("GET", url, timeout=1)[0] == 200:
+                return
+        except (urllib.error.URLError, ConnectionError, socket.timeout):
+            pass
+        time.sleep(0.2)
+    raise CheckError(f"{what} did not answer {url} within {seconds:.0f} s")
+
+
+class Stack:
+    """The service on the embedded default and a Prometheus scraping it every second."""
+
+    def __init__(self, binary: str, rule_files: list[str]):
+        self.binary, self.rule_files = binary, rule_files
+        self.tmp = tempfile.mkdtemp(prefix="dashboards-check-")
+        self.procs: list[subprocess.Popen] = []
+
+    def __enter__(self) -> "Stack":
+        self.port, self.admin, self.prom_port = free_port(), free_port(), free_port()
+        env = {**os.environ, "BACKEND": "local", "PORT": str(self.port), "ADMIN_PORT": str(self.admin),
+               "DATA_DIR": os.path.join(self.tmp, "data"), "LOG_FORMAT": "json", "RUST_LOG": "warn"}
+        env.pop("API_KEYS_FILE", None)
+        self.app = self._start([self.binary], env, "app.log")
+        wait_for(f"http://127.0.0.1:{self.port}/healthz", 30, self.app, "the service")
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": self.rule_files,
+            "scrape_configs": [{"job_name": SERVICE, "static_configs": [
+                {"targets": [f"127.0.0.1:{self.admin}"], "labels": {"service": SERVICE}}]}],
+        }
+        cfg = os.path.join(self.tmp, "prometheus.yml")
+        with open(cfg, "w") as f:
+            yaml.safe_dump(config, f)
+        self.prom = self._start(["prometheus", f"--config.file={cfg}", f"--storage.tsdb.path={self.tmp}/tsdb",
+                                 f"--web.listen-address=127.0.0.1:{self.prom_port}", "--log.level=warn"],
+                                os.environ.copy(), "prometheus.log")
+        wait_for(f"http://127.0.0.1:{self.prom_port}/-/ready", 30, self.prom, "prometheus")
+        return self
+
+    def _start(self, argv: list[str], env: dict, log: str) -> subprocess.Popen:
+        p = subprocess.Popen(argv, env=env, stdout=open(os.path.join(self.tmp, log), "w"), stderr=subprocess.STDOUT,
+                             start_new_session=True)
+        self.procs.append(p)
+        return p
+
+    def __exit__(self, *exc) -> None:
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        if exc[0] is not None:
+            for log in ("app.log", "prometheus.log"):
+                path = os.path.join(self.tmp, log)
+                if os.path.exists(path):
+                    print(f"--- {log} (last lines)", file=sys.stderr)
+                    print("".join(open(path).readlines()[-20:]), file=sys.stderr)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def api(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def drive_traffic(self) -> dict[str, int]:
+        """Known traffic: each SLI and panel has something to show."""
+        record = {"customerId": "9854764321", "name": "Ronald Ramos",
+                  "orders": [{"orderId": "1", "total": 50.0}], "revenue": 50.0}
+        codes: dict[str, int] = {}
+
+        def hit(method, path, body=None):
+            code = http(method, self.api(path), body)[0]
+            codes[str(code)] = codes.get(str(code), 0) + 1
+
+        for _ in range(10):
+            hit("POST", "/challenge-latam-api/ingestData", record)
+            hit("POST", "/challenge-latam-api/ingestData", [record, record])
+            hit("GET", "/challenge-latam-api/getData?limit=5")
+        hit("GET", "/no-such-route")
+        hit("POST", "/challenge-latam-api/ingestData", {"customerId": "1"})
+        hit("GET", "/healthz")
+        hit("GET", "/readyz")
+        faults = f"http://127.0.0.1:{self.admin}/admin/faults"
+
+        def inject(**rates):
+            code, body = http("PUT", faults, {"http_error_rate": 0.0, "store_error_rate": 0.0, "broker_error_rate": 0.0, **rates})
+            if code != 200:
+                raise CheckError(f"PUT /admin/faults answered {code}: {body[:200]!r}")
+
+        inject(http_error_rate=1.0)          # 500s: the availability SLI's bad events
+        for _ in range(5):
+            hit("POST", "/challenge-latam-api/ingestData", record)
+            hit("GET", "/challenge-latam-api/getData")
+        inject(broker_error_rate=1.0, store_error_rate=1.0)   # dependency errors (error_type set)
+        for _ in range(5):
+            hit("POST", "/challenge-latam-api/ingestData", record)
+            hit("GET", "/challenge-latam-api/getData")
+        inject()
+        for _ in range(5):
+            hit("POST", "/challenge-latam-api/ingestData", record)
+            hit("GET", "/challenge-latam-api/getData")
+        for _ in range(150):                 # over RATE_LIMIT_BURST (100): 429s
+            hit("GET", "/challenge-latam-api/getData?limit=1")
+        return codes
+
+    def scrape(self) -> dict[str, str]:
+        """Metric name -> type, from the admin port's exposition."""
+        code, body = http("GET", f"http://127.0.0.1:{self.admin}/metrics")
+        if code != 200:
+            raise CheckError(f"/metrics answered {code}")
+        types, names = {}, set()
+        for line in body.decode().splitlines():
+            if line.startswith("# TYPE "):
+                _, _, n, t = line.split()[:4]
+                types[n] = t
+            elif line and not line.startswith("#"):
+                names.add(re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", line).group(0))
+        out = {}
+        for n in names:
+            fam = next((n[: -len(s)] for s in ("_bucket", "_count", "_sum") if n.endswith(s) and types.get(n[: -len(s)]) == "histogram"), n)
+            out[n] = types.get(fam, "untyped")
+            out[fam] = types.get(fam, "untyped")
+        return out
+
+    def query(self, expr: str) -> list:
+        url = f"http://127.0.0.1:{self.prom_port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        code, body = http("GET", url, timeout=20)
+        doc = json.loads(body)
+        if doc.get("status") != "success":
+            raise CheckError(f"Prometheus rejects the expression ({doc.get('errorType')}: {doc.get('error')}): {expr}")
+        return doc["data"]["result"]
+
+    def wait_for_samples(self, seconds: float = 20) -> None:
+        deadline = time.time() + seconds
+        while time.time() < deadline:
+            r = self.query(f'count_over_time(up{{service="{SERVICE}"}}[1m])')
+            if r and float(r[0]["value"][1]) >= 6:
+                return
+            time.sleep(0.5)
+        raise CheckError("Prometheus did not scrape the service 6 times")
+
+
+def substitute_grafana(expr: str) -> str:
+    return expr.replace("$__rate_interval", "1m").replace("$service", SERVICE)
+
+
+def rule_files() -> list[str]:
+    return sorted(glob.glob(os.path.join(ROOT, "alerts", "prometheus", "*.y*ml")))
+
+
+# --- 3. SLO coverage -----------------------------------------------------------------------------
+
+
+def check_slo_coverage(grafana: dict, cm: dict, dd: dict, fleet: dict, slos: list[dict], policies: dict) -> int:
+    panels = 0
+    for slo in slos:
+        n = slo["name"]
+        gp = [p for p in grafana["panels"] if p.get("type") != "row" and p["title"].startswith(f"{n}: ")]
+        if not any("budget left" in p["title"] for p in gp):
+            raise CheckError(f"grafana/slo.json: SLO '{n}' has no error-budget panel")
+        cm_titles = [t["widget"].get("title", "") for t in cm["mosaicLayout"]["tiles"]]
+        if not any(t.startswith(f"{n}: error budget left") for t in cm_titles):
+            raise CheckError(f"cloud-monitoring/slo.json: SLO '{n}' has no error-budget scorecard")
+        dd_groups = [g["definition"] for g in dd["widgets"] if g["definition"]["title"].startswith(f"SLO {n}:")]
+        if not dd_groups:
+            raise CheckError(f"datadog/slo.json: SLO '{n}' has no group")
+        dd_widgets = dd_groups[0]["widgets"]
+        for pname in slo["policies"]:
+            p = policies[pname]
+            thr = p["burn_rate"]
+            g = [x for x in gp if f" {pname} burn " in x["title"]]
+            if not g or not any(s.get("value") == thr for s in g[0]["fieldConfig"]["defaults"]["thresholds"]["steps"]) \
+                    or g[0]["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"]["mode"] == "off" or len(g[0]["targets"]) != 2:
+                raise CheckError(f"grafana/slo.json: SLO '{n}' lacks the {pname} burn panel with both windows and a {thr:g} threshold line")
+            c = [t["widget"] for t in cm["mosaicLayout"]["tiles"] if t["widget"].get("title", "").startswith(f"{n}: {pname} burn")]
+            if not c or not any(t["value"] == thr for t in c[0]["xyChart"].get("thresholds", [])):
+                raise CheckError(f"cloud-monitoring/slo.json: SLO '{n}' lacks the {pname} burn chart with a {thr:g} threshold")
+            d = [w["definition"] for w in dd_widgets if f" {pname} burn " in w["definition"]["title"]]
+            if not d or not any(m["value"] == f"y = {thr:g}" for m in d[0].get("markers", [])):
+                raise CheckError(f"datadog/slo.json: SLO '{n}' lacks the {pname} burn chart with a {thr:g} marker")
+            panels += 3
+        table = [p for p in fleet["panels"] if p["type"] == "table"]
+        if not table or not any(t["legendFormat"].startswith(f"{n} ") for t in table[0]["targets"]):
+            raise CheckError(f"grafana/fleet.json: the summary table has no column for SLO '{n}'")
+    return panels
+
+
+# --- Main ------------------------------------------------------------------------------------------
+
+
+def load(rel: str):
+    with open(os.path.join(DASH, rel), encoding="utf-8") as f:
+        return f.read()
+
+
+def expect_rejected(label: str, fn) -> str:
+    try:
+        fn()
+    except CheckError as e:
+        return str(e).split(": ", 1)[-1][:90]
+    raise CheckError(f"known-bad fixture {label} passed: the check cannot fail")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True, help="the service binary")
+    args = ap.parse_args()
+    started = time.time()
+    try:
+        # Generated files are current.
+        r = subprocess.run([sys.executable, os.path.join(DASH, "generate.py"), "--check"], capture_output=True, text=True)
+        if r.returncode:
+            raise CheckError(r.stderr.strip() or r.stdout.strip())
+        say("generated files match dashboards/generate.py and slo/*.yaml")
+
+        # 1. Shapes.
+        grafana = {os.path.basename(p): json.load(open(p)) for p in sorted(glob.glob(f"{DASH}/grafana/*.json"))}
+        cm = {os.path.basename(p): check_cloud_monitoring(open(p).read(), f"cloud-monitoring/{os.path.basename(p)}")
+              for p in sorted(glob.glob(f"{DASH}/cloud-monitoring/*.json"))}
+        dd = {os.path.basename(p): json.load(open(p)) for p in sorted(glob.glob(f"{DASH}/datadog/*.json"))}
+        for want in ("service.json", "pipeline.json", "slo.json", "fleet.json"):
+            for backend, docs in (("grafana", grafana), ("cloud-monitoring", cm), ("datadog", dd)):
+                if want not in docs:
+                    raise CheckError(f"dashboards/{backend}/{want} is missing")
+        for n, d in grafana.items():
+            check_grafana(d, f"grafana/{n}")
+        dd_models = sum(check_datadog(d, f"datadog/{n}") for n, d in dd.items())
+        n_g_panels = sum(1 for d in grafana.values() for p in d["panels"] if p["type"] != "row")
+        n_cm_tiles = sum(len(d["mosaicLayout"]["tiles"]) for d in cm.values())
+        n_dd = sum(len(g["definition"]["widgets"]) for d in dd.values() for g in d["widgets"])
+        say(f"shape: grafana {len(grafana)} dashboards / {n_g_panels} panels; cloud monitoring {len(cm)} / {n_cm_tiles} tiles "
+            f"(templatefile + Dashboard proto); datadog {len(dd)} / {n_dd} widgets ({dd_models} schema objects)")
+
+        # 3. SLO coverage (before the slow part).
+        slos, policies = generate.load_slos()
+        n = check_slo_coverage(grafana["slo.json"], cm["slo.json"], dd["slo.json"], grafana["fleet.json"], slos, policies)
+        say(f"SLOs: {len(slos)} in slo/*.yaml ({', '.join(s['name'] for s in slos)}); {n} burn-rate panels with thresholds across 3 backends")
+
+        platform = yaml.safe_load(load("platform-metrics.yaml"))
+        for backend, entries in platform.items():
+            for e in entries:
+                if not str(e.get("doc", "")).startswith("https://") or not e.get("name"):
+                    raise CheckError(f"platform-metrics.yaml: {backend} entry {e} needs a name and an https doc link")
+        listed = {b: {e["name"] for e in entries} for b, entries in platform.items()}
+
+        # 4. Known-bad fixtures are rejected (offline part).
+        rejected = []
+        rejected.append(expect_rejected("grafana-undefined-variable.json", lambda: check_grafana(json.load(open(f"{FIXTURES}/grafana-undefined-variable.json")), "fixture")))
+        rejected.append(expect_rejected("cloud-monitoring-unknown-field.json", lambda: check_cloud_monitoring(open(f"{FIXTURES}/cloud-monitoring-unknown-field.json").read(), "fixture")))
+        rejected.append(expect_rejected("cloud-monitoring-unescaped.json", lambda: check_cloud_monitoring(open(f"{FIXTURES}/cloud-monitoring-unescaped.json").read(), "fixture")))
+        rejected.append(expect_rejected("datadog-bad-widget.json", lambda: check_datadog(json.load(open(f"{FIXTURES}/datadog-bad-widget.json")), "fixture")))
+        rejected.append(expect_rejected("datadog-unknown-key.json", lambda: check_datadog(json.load(open(f"{FIXTURES}/datadog-unknown-key.json")), "fixture")))
+        short = copy.deepcopy(grafana["slo.json"])
+        short["panels"] = [p for p in short["panels"] if not p.get("title", "").startswith(f"{slos[-1]['name']}: ")]
+        rejected.append(expect_rejected("slo.json without its last SLO", lambda: check_slo_coverage(short, cm["slo.json"], dd["slo.json"], grafana["fleet.json"], slos, policies)))
+
+        # 2. Metrics, against the live service and a real Prometheus.
+        if not os.access(args.bin, os.X_OK):
+            raise CheckError(f"{args.bin} is not an executable (build it: cargo build --release)")
+        if not shutil.which("prometheus"):
+            raise CheckError("prometheus is not installed (scripts/deps/dashboards.apt)")
+        rules = rule_files()
+        recorded = generate.recording_rules()
+        with Stack(args.bin, rules) as stack:
+            codes = stack.drive_traffic()
+            for want in ("200", "404", "422", "429", "500", "503"):
+                if want not in codes:
+                    raise CheckError(f"the known traffic produced no {want} (answers: {codes})")
+            exposition = stack.scrape()
+            stack.wait_for_samples()
+            time.sleep(2)  # a rule evaluation after the last traffic
+            say(f"live service: traffic answered {dict(sorted(codes.items()))}; scrape shows {len({n for n in exposition if exposition[n] != 'untyped' or True})} names; "
+                f"prometheus on 127.0.0.1:{stack.prom_port} with {len(rules)} rule file(s), {len(recorded)} recording rules")
+
+            allowed_prom = set(exposition) | recorded | listed.get("prometheus", set())
+            used_platform: dict[str, set[str]] = {b: set() for b in listed}
+            unknown, checked_names = [], set()
+
+            # PromQL: Grafana and Cloud Monitoring.
+            exprs = [(f"grafana/{n}", title, substitute_grafana(e)) for n, d in grafana.items() for title, e in grafana_targets(d)]
+            exprs += [(f"cloud-monitoring/{n}", "prometheusQuery", e) for n, d in cm.items() for e in cm_promql(d)]
+            empty = []
+            for where, title, expr in exprs:
+                for m in promql_metrics(expr):
+                    checked_names.add(m)
+                    if m in listed.get("prometheus", set()):
+                        used_platform["prometheus"].add(m)
+                    if m not in allowed_prom:
+                        unknown.append(f"{where} '{title}': {m}")
+                if not stack.query(expr) and not title.startswith("annotation "):
+                    empty.append(f"{where} '{title}': {expr[:160]}")
+            # Cloud Monitoring filters.
+            n_filters = 0
+            for n, d in cm.items():
+                for flt in cm_filters(d):
+                    n_filters += 1
+                    for sel in re.findall(r'select_slo_\w+\("projects/[^/]+/services/[^/]+/serviceLevelObjectives/([^"]+)"', flt):
+                        if sel not in {s["name"] for s in slos}:
+                            unknown.append(f"cloud-monitoring/{n}: SLO '{sel}' is not in slo/*.yaml")
+                    for mt in re.findall(r'metric\.type="([^"]+)"', flt):
+                        checked_names.add(mt)
+                        if mt.startswith("prometheus.googleapis.com/"):
+                            prom = mt.split("/")[1]
+                            if prom not in exposition:
+                                unknown.append(f"cloud-monitoring/{n}: {mt}")
+                        elif mt in listed.get("cloud_monitoring", set()):
+                            used_platform["cloud_monitoring"].add(mt)
+                        else:
+                            unknown.append(f"cloud-monitoring/{n}: {mt} (not emitted, not in platform-metrics.yaml)")
+            # Datadog queries.
+            n_dd_q = 0
+            for n, d in dd.items():
+                for q in datadog_queries(d):
+                    n_dd_q += 1
+                    found = datadog_metrics(q)
+                    if not found:
+                        unknown.append(f"datadog/{n}: no metric recognised in query {q}")
+                    for mname in found:
+                        checked_names.add(mname)
+                        if mname in listed.get("datadog", set()):
+                            used_platform["datadog"].add(mname)
+                            continue
+                        prom = datadog_to_prometheus(mname, exposition)
+                        if prom is None or prom.startswith("<unmapped") or prom not in exposition:
+                            unknown.append(f"datadog/{n}: {mname} (maps to {prom})")
+            if unknown:
+                raise CheckError("metrics neither emitted by the service nor listed in dashboards/platform-metrics.yaml:\n  " + "\n  ".join(sorted(set(unknown))))
+            stale = {b: sorted(listed[b] - used_platform[b]) for b in listed if listed[b] - used_platform[b]}
+            if stale:
+                raise CheckError(f"platform-metrics.yaml lists metrics no dashboard uses: {stale}")
+            if empty:
+                raise CheckError(f"{len(empty)} PromQL expressions return no data after the known traffic:\n  " + "\n  ".join(empty))
+            say(f"metrics: {len(exprs)} PromQL expressions ran on Prometheus, all returned data; {n_filters} Cloud Monitoring filters; "
+                f"{n_dd_q} Datadog queries; {len(checked_names)} distinct names, all emitted or listed "
+                f"({sum(len(v) for v in used_platform.values())} platform metrics with doc links)")
+
+            # Known-bad fixtures against the live stack.
+            bad = json.load(open(f"{FIXTURES}/grafana-bad-promql.json"))
+            rejected.append(expect_rejected("grafana-bad-promql.json", lambda: [stack.query(substitute_grafana(e)) for _, e in grafana_targets(bad)]))
+            bad = json.load(open(f"{FIXTURES}/grafana-unknown-metric.json"))
+            names = {m for _, e in grafana_targets(bad) for m in promql_metrics(e)}
+
+            def unknown_metric():
+                missing = names - allowed_prom
+                if missing:
+                    raise CheckError(f"not emitted: {sorted(missing)}")
+            rejected.append(expect_rejected("grafana-unknown-metric.json", unknown_metric))
+            dd_bad = json.load(open(f"{FIXTURES}/datadog-unknown-metric.json"))
+
+            def dd_unknown():
+                for q in datadog_queries(dd_bad):
+                    for mname in datadog_metrics(q):
+                        prom = datadog_to_prometheus(mname, exposition)
+                        if mname not in listed["datadog"] and (prom is None or prom not in exposition):
+                            raise CheckError(f"{mname} maps to {prom}")
+            rejected.append(expect_rejected("datadog-unknown-metric.json", dd_unknown))
+        say(f"known-bad fixtures: {len(rejected)} rejected as they should be ({'; '.join(rejected)})")
+    except CheckError as e:
+        print(f"30-dashboards: FAIL: {e}", file=sys.stderr)
+        return 1
+    say(f"all dashboard checks passed in {time.time() - started:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
