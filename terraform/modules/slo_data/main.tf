@@ -1,0 +1,115 @@
+# Reads the SLO documents the SLO generator writes (alerts/cloud-monitoring/<service>.json and
+# alerts/datadog/<service>.json, generated from slo/ by tools/slo) and flattens them into maps
+# the monitoring and datadog modules create resources from with for_each. No provider, so
+# `terraform test` checks the mapping offline against testdata/ (the exact generated shape).
+
+terraform {
+  required_version = ">= 1.9"
+}
+
+locals {
+  cm_docs = [for f in var.cloud_monitoring_files : jsondecode(file(f))]
+  dd_docs = [for f in var.datadog_files : jsondecode(file(f))]
+
+  # --- Cloud Monitoring ---------------------------------------------------------------------
+  cm_slos = merge([
+    for doc in local.cm_docs : {
+      for slo in doc.slos : "${doc.service}/${slo.slo_id}" => {
+        service             = doc.service
+        source              = doc.source
+        slo_id              = slo.slo_id
+        display_name        = slo.display_name
+        goal                = slo.goal
+        rolling_period_days = slo.rolling_period_days
+        # Exactly one of the two is set; the keys mirror google_monitoring_slo's blocks.
+        request_based_sli = try(slo.request_based_sli, null)
+        windows_based_sli = try(slo.windows_based_sli, null)
+        burn_rate_alerts  = try(slo.burn_rate_alerts, [])
+        budget_alerts     = try(slo.budget_alerts, [])
+      }
+    }
+  ]...)
+
+  cm_burn_rate_alerts = merge([
+    for key, slo in local.cm_slos : {
+      for a in slo.burn_rate_alerts : "${key}/${a.tier}" => {
+        slo_key                 = key
+        service                 = slo.service
+        slo_id                  = slo.slo_id
+        display_name            = slo.display_name
+        goal                    = slo.goal
+        tier                    = a.tier
+        severity                = a.severity
+        lookback_duration       = a.lookback_duration
+        short_lookback_duration = a.short_lookback_duration
+        threshold               = a.threshold
+        runbook                 = a.runbook
+        # SRE Workbook arithmetic for the alert text: share of the period's budget spent when
+        # the long window burns at the threshold, and how long the budget lasts at that rate.
+        budget_consumed_fraction = a.threshold * tonumber(trimsuffix(a.lookback_duration, "s")) / (slo.rolling_period_days * 86400)
+        hours_to_exhaustion      = slo.rolling_period_days * 24 / a.threshold
+        error_ratio_threshold    = a.threshold * (1 - slo.goal)
+      }
+    }
+  ]...)
+
+  cm_budget_alerts = merge([
+    for key, slo in local.cm_slos : {
+      for a in slo.budget_alerts : "${key}/${a.tier}" => {
+        slo_key                         = key
+        service                         = slo.service
+        slo_id                          = slo.slo_id
+        display_name                    = slo.display_name
+        tier                            = a.tier
+        severity                        = a.severity
+        reason                          = a.reason
+        remaining_budget_fraction_below = a.remaining_budget_fraction_below
+        runbook                         = a.runbook
+      }
+    }
+  ]...)
+
+  # --- Datadog ------------------------------------------------------------------------------
+  dd_slos = merge([
+    for doc in local.dd_docs : {
+      for slo in doc.slos : "${doc.service}/${slo.slo_id}" => {
+        service     = doc.service
+        source      = doc.source
+        slo_id      = slo.slo_id
+        name        = slo.name
+        description = slo.description
+        type        = slo.type
+        # type "metric": good/total count queries; type "time_slice": one query compared with
+        # a threshold each interval (the generator's freshness SLO on the subscription's backlog age).
+        numerator   = try(slo.query.numerator, null)
+        denominator = try(slo.query.denominator, null)
+        time_slice  = try(slo.sli_specification.time_slice, null)
+        target      = slo.target
+        timeframe   = slo.timeframe
+        tags        = slo.tags
+        monitors    = slo.monitors
+      }
+    }
+  ]...)
+
+  # Each monitor's query, with %s where the created SLO's id goes (format() in the datadog module).
+  dd_monitors = merge([
+    for key, slo in local.dd_slos : {
+      for m in slo.monitors : "${key}/${m.tier}" => {
+        slo_key  = key
+        service  = slo.service
+        slo_id   = slo.slo_id
+        slo_name = slo.name
+        tier     = m.tier
+        severity = m.severity
+        type     = m.type
+        runbook  = m.runbook
+        reason   = try(m.reason, null)
+        query_format = (m.type == "burn_rate"
+          ? "burn_rate(\"%s\").over(\"${slo.timeframe}\").long_window(\"${m.long_window}\").short_window(\"${m.short_window}\") > ${tostring(m.threshold)}"
+          : "error_budget(\"%s\").over(\"${slo.timeframe}\") > ${tostring(m.threshold_percent_consumed)}")
+        critical = m.type == "burn_rate" ? m.threshold : m.threshold_percent_consumed
+      }
+    }
+  ]...)
+}

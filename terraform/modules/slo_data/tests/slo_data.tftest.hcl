@@ -1,0 +1,107 @@
+# terraform test: the generated SLO documents (testdata/ holds the generator's exact shape)
+# become the maps the monitoring and datadog modules iterate, with the queries they need.
+
+variables {
+  cloud_monitoring_files = ["testdata/alerts/cloud-monitoring/sample-api.json"]
+  datadog_files          = ["testdata/alerts/datadog/sample-api.json"]
+  repo_root              = "testdata"
+}
+
+run "every_slo_and_tier_becomes_one_entry" {
+  command = plan
+
+  assert {
+    condition     = length(output.cloud_monitoring_slos) == 3
+    error_message = "three SLOs in the sample"
+  }
+
+  assert {
+    condition     = toset(keys(output.cloud_monitoring_burn_rate_alerts)) == toset(["sample-api/availability/fast", "sample-api/availability/slow", "sample-api/latency/fast", "sample-api/freshness/medium"])
+    error_message = "one burn-rate policy per (SLO, tier)"
+  }
+
+  assert {
+    condition     = keys(output.cloud_monitoring_budget_alerts) == ["sample-api/availability/slowest"]
+    error_message = "one budget policy for the tier Cloud Monitoring cannot express"
+  }
+
+  assert {
+    condition     = output.cloud_monitoring_slos["sample-api/freshness"].request_based_sli == null && output.cloud_monitoring_slos["sample-api/freshness"].windows_based_sli.window_period == "60s"
+    error_message = "a windows-based SLI passes through with its block names"
+  }
+
+  assert {
+    condition     = output.cloud_monitoring_slos["sample-api/latency"].request_based_sli.distribution_cut.range.max == 0.25
+    error_message = "a distribution cut keeps its range"
+  }
+}
+
+run "burn_rate_alerts_carry_the_budget_arithmetic" {
+  command = plan
+
+  assert {
+    condition     = abs(output.cloud_monitoring_burn_rate_alerts["sample-api/availability/fast"].budget_consumed_fraction - 0.02) < 1e-9
+    error_message = "14.4x over 1h spends 2 % of a 30-day budget"
+  }
+
+  assert {
+    condition     = abs(output.cloud_monitoring_burn_rate_alerts["sample-api/availability/fast"].error_ratio_threshold - 0.0072) < 1e-9
+    error_message = "14.4x a 0.05 % budget is a 0.72 % error ratio"
+  }
+
+  assert {
+    condition     = abs(output.cloud_monitoring_burn_rate_alerts["sample-api/freshness/medium"].hours_to_exhaustion - 112) < 1e-9
+    error_message = "at 6x a 28-day budget lasts 112 hours"
+  }
+}
+
+run "datadog_monitor_queries_follow_the_slo_alert_syntax" {
+  command = plan
+
+  assert {
+    condition     = format(output.datadog_monitors["sample-api/availability/fast"].query_format, "abc123") == "burn_rate(\"abc123\").over(\"30d\").long_window(\"1h\").short_window(\"5m\") > 14.4"
+    error_message = "burn-rate monitor query"
+  }
+
+  assert {
+    condition     = format(output.datadog_monitors["sample-api/availability/slowest"].query_format, "abc123") == "error_budget(\"abc123\").over(\"30d\") > 90"
+    error_message = "error-budget monitor query"
+  }
+
+  assert {
+    condition     = output.datadog_slos["sample-api/freshness"].time_slice.threshold == 60 && output.datadog_slos["sample-api/freshness"].numerator == null
+    error_message = "a time_slice SLO keeps its specification and has no count queries"
+  }
+
+  assert {
+    condition     = output.datadog_monitors["sample-api/freshness/slow"].critical == 3
+    error_message = "the monitor's critical threshold is the burn rate"
+  }
+}
+
+run "a_missing_runbook_is_refused" {
+  command = plan
+
+  variables {
+    repo_root = "tests"
+  }
+
+  expect_failures = [output.cloud_monitoring_burn_rate_alerts]
+}
+
+# The real generated documents, when they exist, go through the same mapping (their runbooks are
+# another engineer's files, checked by the SLO tooling, so not required here).
+run "the_generated_documents_of_this_repository_map_too" {
+  command = plan
+
+  variables {
+    cloud_monitoring_files = [for f in fileset("../../../alerts/cloud-monitoring", "*.json") : "../../../alerts/cloud-monitoring/${f}"]
+    datadog_files          = [for f in fileset("../../../alerts/datadog", "*.json") : "../../../alerts/datadog/${f}"]
+    require_runbooks       = false
+  }
+
+  assert {
+    condition     = alltrue([for k, a in output.cloud_monitoring_burn_rate_alerts : a.threshold >= 1])
+    error_message = "every generated burn-rate threshold is at least 1"
+  }
+}

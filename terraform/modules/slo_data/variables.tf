@@ -1,0 +1,33 @@
+variable "cloud_monitoring_files" {
+  description = "Paths of the generated alerts/cloud-monitoring/<service>.json documents."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for f in var.cloud_monitoring_files : endswith(f, ".json")])
+    error_message = "cloud_monitoring_files must be .json documents."
+  }
+}
+
+variable "datadog_files" {
+  description = "Paths of the generated alerts/datadog/<service>.json documents."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for f in var.datadog_files : endswith(f, ".json")])
+    error_message = "datadog_files must be .json documents."
+  }
+}
+
+variable "repo_root" {
+  description = "Repository root, against which the runbook paths in the documents are resolved."
+  type        = string
+  default     = "."
+}
+
+variable "require_runbooks" {
+  description = "Fail when an alert's runbook file does not exist in the repository."
+  type        = bool
+  default     = true
+}
