@@ -1,0 +1,302 @@
+//! The data Terraform's monitoring module reads (`jsondecode(file(...))`) to create the same SLOs
+//! and tiers in Cloud Monitoring and Datadog. Where a backend cannot express a tier (Cloud
+//! Monitoring looks back at most 24 h, Datadog's long window is at most 48 h) the tier becomes a
+//! remaining-budget alert, and the entry says why.
+//!
+//! A remaining-budget alert stands in for a tier by firing when the budget left would last no
+//! longer than the tier's long window at the tier's burn rate: remaining < burn * long / period.
+
+use anyhow::{bail, ensure, Result};
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+
+use crate::prometheus::runbook;
+use crate::spec::{CloudMonitoringSli, Matcher, Selector, Service, SliKind, Slo, Tier};
+use crate::units::{datadog_window, json_number, plain, prom_duration};
+
+/// Cloud Monitoring's longest burn-rate lookback.
+const CM_MAX_LOOKBACK: u64 = 86_400;
+/// Datadog's longest burn-rate long window.
+const DD_MAX_LONG: u64 = 48 * 3_600;
+
+fn remaining_fraction(slo: &Slo, tier: &Tier) -> Result<Decimal> {
+    let f = tier.burn_rate * Decimal::from(tier.long) / Decimal::from(slo.period);
+    ensure!(
+        f < Decimal::ONE,
+        "tier {:?} of SLO {:?} spends the whole budget within its long window; no \
+         remaining-budget alert can stand in for it",
+        tier.name,
+        slo.name
+    );
+    Ok(f.normalize())
+}
+
+fn cm_quote(v: &str) -> String {
+    format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+fn cm_selector(sel: &Selector) -> Vec<String> {
+    sel.iter()
+        .map(|(l, m)| match m {
+            Matcher::In { values, .. } if values.len() == 1 => {
+                format!("metric.label.{l}={}", cm_quote(&values[0]))
+            }
+            Matcher::In { values, .. } => format!(
+                "metric.label.{l}=one_of({})",
+                values
+                    .iter()
+                    .map(|v| cm_quote(v))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            Matcher::Regex { regex, .. } => {
+                format!(
+                    "metric.label.{l}=monitoring.regex.full_match({})",
+                    cm_quote(regex)
+                )
+            }
+        })
+        .collect()
+}
+
+fn cm_sli(slo: &Slo) -> Result<(&'static str, Value)> {
+    Ok(match &slo.cloud_monitoring {
+        Some(CloudMonitoringSli::GoodTotalRatio { good, bad, total }) => (
+            "request_based_sli",
+            json!({"good_total_ratio": {
+                "good_service_filter": good,
+                "bad_service_filter": bad,
+                "total_service_filter": total,
+            }}),
+        ),
+        Some(CloudMonitoringSli::MeanInRange {
+            window_period,
+            filter,
+            min,
+            max,
+        }) => (
+            "windows_based_sli",
+            json!({
+                "window_period": window_period,
+                "metric_mean_in_range": {
+                    "time_series": filter,
+                    "range": {"min": min.map(json_number), "max": max.map(json_number)},
+                },
+            }),
+        ),
+        None => match &slo.sli.kind {
+            SliKind::GoodUnder(le) => {
+                // Managed Service for Prometheus stores a histogram as one cumulative
+                // DISTRIBUTION, which is what distribution_cut reads.
+                let mut parts = vec![
+                    format!(
+                        "metric.type=\"prometheus.googleapis.com/{}/histogram\"",
+                        slo.sli.histogram
+                    ),
+                    "resource.type=\"prometheus_target\"".to_string(),
+                ];
+                parts.extend(cm_selector(&slo.sli.selector));
+                (
+                    "request_based_sli",
+                    json!({"distribution_cut": {
+                        "distribution_filter": parts.join(" "),
+                        "range": {"min": null, "max": json_number(*le)},
+                    }}),
+                )
+            }
+            SliKind::BadWhere(_) => bail!(
+                "SLO {:?}: Cloud Monitoring cannot count good/bad events of a Managed Prometheus \
+                 histogram (good_total_ratio wants INT64/DOUBLE series, the histogram is a \
+                 DISTRIBUTION): give a cloud-monitoring-sli",
+                slo.name
+            ),
+        },
+    })
+}
+
+/// `alerts/cloud-monitoring/<service>.json`.
+pub fn cloud_monitoring(svc: &Service, generated_by: &str) -> Result<Value> {
+    let mut slos = Vec::new();
+    for slo in &svc.slos {
+        ensure!(
+            slo.period % 86_400 == 0,
+            "SLO {:?}: Cloud Monitoring's rolling period is in whole days",
+            slo.name
+        );
+        let alert = svc.burn_alert(slo);
+        let mut burn = Vec::new();
+        let mut budget = Vec::new();
+        for t in &slo.tiers {
+            if t.long <= CM_MAX_LOOKBACK {
+                burn.push(json!({
+                    "tier": t.name,
+                    "severity": t.severity.as_str(),
+                    "lookback_duration": format!("{}s", t.long),
+                    "short_lookback_duration": format!("{}s", t.short),
+                    "threshold": json_number(t.burn_rate),
+                    "runbook": runbook(&alert),
+                }));
+            } else {
+                budget.push(json!({
+                    "tier": t.name,
+                    "severity": t.severity.as_str(),
+                    "reason": format!(
+                        "{} long window exceeds Cloud Monitoring's 24h lookback: alerts when the \
+                         remaining budget would last less than {} at {}x",
+                        prom_duration(t.long), prom_duration(t.long), plain(t.burn_rate)
+                    ),
+                    "remaining_budget_fraction_below": json_number(remaining_fraction(slo, t)?),
+                    "runbook": runbook(&alert),
+                }));
+            }
+        }
+        let (kind, sli) = cm_sli(slo)?;
+        let mut entry = json!({
+            "slo_id": slo.name,
+            "display_name": format!("{} {}", svc.name, slo.display_name),
+            "goal": json_number(slo.objective),
+            "rolling_period_days": slo.period / 86_400,
+            "burn_rate_alerts": burn,
+            "budget_alerts": budget,
+        });
+        entry[kind] = sli;
+        slos.push(entry);
+    }
+    Ok(json!({
+        "generated_by": generated_by,
+        "source": svc.source,
+        "service": svc.name,
+        "slos": slos,
+    }))
+}
+
+fn dd_clause(l: &str, m: &Matcher) -> Result<String> {
+    Ok(match m {
+        Matcher::In { values, .. } if values.len() == 1 => {
+            format!("{l}:{}", values[0].to_lowercase())
+        }
+        Matcher::In { values, .. } => format!(
+            "{l} IN ({})",
+            values
+                .iter()
+                .map(|v| v.to_lowercase())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Matcher::Regex {
+            datadog: Some(w), ..
+        } => format!("{l}:{}", w.to_lowercase()),
+        Matcher::Regex { regex, .. } => {
+            bail!("label {l:?}: regex {regex:?} needs a `datadog` wildcard for Datadog queries")
+        }
+    })
+}
+
+fn dd_filter(clauses: &[String]) -> String {
+    if clauses.is_empty() {
+        "{*}".into()
+    } else {
+        format!("{{{}}}", clauses.join(" AND "))
+    }
+}
+
+/// `alerts/datadog/<service>.json`.
+pub fn datadog(svc: &Service, generated_by: &str) -> Result<Value> {
+    let mut slos = Vec::new();
+    for slo in &svc.slos {
+        let timeframe = prom_duration(slo.period);
+        ensure!(
+            ["7d", "30d", "90d"].contains(&timeframe.as_str()),
+            "SLO {:?}: Datadog SLO timeframes are 7d, 30d or 90d, not {timeframe}",
+            slo.name
+        );
+        let alert = svc.burn_alert(slo);
+        let mut monitors = Vec::new();
+        for t in &slo.tiers {
+            if t.long <= DD_MAX_LONG {
+                monitors.push(json!({
+                    "tier": t.name,
+                    "severity": t.severity.as_str(),
+                    "type": "burn_rate",
+                    "long_window": datadog_window(t.long),
+                    "short_window": datadog_window(t.short),
+                    "threshold": json_number(t.burn_rate),
+                    "runbook": runbook(&alert),
+                }));
+            } else {
+                let consumed = (Decimal::ONE - remaining_fraction(slo, t)?) * Decimal::ONE_HUNDRED;
+                monitors.push(json!({
+                    "tier": t.name,
+                    "severity": t.severity.as_str(),
+                    "type": "error_budget",
+                    "threshold_percent_consumed": json_number(consumed),
+                    "reason": format!(
+                        "{} long window exceeds Datadog's 48h maximum: alerts when the \
+                         remaining budget would last less than {} at {}x",
+                        prom_duration(t.long), prom_duration(t.long), plain(t.burn_rate)
+                    ),
+                    "runbook": runbook(&alert),
+                }));
+            }
+        }
+        let mut entry = json!({
+            "slo_id": slo.name,
+            "name": format!("{} {}", svc.name, slo.display_name),
+            "description": format!("{}. {}", slo.objective_text, slo.description),
+            "target": json_number(slo.objective * Decimal::ONE_HUNDRED),
+            "timeframe": timeframe,
+            "tags": [format!("service:{}", svc.name), format!("slo:{}", slo.name)],
+            "monitors": monitors,
+        });
+        if let Some(ts) = &slo.datadog {
+            entry["type"] = json!("time_slice");
+            entry["sli_specification"] = json!({"time_slice": {
+                "query": ts.query,
+                "comparator": ts.comparator,
+                "threshold": json_number(ts.threshold),
+                "query_interval_seconds": ts.query_interval_seconds,
+            }});
+        } else {
+            let metric =
+                |suffix: &str| format!("{}.{}.{suffix}", svc.datadog_namespace, slo.sli.histogram);
+            let total: Vec<String> = slo
+                .sli
+                .selector
+                .iter()
+                .map(|(l, m)| dd_clause(l, m))
+                .collect::<Result<_>>()?;
+            let numerator = match &slo.sli.kind {
+                SliKind::BadWhere(bad) => {
+                    let b: Vec<String> = bad
+                        .iter()
+                        .map(|(l, m)| dd_clause(l, m))
+                        .collect::<Result<_>>()?;
+                    let mut c = total.clone();
+                    c.push(if b.len() == 1 {
+                        format!("NOT {}", b[0])
+                    } else {
+                        format!("NOT ({})", b.join(" AND "))
+                    });
+                    format!("sum:{}{}.as_count()", metric("count"), dd_filter(&c))
+                }
+                SliKind::GoodUnder(le) => {
+                    let mut c = total.clone();
+                    c.push(format!("upper_bound:{}", plain(*le)));
+                    format!("sum:{}{}.as_count()", metric("bucket"), dd_filter(&c))
+                }
+            };
+            entry["type"] = json!("metric");
+            entry["query"] = json!({
+                "numerator": numerator,
+                "denominator": format!("sum:{}{}.as_count()", metric("count"), dd_filter(&total)),
+            });
+        }
+        slos.push(entry);
+    }
+    Ok(json!({
+        "generated_by": generated_by,
+        "source": svc.source,
+        "service": svc.name,
+        "slos": slos,
+    }))
+}

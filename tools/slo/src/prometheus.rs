@@ -1,0 +1,280 @@
+//! Prometheus recording and alerting rules from a [`Service`]: per SLO the error ratio over every
+//! window its tiers use (a ratio of sums of counter rates, never an average of short ratios), the
+//! event count of each short window (the low-traffic guard), one alert per tier and one
+//! absent-metrics alert.
+
+use rust_decimal::Decimal;
+use std::fmt::Write;
+
+use crate::spec::{Matcher, Selector, Service, SliKind, Slo, Tier};
+use crate::units::{human_duration, percent, plain, prom_duration};
+
+/// Recording rule of the error ratio over `window` seconds.
+pub fn ratio_record(window: u64) -> String {
+    format!("slo:sli_error:ratio_rate{}", prom_duration(window))
+}
+
+/// Recording rule of the number of events over `window` seconds.
+pub fn events_record(window: u64) -> String {
+    format!("slo:sli_events:increase{}", prom_duration(window))
+}
+
+/// Escapes a literal for an RE2 regex.
+fn regex_escape(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A PromQL string literal (double quotes; backslashes doubled).
+fn lit(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// A matcher as PromQL: one exact value is `=`, several an anchored alternation.
+fn matcher(label: &str, m: &Matcher) -> String {
+    match m {
+        Matcher::In { values, .. } if values.len() == 1 => format!("{label}={}", lit(&values[0])),
+        Matcher::In { values, .. } => format!(
+            "{label}=~{}",
+            lit(&values
+                .iter()
+                .map(|v| regex_escape(v))
+                .collect::<Vec<_>>()
+                .join("|"))
+        ),
+        Matcher::Regex { regex, .. } => format!("{label}=~{}", lit(regex)),
+    }
+}
+
+/// The `le` matcher of a bucket boundary. Exporters write a whole boundary as `1` or `1.0`
+/// (Prometheus 3 rewrites both to `1.0`), so whole numbers match either spelling.
+pub fn le_matcher(le: Decimal) -> String {
+    let p = plain(le);
+    if le.fract().is_zero() {
+        format!("le=~{}", lit(&format!("{p}|{p}\\.0")))
+    } else {
+        format!("le={}", lit(&p))
+    }
+}
+
+/// `{a="x",b=~"y|z"}` (empty braces when no matcher).
+pub fn selector(sel: &Selector, extra: &[String]) -> String {
+    let mut parts: Vec<String> = sel.iter().map(|(l, m)| matcher(l, m)).collect();
+    parts.extend(extra.iter().cloned());
+    format!("{{{}}}", parts.join(","))
+}
+
+fn total_series(slo: &Slo) -> String {
+    format!(
+        "{}_count{}",
+        slo.sli.histogram,
+        selector(&slo.sli.selector, &[])
+    )
+}
+
+/// The error-ratio expression over `w`.
+pub fn error_ratio_expr(slo: &Slo, w: &str) -> String {
+    let total = format!("sum(rate({}[{w}]))", total_series(slo));
+    match &slo.sli.kind {
+        SliKind::BadWhere(bad) => {
+            let mut sel = slo.sli.selector.clone();
+            sel.extend(bad.iter().cloned());
+            // `or vector(0)`: with no bad series yet the numerator is 0, not missing, so a
+            // healthy SLI has a ratio (0) while an SLI with no traffic has none (0/0 drops out).
+            format!(
+                "(sum(rate({}_count{}[{w}])) or vector(0))\n/\n{total}",
+                slo.sli.histogram,
+                selector(&sel, &[])
+            )
+        }
+        SliKind::GoodUnder(le) => {
+            let good = format!(
+                "sum(rate({}_bucket{}[{w}]))",
+                slo.sli.histogram,
+                selector(&slo.sli.selector, &[le_matcher(*le)])
+            );
+            format!("(\n  {total}\n  -\n  {good}\n)\n/\n{total}")
+        }
+    }
+}
+
+/// What makes an event bad, for alert text.
+pub fn bad_event_text(slo: &Slo) -> String {
+    match &slo.sli.kind {
+        SliKind::BadWhere(bad) => format!("bad means {}", selector(bad, &[])),
+        SliKind::GoodUnder(le) => format!("bad means slower than {} s", plain(*le)),
+    }
+}
+
+/// The labels every series of an SLO carries.
+pub fn slo_labels(svc: &Service, slo: &Slo) -> String {
+    format!("service={},slo={}", lit(&svc.name), lit(&slo.name))
+}
+
+/// Summary and description of a tier's alert (static numbers are exact decimals).
+pub fn burn_annotations(svc: &Service, slo: &Slo, tier: &Tier) -> (String, String) {
+    let long = prom_duration(tier.long);
+    let short = prom_duration(tier.short);
+    let period = prom_duration(slo.period);
+    let consumed = tier.burn_rate * Decimal::from(tier.long) / Decimal::from(slo.period);
+    let exhaustion = (Decimal::from(slo.period) / tier.burn_rate).floor();
+    let exhaustion: u64 = exhaustion.try_into().unwrap_or(u64::MAX);
+    let summary = format!(
+        "{} {}: error budget burning over {}x ({} tier, {})",
+        svc.name,
+        slo.name,
+        plain(tier.burn_rate),
+        tier.name,
+        tier.severity.as_str()
+    );
+    let description = format!(
+        "Error ratio {{{{ $value | humanizePercentage }}}} over the last {long}, and above {} \
+         over the last {short} too ({}; at least {} events). Objective: {} over {period} \
+         rolling, an error budget of {}. Above {} the budget burns over {}x the sustainable \
+         rate: each {long} at that rate spends {} of the {period} budget, and the whole budget \
+         is gone in {}.",
+        percent(slo.threshold(tier)),
+        bad_event_text(slo),
+        slo.minimum_events,
+        slo.objective_text,
+        percent(slo.budget()),
+        percent(slo.threshold(tier)),
+        plain(tier.burn_rate),
+        percent(consumed),
+        human_duration(exhaustion),
+    );
+    (summary, description)
+}
+
+/// `runbook_url` of an alert.
+pub fn runbook(alert: &str) -> String {
+    format!("alerts/runbooks/{alert}.md")
+}
+
+fn yaml_str(s: &str) -> String {
+    serde_json::to_string(s).expect("a string serialises")
+}
+
+fn block(out: &mut String, indent: usize, key: &str, text: &str) {
+    let pad = " ".repeat(indent);
+    let _ = writeln!(out, "{pad}{key}: |-");
+    for line in text.lines() {
+        let _ = writeln!(out, "{pad}  {line}");
+    }
+}
+
+/// The burn-rate alert expression of one tier.
+pub fn burn_expr(svc: &Service, slo: &Slo, tier: &Tier) -> String {
+    let l = slo_labels(svc, slo);
+    let thr = plain(slo.threshold(tier));
+    format!(
+        "{}{{{l}}} > {thr}\nand on (service, slo)\n{}{{{l}}} > {thr}\nand on (service, slo)\n{}{{{l}}} >= {}",
+        ratio_record(tier.long),
+        ratio_record(tier.short),
+        events_record(tier.short),
+        slo.minimum_events
+    )
+}
+
+/// A rules file with one group per SLO in `slos`.
+pub fn rules(svc: &Service, slos: &[&Slo], header: &str) -> String {
+    let mut out = String::new();
+    out.push_str(header);
+    out.push_str("groups:\n");
+    for slo in slos {
+        // One group per SLO, recordings first: rules of a group run in order, so each alert
+        // reads the ratios of the same evaluation (separate groups run in no set order).
+        let _ = writeln!(out, "  - name: slo-{}-{}", svc.name, slo.name);
+        out.push_str("    rules:\n");
+        for (w, is_short) in Service::windows(slo) {
+            let ws = prom_duration(w);
+            let _ = writeln!(out, "      - record: {}", ratio_record(w));
+            block(&mut out, 8, "expr", &error_ratio_expr(slo, &ws));
+            let _ = writeln!(
+                out,
+                "        labels:\n          service: {}\n          slo: {}",
+                svc.name, slo.name
+            );
+            if is_short {
+                let _ = writeln!(out, "      - record: {}", events_record(w));
+                let _ = writeln!(
+                    out,
+                    "        expr: sum(increase({}[{ws}]))",
+                    total_series(slo)
+                );
+                let _ = writeln!(
+                    out,
+                    "        labels:\n          service: {}\n          slo: {}",
+                    svc.name, slo.name
+                );
+            }
+        }
+        let alert = svc.burn_alert(slo);
+        for tier in &slo.tiers {
+            let (summary, description) = burn_annotations(svc, slo, tier);
+            let _ = writeln!(out, "      - alert: {alert}");
+            block(&mut out, 8, "expr", &burn_expr(svc, slo, tier));
+            let _ = writeln!(
+                out,
+                "        labels:\n          severity: {}\n          tier: {}",
+                tier.severity.as_str(),
+                tier.name
+            );
+            let _ = writeln!(out, "        annotations:");
+            let _ = writeln!(out, "          summary: {}", yaml_str(&summary));
+            let _ = writeln!(out, "          description: {}", yaml_str(&description));
+            let _ = writeln!(out, "          runbook_url: {}", runbook(&alert));
+        }
+        let absent = svc.absent_alert();
+        let (summary, description) = absent_annotations(svc, slo);
+        let _ = writeln!(out, "      - alert: {absent}");
+        let _ = writeln!(out, "        expr: absent({})", total_series(slo));
+        let _ = writeln!(out, "        for: {}", prom_duration(slo.absent_for));
+        let _ = writeln!(
+            out,
+            "        labels:\n          severity: ticket\n          service: {}\n          slo: {}",
+            svc.name, slo.name
+        );
+        let _ = writeln!(out, "        annotations:");
+        let _ = writeln!(out, "          summary: {}", yaml_str(&summary));
+        let _ = writeln!(out, "          description: {}", yaml_str(&description));
+        let _ = writeln!(out, "          runbook_url: {}", runbook(&absent));
+    }
+    out
+}
+
+/// Summary and description of the absent alert of one SLO.
+pub fn absent_annotations(svc: &Service, slo: &Slo) -> (String, String) {
+    (
+        format!(
+            "{} {}: no SLI metrics to judge the SLO by",
+            svc.name, slo.name
+        ),
+        format!(
+            "No series of {} for {} {} for {}: the burn-rate alerts of this SLO cannot fire. \
+             The exporter, the scrape or the route is gone, or there has been no traffic at all.",
+            total_series(slo),
+            svc.name,
+            slo.name,
+            prom_duration(slo.absent_for)
+        ),
+    )
+}
+
+/// Labels that `absent()` copies from the selector: its equality matchers.
+pub fn absent_labels(slo: &Slo) -> Vec<(String, String)> {
+    slo.sli
+        .selector
+        .iter()
+        .filter_map(|(l, m)| match m {
+            Matcher::In { values, .. } if values.len() == 1 => Some((l.clone(), values[0].clone())),
+            _ => None,
+        })
+        .collect()
+}

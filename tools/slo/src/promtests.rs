@@ -1,0 +1,550 @@
+//! promtool unit tests of the generated rules, generated from the same spec so that every SLO and
+//! every tier is covered: raw counters go in, and the tests check when alerts fire.
+//!
+//! Several files per SLO in `alerts/tests/<service>/`, because promtool sets the evaluation
+//! interval per file and evaluates every rule it loads at every step (a minute-by-minute
+//! evaluation of three days would take minutes):
+//! - `<slo>.<tier>.test.yml` (evaluation a fifth of the short window or finer): a total outage
+//!   after a healthy long window pages or tickets the tier within the time the tier promises,
+//!   and the tier resolves within its short window after recovery;
+//! - `absent.test.yml`: missing metrics raise the absent alert of every SLO;
+//! - `<slo>.steady.test.yml` (every hour, windows full): healthy traffic is silent,
+//!   a sustained burn between two thresholds fires exactly the tiers below it (a slow burn
+//!   tickets without paging), a total outage fires all, and too little traffic never pages.
+
+use rust_decimal::Decimal;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use crate::prometheus::{absent_annotations, absent_labels, burn_annotations, runbook};
+use crate::spec::{Service, Severity, SliKind, Slo, Tier};
+use crate::units::{go_g4, plain, prom_duration};
+
+/// Events per minute in the generated traffic (10 per second).
+const RATE: u64 = 600;
+/// Burn rate of "healthy" traffic: bad events do occur, at half the sustainable rate.
+const HEALTHY_BURN: &str = "0.5";
+/// Out-of-scope traffic runs at this multiple of the in-scope rate, all of it bad, to prove that
+/// selectors exclude it.
+const NOISE_FACTOR: u64 = 5;
+
+/// A stretch of constant traffic.
+struct Phase {
+    minutes: u64,
+    total: Decimal,
+    bad: Decimal,
+}
+
+fn d(n: u64) -> Decimal {
+    Decimal::from(n)
+}
+
+fn healthy() -> Decimal {
+    HEALTHY_BURN.parse().expect("a decimal")
+}
+
+/// One input series: labels and its per-minute increment in each phase.
+struct Series {
+    name: String,
+    incs: Vec<Decimal>,
+}
+
+fn series_text(name: &str, labels: &BTreeMap<String, String>) -> String {
+    let body: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    format!("{name}{{{}}}", body.join(","))
+}
+
+/// The input series of an SLO for these phases, derived from its selectors and examples.
+fn input_series(slo: &Slo, phases: &[Phase]) -> Vec<Series> {
+    let base: BTreeMap<String, String> = slo
+        .sli
+        .selector
+        .iter()
+        .map(|(l, m)| (l.clone(), m.examples()[0].clone()))
+        .collect();
+    let noise_base = slo.sli.selector.first().map(|(l, _)| {
+        let mut b = base.clone();
+        b.insert(l.clone(), "out-of-scope".into());
+        b
+    });
+    let h = &slo.sli.histogram;
+    let mut out = Vec::new();
+    let per = |f: &dyn Fn(&Phase) -> Decimal| phases.iter().map(f).collect::<Vec<_>>();
+    match &slo.sli.kind {
+        SliKind::BadWhere(bad) => {
+            let (first_label, first) = &bad[0];
+            let mut others = base.clone();
+            for (l, m) in &bad[1..] {
+                others.insert(l.clone(), m.examples()[0].clone());
+            }
+            let goods = first.counterexamples();
+            let bads = first.examples();
+            for g in goods {
+                let mut labels = others.clone();
+                labels.insert(first_label.clone(), g.clone());
+                let n = d(goods.len() as u64);
+                out.push(Series {
+                    name: series_text(&format!("{h}_count"), &labels),
+                    incs: per(&|p| (p.total - p.bad) / n),
+                });
+            }
+            for b in bads {
+                let mut labels = others.clone();
+                labels.insert(first_label.clone(), b.clone());
+                let n = d(bads.len() as u64);
+                out.push(Series {
+                    name: series_text(&format!("{h}_count"), &labels),
+                    incs: per(&|p| p.bad / n),
+                });
+            }
+            if let Some(mut nb) = noise_base {
+                for (l, m) in bad {
+                    nb.insert(l.clone(), m.examples()[0].clone());
+                }
+                out.push(Series {
+                    name: series_text(&format!("{h}_count"), &nb),
+                    incs: per(&|p| p.total * d(NOISE_FACTOR)),
+                });
+            }
+        }
+        SliKind::GoodUnder(le) => {
+            let with_le = |b: &BTreeMap<String, String>, le: &str| {
+                let mut l = b.clone();
+                l.insert("le".into(), le.into());
+                l
+            };
+            out.push(Series {
+                name: series_text(&format!("{h}_bucket"), &with_le(&base, &plain(*le))),
+                incs: per(&|p| p.total - p.bad),
+            });
+            out.push(Series {
+                name: series_text(&format!("{h}_bucket"), &with_le(&base, "+Inf")),
+                incs: per(&|p| p.total),
+            });
+            out.push(Series {
+                name: series_text(&format!("{h}_count"), &base),
+                incs: per(&|p| p.total),
+            });
+            if let Some(nb) = noise_base {
+                out.push(Series {
+                    name: series_text(&format!("{h}_bucket"), &with_le(&nb, &plain(*le))),
+                    incs: per(&|_| Decimal::ZERO),
+                });
+                out.push(Series {
+                    name: series_text(&format!("{h}_count"), &nb),
+                    incs: per(&|p| p.total * d(NOISE_FACTOR)),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// promtool's expanding notation for a counter growing by `incs[i]` per minute in phase i.
+fn values(incs: &[Decimal], phases: &[Phase]) -> String {
+    let mut parts = Vec::new();
+    let mut value = Decimal::ZERO;
+    for (i, (inc, p)) in incs.iter().zip(phases).enumerate() {
+        if i == 0 {
+            parts.push(format!("0+{}x{}", plain(*inc), p.minutes));
+            value = *inc * d(p.minutes);
+        } else {
+            let start = value + inc;
+            parts.push(format!(
+                "{}+{}x{}",
+                plain(start),
+                plain(*inc),
+                p.minutes - 1
+            ));
+            value += *inc * d(p.minutes);
+        }
+    }
+    parts.join(" ")
+}
+
+fn write_inputs(out: &mut String, slo: &Slo, phases: &[Phase]) {
+    out.push_str("    interval: 1m\n    input_series:\n");
+    for s in input_series(slo, phases) {
+        let _ = writeln!(
+            out,
+            "      - series: '{}'\n        values: '{}'",
+            s.name,
+            values(&s.incs, phases)
+        );
+    }
+}
+
+fn minutes(seconds: u64) -> u64 {
+    seconds.div_ceil(60)
+}
+
+fn alerts_expr(alert: &str, extra: &str) -> String {
+    format!("ALERTS{{alertname=\"{alert}\",alertstate=\"firing\"{extra}}}")
+}
+
+fn firing_sample(svc: &Service, slo: &Slo, alert: &str, tier: &Tier) -> String {
+    format!(
+        "ALERTS{{alertname=\"{alert}\",alertstate=\"firing\",service=\"{}\",severity=\"{}\",slo=\"{}\",tier=\"{}\"}}",
+        svc.name,
+        tier.severity.as_str(),
+        slo.name,
+        tier.name
+    )
+}
+
+fn promql(out: &mut String, at: u64, expr: &str, sample: Option<&str>, why: &str) {
+    let _ = writeln!(out, "      # {why}");
+    let _ = writeln!(out, "      - expr: '{expr}'\n        eval_time: {at}m");
+    match sample {
+        Some(s) => {
+            let _ = writeln!(
+                out,
+                "        exp_samples:\n          - labels: '{s}'\n            value: 1"
+            );
+        }
+        None => out.push_str("        exp_samples: []\n"),
+    }
+}
+
+fn yaml_str(s: &str) -> String {
+    serde_json::to_string(s).expect("a string serialises")
+}
+
+/// An expected firing burn-rate alert with its annotations rendered for `ratio`.
+fn expected_burn(out: &mut String, svc: &Service, slo: &Slo, tier: &Tier, ratio: Decimal) {
+    let (summary, description) = burn_annotations(svc, slo, tier);
+    let value: f64 = plain(ratio).parse().expect("a float");
+    let description = description.replace(
+        "{{ $value | humanizePercentage }}",
+        &format!("{}%", go_g4(value * 100.0)),
+    );
+    let _ = writeln!(
+        out,
+        "          - exp_labels:\n              service: {}\n              slo: {}\n              severity: {}\n              tier: {}",
+        svc.name,
+        slo.name,
+        tier.severity.as_str(),
+        tier.name
+    );
+    let _ = writeln!(
+        out,
+        "            exp_annotations:\n              summary: {}\n              description: {}\n              runbook_url: {}",
+        yaml_str(&summary),
+        yaml_str(&description),
+        runbook(&svc.burn_alert(slo))
+    );
+}
+
+fn ceil_to(step: u64, m: u64) -> u64 {
+    m.div_ceil(step) * step
+}
+
+/// The evaluation interval of a tier's timing tests, in minutes: the largest of 1m, 5m, 15m,
+/// 1h that still samples the short window five times (fewer evaluations, same verdicts).
+pub fn tier_interval(tier: &Tier) -> u64 {
+    [60, 15, 5, 1]
+        .into_iter()
+        .find(|i| i * 5 <= minutes(tier.short))
+        .unwrap_or(1)
+}
+
+/// The timing tests of one tier across a service's SLOs: a total outage after a healthy long
+/// window fires the tier within its deadline, and it resolves within its short window after
+/// recovery. Evaluation every [`tier_interval`].
+pub fn timing_tests(
+    svc: &Service,
+    slo: &Slo,
+    tier: &Tier,
+    header: &str,
+    rules_file: &str,
+) -> String {
+    let mut out = String::new();
+    out.push_str(header);
+    let i = tier_interval(tier);
+    let _ = writeln!(
+        out,
+        "rule_files:\n  - {rules_file}\nevaluation_interval: {i}m\ntests:"
+    );
+    {
+        let alert = svc.burn_alert(slo);
+        let budget = slo.budget();
+        let baseline = ceil_to(i, minutes(tier.long));
+        // A total outage reaches the threshold ratio over the long window after
+        // long * burn * budget (less, since the healthy baseline had some errors too); the
+        // deadline rounds that up to an evaluation and adds one more.
+        let reach = (d(tier.long) * slo.threshold(tier)).ceil();
+        let deadline = ceil_to(i, minutes(reach.try_into().unwrap_or(u64::MAX))) + i;
+        let outage = deadline + i;
+        let resolve_after = ceil_to(i, minutes(tier.short)) + i;
+        let recovery = resolve_after + i;
+        let (t0, tr) = (baseline, baseline + outage);
+        let end = tr + recovery;
+        let h = healthy() * budget * d(RATE);
+        let phases = [
+            Phase {
+                minutes: baseline,
+                total: d(RATE),
+                bad: h,
+            },
+            Phase {
+                minutes: outage,
+                total: d(RATE),
+                bad: d(RATE),
+            },
+            Phase {
+                minutes: recovery,
+                total: d(RATE),
+                bad: h,
+            },
+        ];
+        let _ = writeln!(
+            out,
+            "  # {} {}, {} tier: {} healthy (burn {HEALTHY_BURN}), a total outage from minute \
+             {t0} to {tr}, then healthy again.",
+            svc.name,
+            slo.name,
+            tier.name,
+            prom_duration(baseline * 60)
+        );
+        out.push_str("  - ");
+        let mut body = String::new();
+        write_inputs(&mut body, slo, &phases);
+        out.push_str(body.trim_start());
+        out.push_str("    promql_expr_test:\n");
+        promql(
+            &mut out,
+            t0,
+            &alerts_expr(&alert, ""),
+            None,
+            "healthy, non-zero traffic: silent",
+        );
+        promql(
+            &mut out,
+            t0,
+            &alerts_expr(&svc.absent_alert(), &format!(",slo=\"{}\"", slo.name)),
+            None,
+            "metrics present: no absent alert",
+        );
+        let sample = firing_sample(svc, slo, &alert, tier);
+        let ex = alerts_expr(&alert, &format!(",tier=\"{}\"", tier.name));
+        promql(
+            &mut out,
+            t0 + deadline,
+            &ex,
+            Some(&sample),
+            &format!(
+                "{}s within {}m of a total outage (threshold reached after {}s)",
+                tier.severity.as_str(),
+                deadline,
+                reach
+            ),
+        );
+        promql(&mut out, tr, &ex, Some(&sample), "still firing at recovery");
+        promql(
+            &mut out,
+            tr + resolve_after,
+            &ex,
+            None,
+            &format!(
+                "resolved within {}m of recovery (short window {})",
+                resolve_after,
+                prom_duration(tier.short)
+            ),
+        );
+        let _ = end;
+    }
+    out
+}
+
+/// Missing metrics: with no SLI series at all (only an unrelated one), every SLO's absent alert
+/// fires after its `for`, and no burn-rate alert does.
+pub fn absent_tests(svc: &Service, header: &str, rules_files: &[String]) -> String {
+    let mut out = String::new();
+    out.push_str(header);
+    out.push_str("rule_files:\n");
+    for f in rules_files {
+        let _ = writeln!(out, "  - {f}");
+    }
+    out.push_str("evaluation_interval: 1m\ntests:\n");
+    let absent = svc.absent_alert();
+    let wait = minutes(svc.slos.iter().map(|s| s.absent_for).max().unwrap_or(60));
+    let _ = writeln!(
+        out,
+        "  # {}: no SLI metrics at all; every SLO's absent alert fires after its `for`.",
+        svc.name
+    );
+    let _ = writeln!(
+        out,
+        "  - interval: 1m\n    input_series:\n      - series: 'up{{job=\"unrelated\"}}'\n        values: '1x{}'",
+        wait + 2
+    );
+    out.push_str("    alert_rule_test:\n");
+    let short_wait = minutes(svc.slos.iter().map(|s| s.absent_for).min().unwrap_or(60));
+    let _ = writeln!(
+        out,
+        "      - alertname: {absent}\n        eval_time: {}m\n        exp_alerts: []",
+        short_wait - 1
+    );
+    let _ = writeln!(
+        out,
+        "      - alertname: {absent}\n        eval_time: {}m\n        exp_alerts:",
+        wait + 1
+    );
+    for slo in &svc.slos {
+        let (summary, description) = absent_annotations(svc, slo);
+        let _ = writeln!(
+            out,
+            "          - exp_labels:\n              severity: ticket\n              service: {}\n              slo: {}",
+            svc.name, slo.name
+        );
+        for (l, v) in absent_labels(slo) {
+            let _ = writeln!(out, "              {l}: {}", yaml_str(&v));
+        }
+        let _ = writeln!(
+            out,
+            "            exp_annotations:\n              summary: {}\n              description: {}\n              runbook_url: {}",
+            yaml_str(&summary),
+            yaml_str(&description),
+            runbook(&absent)
+        );
+    }
+    for slo in &svc.slos {
+        let _ = writeln!(
+            out,
+            "      - alertname: {}\n        eval_time: {}m\n        exp_alerts: []",
+            svc.burn_alert(slo),
+            wait + 1
+        );
+    }
+    out
+}
+
+/// The steady-state tests of one SLO (evaluation every hour, all windows full).
+pub fn steady_tests(svc: &Service, slo: &Slo, header: &str, rules_file: &str) -> String {
+    let mut out = String::new();
+    out.push_str(header);
+    let _ = writeln!(
+        out,
+        "rule_files:\n  - {rules_file}\nevaluation_interval: 1h\ntests:"
+    );
+    {
+        let alert = svc.burn_alert(slo);
+        let budget = slo.budget();
+        let span = ceil_to(
+            60,
+            minutes(slo.tiers.iter().map(|t| t.long).max().unwrap_or(0)),
+        ) + 60;
+        let mut thresholds: Vec<Decimal> = slo.tiers.iter().map(|t| t.burn_rate).collect();
+        thresholds.sort();
+        thresholds.dedup();
+        let max = slo.max_burn();
+        let mut levels = vec![(healthy(), "healthy traffic: silent".to_string())];
+        for pair in thresholds.windows(2) {
+            levels.push(((pair[0] + pair[1]) / d(2), String::new()));
+        }
+        if let Some(top) = thresholds.last() {
+            levels.push(((*top + max) / d(2), String::new()));
+        }
+        levels.push((max, "a total outage fires every tier".into()));
+        for (burn, why) in levels {
+            let burn = burn.normalize();
+            let firing: Vec<&Tier> = slo.tiers.iter().filter(|t| t.burn_rate < burn).collect();
+            let why = if why.is_empty() {
+                let pages = firing.iter().any(|t| t.severity == Severity::Page);
+                let names: Vec<&str> = firing.iter().map(|t| t.name.as_str()).collect();
+                format!(
+                    "fires {} only{}",
+                    names.join(" + "),
+                    if pages {
+                        ""
+                    } else {
+                        ": a slow burn tickets without paging"
+                    }
+                )
+            } else {
+                why
+            };
+            let phases = [Phase {
+                minutes: span,
+                total: d(RATE),
+                bad: burn * budget * d(RATE),
+            }];
+            let _ = writeln!(
+                out,
+                "  # {} {}: burn rate {} for {}: {why}.",
+                svc.name,
+                slo.name,
+                plain(burn),
+                prom_duration(span * 60)
+            );
+            out.push_str("  - ");
+            let mut body = String::new();
+            write_inputs(&mut body, slo, &phases);
+            out.push_str(body.trim_start());
+            let _ = writeln!(
+                out,
+                "    alert_rule_test:\n      - alertname: {alert}\n        eval_time: {span}m"
+            );
+            if firing.is_empty() {
+                out.push_str("        exp_alerts: []\n");
+            } else {
+                out.push_str("        exp_alerts:\n");
+                for t in &firing {
+                    expected_burn(&mut out, svc, slo, t, burn * budget);
+                }
+            }
+            let _ = writeln!(
+                out,
+                "    promql_expr_test:\n      - expr: '{}'\n        eval_time: {span}m\n        exp_samples: []",
+                alerts_expr(&svc.absent_alert(), &format!(",slo=\"{}\"", slo.name))
+            );
+        }
+
+        // Too little traffic to judge: a total outage at a rate that puts fewer than
+        // minimum-events into every paging tier's short window.
+        let page_short = slo
+            .tiers
+            .iter()
+            .filter(|t| t.severity == Severity::Page)
+            .map(|t| t.short)
+            .max();
+        if let Some(page_short) = page_short {
+            let rate = (d(slo.minimum_events) / (d(2) * d(minutes(page_short)))).round_dp(4);
+            let firing: Vec<&Tier> = slo
+                .tiers
+                .iter()
+                .filter(|t| rate * d(minutes(t.short)) >= d(slo.minimum_events))
+                .collect();
+            assert!(firing.iter().all(|t| t.severity == Severity::Ticket));
+            let phases = [Phase {
+                minutes: span,
+                total: rate,
+                bad: rate,
+            }];
+            let _ = writeln!(
+                out,
+                "  # {} {}: every event bad, but only {} per minute: too little traffic to page on.",
+                svc.name,
+                slo.name,
+                plain(rate)
+            );
+            out.push_str("  - ");
+            let mut body = String::new();
+            write_inputs(&mut body, slo, &phases);
+            out.push_str(body.trim_start());
+            let _ = writeln!(
+                out,
+                "    alert_rule_test:\n      - alertname: {alert}\n        eval_time: {span}m"
+            );
+            if firing.is_empty() {
+                out.push_str("        exp_alerts: []\n");
+            } else {
+                out.push_str("        exp_alerts:\n");
+                for t in &firing {
+                    expected_burn(&mut out, svc, slo, t, Decimal::ONE);
+                }
+            }
+        }
+    }
+    out
+}
