@@ -619,15 +619,15 @@ def cm_fleet(slos: list[dict]) -> dict:
 # --- Datadog ---------------------------------------------------------------------------------------
 # Names: see dashboards/datadog/README.md. The agent sidecar's OpenMetrics check runs in its
 # default histogram mode, as the Datadog SLOs of alerts/datadog expect: a histogram arrives as
-# monotonic counts `<ns>.<name>.bucket` (tag upper_bound, non-cumulative), `.count` and `.sum`;
+# monotonic counts `<ns>.<name>.bucket` (tag upper_bound, cumulative like le), `.count`, `.sum`;
 # a counter as `<ns>.<name without _total>.count`; a gauge under its own name. Tag values are
-# lowercased by Datadog. Buckets give "share within the SLO threshold" and the mean, not
+# lowercased by Datadog. Filters join with AND: Datadog refuses "," beside IN/OR/NOT. Buckets give "share within the SLO threshold" and the mean, not
 # percentiles: those come from Cloud Run's request_latencies.
 
 DD_H = f"{DD_NS}.http_server_request_duration_seconds"
 DD_E2E = f"{DD_NS}.pipeline_end_to_end_latency_seconds"
 DDS = "service:$service.value"
-DD_SEL = f"{DDS},$env"
+DD_SEL = f"{DDS} AND $env"
 
 
 def dd_tag(label: str, value: str) -> str:
@@ -681,19 +681,19 @@ def dd_dashboard(title: str, description: str, groups: list[dict], multi: bool =
 
 
 def dd_within(hist: str, tags: str, le: float, by: str = "") -> tuple[list[tuple[str, str]], str]:
-    """Share of events at or under `le`: the non-cumulative buckets up to it over the count."""
+    """Share of events at or under `le`: its cumulative bucket over the count."""
     grp = f" by {{{by}}}" if by else ""
-    return ([("within", f"sum:{hist}.bucket{{{tags},upper_bound:{fmt_le(le)}}}{grp}.as_count()"),
+    return ([("within", f"sum:{hist}.bucket{{{tags} AND upper_bound:{fmt_le(le)}}}{grp}.as_count()"),
              ("all", f"sum:{hist}.count{{{tags}}}{grp}.as_count()")], "within / all")
 
 
 def dd_service() -> dict:
     sel = DD_SEL
-    api = f"{sel},http_route IN ({INGEST.lower()},{QUERY.lower()})"
+    api = f"{sel} AND http_route IN ({INGEST.lower()},{QUERY.lower()})"
     route_widgets = []
     for route, thr in SLO_THRESH.items():
         short = route.rsplit("/", 1)[-1]
-        tags = f"{sel},{dd_tag('http_route', route)}"
+        tags = f"{sel} AND {dd_tag('http_route', route)}"
         q, f = dd_within(DD_H, tags, thr)
         route_widgets.append(dd_ts(f"{short}: share answered within {thr:g} s ({ROUTE_SLO[route][0]} SLO)", q, [(f, "within threshold")],
                                    markers=[(0.99 if route == INGEST else 0.95, "objective")]))
@@ -701,20 +701,20 @@ def dd_service() -> dict:
                                    [("sum / n", "mean")], markers=[(thr, "SLO threshold")]))
     groups = [
         dd_group("Are users hurting? (API routes)", [
-            dd_value("Availability (not 5xx), %", [("bad", f"sum:{DD_H}.count{{{api},http_response_status_code:5*}}.as_count()"), ("all", f"sum:{DD_H}.count{{{api}}}.as_count()")],
+            dd_value("Availability (not 5xx), %", [("bad", f"sum:{DD_H}.count{{{api} AND http_response_status_code:5*}}.as_count()"), ("all", f"sum:{DD_H}.count{{{api}}}.as_count()")],
                      "100 * (1 - bad / all)", precision=3, conditional=[{"comparator": "<", "value": 99.95, "palette": "white_on_red"}, {"comparator": ">=", "value": 99.95, "palette": "white_on_green"}]),
-            dd_value("Ingest within 0.25 s, %", [(n, q) for n, q in dd_within(DD_H, f"{sel},{dd_tag('http_route', INGEST)}", 0.25)[0]], "100 * within / all",
+            dd_value("Ingest within 0.25 s, %", [(n, q) for n, q in dd_within(DD_H, f"{sel} AND {dd_tag('http_route', INGEST)}", 0.25)[0]], "100 * within / all",
                      conditional=[{"comparator": "<", "value": 99, "palette": "white_on_red"}]),
             dd_value("Cloud Run latency p99 (ms)", [("q", "max:gcp.run.request_latencies.p99{service_name:$service.value*}")], "q"),
             dd_value("Requests/s", [("q", f"sum:{DD_H}.count{{{sel}}}.as_rate()")], "q"),
         ]),
         dd_group("RED per route", [
             dd_ts("Request rate by route", [("q", f"sum:{DD_H}.count{{{sel}}} by {{http_route,http_request_method}}.as_rate()")]),
-            dd_ts("Errors by route and status", [("q", f"sum:{DD_H}.count{{{sel},http_response_status_code:4* OR http_response_status_code:5*}} by {{http_route,http_response_status_code}}.as_rate()")], display="bars"),
+            dd_ts("Errors by route and status", [("q", f"sum:{DD_H}.count{{{sel} AND (http_response_status_code:4* OR http_response_status_code:5*)}} by {{http_route,http_response_status_code}}.as_rate()")], display="bars"),
             *route_widgets,
-            dd_ts("Error ratio by route (5xx / all)", [("bad", f"sum:{DD_H}.count{{{api},http_response_status_code:5*}} by {{http_route}}.as_count()"), ("all", f"sum:{DD_H}.count{{{api}}} by {{http_route}}.as_count()")],
+            dd_ts("Error ratio by route (5xx / all)", [("bad", f"sum:{DD_H}.count{{{api} AND http_response_status_code:5*}} by {{http_route}}.as_count()"), ("all", f"sum:{DD_H}.count{{{api}}} by {{http_route}}.as_count()")],
                   [("bad / all", "5xx ratio")], markers=[(0.0005, "budget rate 0.05 %")]),
-            dd_ts("Rejected: 429 and 503", [("q", f"sum:{DD_H}.count{{{sel},http_response_status_code IN (429,503)}} by {{http_response_status_code}}.as_rate()")], display="bars"),
+            dd_ts("Rejected: 429 and 503", [("q", f"sum:{DD_H}.count{{{sel} AND http_response_status_code IN (429,503)}} by {{http_response_status_code}}.as_rate()")], display="bars"),
         ]),
         dd_group("Cloud Run and saturation", [
             dd_ts("Cloud Run requests by class", [("q", "sum:gcp.run.request_count{service_name:$service.value*} by {response_code_class}.as_rate()")], display="bars"),
@@ -724,8 +724,8 @@ def dd_service() -> dict:
                   markers=[(0.8, "scale-out zone")]),
             dd_ts("In-flight vs shedding bound", [("active", f"sum:{DD_NS}.http_server_active_requests{{{sel}}}"), ("bound", f"max:{DD_NS}.http_server_max_active_requests{{{sel}}}")]),
             dd_ts("Dependencies: mean latency (s)", [
-                ("ps", f"sum:{DD_NS}.messaging_client_operation_duration_seconds.sum{{{sel},messaging_operation_name:publish}}.as_count()"),
-                ("pn", f"sum:{DD_NS}.messaging_client_operation_duration_seconds.count{{{sel},messaging_operation_name:publish}}.as_count()"),
+                ("ps", f"sum:{DD_NS}.messaging_client_operation_duration_seconds.sum{{{sel} AND messaging_operation_name:publish}}.as_count()"),
+                ("pn", f"sum:{DD_NS}.messaging_client_operation_duration_seconds.count{{{sel} AND messaging_operation_name:publish}}.as_count()"),
                 ("ds", f"sum:{DD_NS}.db_client_operation_duration_seconds.sum{{{sel}}}.as_count()"),
                 ("dn", f"sum:{DD_NS}.db_client_operation_duration_seconds.count{{{sel}}}.as_count()")],
                 [("ps / pn", "broker publish"), ("ds / dn", "store")]),
@@ -761,11 +761,11 @@ def dd_error_ratio(slo: dict, rollup: int | None, by: str = "") -> tuple[list[tu
         vals = [v.lower() for v in rule.get("in", [])]
         tags.append(f"{label}:{vals[0]}" if len(vals) == 1 else f"{label} IN ({','.join(vals)})")
     tail = f"{f' by {{{by}}}' if by else ''}.as_count(){f'.rollup(sum, {rollup})' if rollup else ''}"
-    total = f"sum:{name}.count{{{','.join(tags)}}}{tail}"
+    total = f"sum:{name}.count{{{' AND '.join(tags)}}}{tail}"
     if "bad" in p:
         bad_tags = tags + [f"{k}:{v}" for k, v in p["bad_dd"].items()]
-        return [("bad", f"sum:{name}.count{{{','.join(bad_tags)}}}{tail}"), ("total", total)], "bad / total"
-    good_tags = ",".join(tags + [f"upper_bound:{fmt_le(p['le'])}"])
+        return [("bad", f"sum:{name}.count{{{' AND '.join(bad_tags)}}}{tail}"), ("total", total)], "bad / total"
+    good_tags = " AND ".join(tags + [f"upper_bound:{fmt_le(p['le'])}"])
     good = f"sum:{name}.bucket{{{good_tags}}}{tail}"
     return [("good", good), ("total", total)], "1 - good / total"
 
@@ -811,12 +811,12 @@ def dd_fleet(slos: list[dict]) -> dict:
                             "requests": [{"queries": queries, "formulas": formulas, "response_format": "scalar"}]},
              "layout": {"x": 0, "y": 0, "width": 12, "height": 4}}
     sel = DD_SEL
-    api = f"{sel},http_route IN ({INGEST.lower()},{QUERY.lower()})"
-    ingest_q, ingest_f = dd_within(DD_H, f"{sel},{dd_tag('http_route', INGEST)}", 0.25, by="service")
+    api = f"{sel} AND http_route IN ({INGEST.lower()},{QUERY.lower()})"
+    ingest_q, ingest_f = dd_within(DD_H, f"{sel} AND {dd_tag('http_route', INGEST)}", 0.25, by="service")
     fresh_q, fresh_f = dd_within(DD_E2E, sel, FRESHNESS_SECONDS, by="service")
     groups = [dd_group("Status of every service", [table]),
               dd_group("Across services", [
-                  dd_ts("5xx ratio by service", [("bad", f"sum:{DD_H}.count{{{api},http_response_status_code:5*}} by {{service}}.as_count()"), ("all", f"sum:{DD_H}.count{{{api}}} by {{service}}.as_count()")], [("bad / all", "5xx ratio")], markers=[(0.0005, "budget rate")]),
+                  dd_ts("5xx ratio by service", [("bad", f"sum:{DD_H}.count{{{api} AND http_response_status_code:5*}} by {{service}}.as_count()"), ("all", f"sum:{DD_H}.count{{{api}}} by {{service}}.as_count()")], [("bad / all", "5xx ratio")], markers=[(0.0005, "budget rate")]),
                   dd_ts("Traffic by service", [("q", f"sum:{DD_H}.count{{{sel}}} by {{service}}.as_rate()")]),
                   dd_ts("Ingest within 0.25 s by service", ingest_q, [(ingest_f, "within")], markers=[(0.99, "objective")]),
                   dd_ts("Freshness within 60 s by service", fresh_q, [(fresh_f, "within")], markers=[(0.99, "objective")]),

@@ -197,6 +197,10 @@ def check_datadog(doc: dict, name: str) -> int:
         raise CheckError(f"{name}: datadog-api-client rejects it: {str(e)[:300]}") from e
     variables = {v["name"] for v in doc.get("template_variables", [])}
     for q in datadog_queries(doc):
+        for flt in re.findall(r"\{([^}]*)\}", q):
+            bare = re.sub(r"\([^)]*\)", "()", flt)
+            if re.search(r"\b(AND|OR|IN|NOT)\b", flt) and ("," in bare or "!" in bare):
+                raise CheckError(f"{name}: filter mixes ',' or '!' with AND/OR/IN/NOT, which Datadog refuses: {q}")
         for var in re.findall(r"\$(\w+)", q):
             if var not in variables:
                 raise CheckError(f"{name}: query uses undefined template variable ${var}: {q}")
@@ -574,6 +578,7 @@ def main() -> int:
         rejected.append(expect_rejected("cloud-monitoring-unknown-field.json", lambda: check_cloud_monitoring(open(f"{FIXTURES}/cloud-monitoring-unknown-field.json").read(), "fixture")))
         rejected.append(expect_rejected("cloud-monitoring-unescaped.json", lambda: check_cloud_monitoring(open(f"{FIXTURES}/cloud-monitoring-unescaped.json").read(), "fixture")))
         rejected.append(expect_rejected("datadog-bad-widget.json", lambda: check_datadog(json.load(open(f"{FIXTURES}/datadog-bad-widget.json")), "fixture")))
+        rejected.append(expect_rejected("datadog-mixed-filter.json", lambda: check_datadog(json.load(open(f"{FIXTURES}/datadog-mixed-filter.json")), "fixture")))
         rejected.append(expect_rejected("datadog-unknown-key.json", lambda: check_datadog(json.load(open(f"{FIXTURES}/datadog-unknown-key.json")), "fixture")))
         short = copy.deepcopy(grafana["slo.json"])
         short["panels"] = [p for p in short["panels"] if not p.get("title", "").startswith(f"{slos[-1]['name']}: ")]
