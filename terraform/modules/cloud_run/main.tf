@@ -173,6 +173,16 @@ resource "google_secret_manager_secret_version" "gmp_config" {
   secret_data = local.gmp_config
 }
 
+# The read-only plan identity refreshes this version's data during plans.
+resource "google_secret_manager_secret_iam_member" "config_reader" {
+  for_each = var.enable_gmp_sidecar ? toset(var.config_readers) : toset([])
+
+  project   = var.project_id
+  secret_id = google_secret_manager_secret.gmp_config[0].secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = each.value
+}
+
 # --- The service --------------------------------------------------------------------------------
 
 resource "google_cloud_run_v2_service" "api" {

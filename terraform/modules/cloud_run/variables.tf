@@ -267,3 +267,9 @@ variable "labels" {
   type        = map(string)
   default     = {}
 }
+
+variable "config_readers" {
+  description = "IAM members that may read the GMP configuration secret (the read-only plan identity refreshes it)."
+  type        = list(string)
+  default     = []
+}

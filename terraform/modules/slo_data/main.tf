@@ -107,7 +107,7 @@ locals {
         reason   = try(m.reason, null)
         query_format = (m.type == "burn_rate"
           ? "burn_rate(\"%s\").over(\"${slo.timeframe}\").long_window(\"${m.long_window}\").short_window(\"${m.short_window}\") > ${tostring(m.threshold)}"
-          : "error_budget(\"%s\").over(\"${slo.timeframe}\") > ${tostring(m.threshold_percent_consumed)}")
+        : "error_budget(\"%s\").over(\"${slo.timeframe}\") > ${tostring(m.threshold_percent_consumed)}")
         critical = m.type == "burn_rate" ? m.threshold : m.threshold_percent_consumed
       }
     }

@@ -1,0 +1,168 @@
+# One environment of the service, composed from the concern modules. envs/dev and envs/prod
+# call this with their own values only, so the two environments cannot drift apart in shape:
+# what differs between them is visible in their main.tf and nowhere else.
+#
+# Data path: app -> topic -> BigQuery subscription -> records table (dead letters -> their own
+# topic -> BigQuery subscription -> dead-letter table). Observability: Datadog (traces and logs
+# through the serverless-init sidecar; SLOs and monitors) and Cloud Monitoring (Prometheus
+# metrics through the GMP sidecar; SLOs, burn-rate policies, pipeline alerts, uptime check).
+
+terraform {
+  required_version = ">= 1.9"
+  required_providers {
+    google = {
+      source  = "hashicorp/google"
+      version = ">= 6.14, < 8.0"
+    }
+    datadog = {
+      source  = "DataDog/datadog"
+      version = ">= 3.40, < 5.0"
+    }
+  }
+}
+
+module "names" {
+  source = "../naming"
+  env    = var.env
+}
+
+data "google_project" "this" {
+  project_id = var.project_id
+}
+
+locals {
+  names  = module.names.names
+  bq     = module.names.bigquery
+  labels = module.names.labels
+
+  # Signs the uptime check's identity token; it must be allowed to invoke the service.
+  uptime_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-monitoring-notification.iam.gserviceaccount.com"
+
+  readonly_member = "serviceAccount:${var.readonly_service_account}"
+  deployer_member = "serviceAccount:${var.deployer_service_account}"
+}
+
+module "bigquery" {
+  source = "../bigquery"
+
+  project_id                = var.project_id
+  env                       = var.env
+  location                  = var.bigquery_location
+  dataset_id                = local.bq.dataset
+  table_id                  = local.bq.table
+  dead_letter_table_id      = local.bq.dead_letter_table
+  records_schema_file       = "${var.repo_root}/schema/records.bigquery.json"
+  dead_letter_schema_file   = "${var.repo_root}/schema/dead_letters.bigquery.json"
+  partition_expiration_days = var.partition_expiration_days
+  labels                    = local.labels
+}
+
+module "pubsub" {
+  source = "../pubsub"
+
+  project_id                    = var.project_id
+  topic_name                    = local.names.topic
+  subscription_name             = local.names.subscription
+  dead_letter_topic_name        = local.names.dead_letter_topic
+  dead_letter_subscription_name = local.names.dead_letter_sub
+  records_table                 = module.bigquery.records_table
+  dead_letter_table             = module.bigquery.dead_letter_table
+  records_table_ref             = module.bigquery.records_table_ref
+  dead_letter_table_ref         = module.bigquery.dead_letter_table_ref
+  max_delivery_attempts         = var.max_delivery_attempts
+  labels                        = local.labels
+}
+
+module "secrets" {
+  source = "../secrets"
+
+  project_id = var.project_id
+  labels     = local.labels
+  secrets = {
+    # The runtime identity's access to these two is granted by the cloud_run module, which owns it.
+    api_keys = {
+      secret_id = local.names.api_keys_secret
+      purpose   = "API_KEYS_FILE of the service: JSON list of {id, sha256, scopes}"
+      readers   = []
+    }
+    datadog_api_key = {
+      secret_id = local.names.datadog_api_key_secret
+      purpose   = "DD_API_KEY of the Datadog serverless-init sidecar"
+      readers   = []
+    }
+    test_api_key = {
+      secret_id = local.names.test_api_key_secret
+      purpose   = "API key (ingest, read) of the post-deploy tests; its SHA-256 is in api_keys"
+      readers   = [local.readonly_member]
+    }
+  }
+}
+
+module "cloud_run" {
+  source = "../cloud_run"
+
+  project_id                = var.project_id
+  region                    = var.region
+  env                       = var.env
+  service_name              = local.names.service
+  runtime_account_id        = module.names.service_accounts.runtime
+  image                     = var.image
+  app_version               = var.app_version
+  topic_name                = module.pubsub.topic_name
+  dataset_id                = module.bigquery.dataset_id
+  table_id                  = module.bigquery.table_id
+  api_keys_secret_id        = module.secrets.secret_ids["api_keys"]
+  datadog_api_key_secret_id = module.secrets.secret_ids["datadog_api_key"]
+  gmp_config_secret_id      = local.names.gmp_config_secret
+  datadog_site              = var.datadog_site
+  min_instances             = var.min_instances
+  max_instances             = var.max_instances
+  rate_limit_per_second     = var.rate_limit_per_second
+  rate_limit_burst          = var.rate_limit_burst
+  ingress                   = var.enable_edge ? "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER" : "INGRESS_TRAFFIC_ALL"
+  invokers                  = distinct(concat(var.invokers, [local.readonly_member, local.uptime_agent]))
+  deployer_members          = [local.deployer_member]
+  config_readers            = [local.readonly_member]
+  labels                    = local.labels
+}
+
+module "monitoring" {
+  source = "../monitoring"
+
+  project_id                    = var.project_id
+  env                           = var.env
+  service_name                  = module.cloud_run.service_name
+  service_host                  = module.cloud_run.host
+  dashboards_dir                = "${var.repo_root}/dashboards/cloud-monitoring"
+  slo_files                     = [for f in fileset("${var.repo_root}/alerts/cloud-monitoring", "*.json") : "${var.repo_root}/alerts/cloud-monitoring/${f}"]
+  repo_root                     = var.repo_root
+  runbook_base_url              = var.runbook_base_url
+  subscription_name             = module.pubsub.subscription_name
+  dead_letter_subscription_name = module.pubsub.dead_letter_subscription_name
+  uptime_check_name             = local.names.uptime_check
+  page_notification_channels    = var.page_notification_channels
+  ticket_notification_channels  = var.ticket_notification_channels
+}
+
+module "datadog" {
+  source = "../datadog"
+  count  = var.enable_datadog ? 1 : 0
+
+  env              = var.env
+  dashboards_dir   = "${var.repo_root}/dashboards/datadog"
+  slo_files        = [for f in fileset("${var.repo_root}/alerts/datadog", "*.json") : "${var.repo_root}/alerts/datadog/${f}"]
+  repo_root        = var.repo_root
+  runbook_base_url = var.runbook_base_url
+  notify           = var.datadog_notify
+}
+
+module "edge" {
+  source = "../edge"
+  count  = var.enable_edge ? 1 : 0
+
+  project_id        = var.project_id
+  region            = var.region
+  name              = local.names.edge
+  cloud_run_service = module.cloud_run.service_name
+  domain            = var.edge_domain
+}
