@@ -596,12 +596,13 @@ def cm_slo(slos: list[dict], policies: dict) -> dict:
 
 def cm_fleet(slos: list[dict]) -> dict:
     d = CloudMonitoring("challenge-latam / Fleet",
-                        "Every Cloud Run service built like challenge-latam-api: choose one or all with the **service** filter above. "
+                        "Every Cloud Run service built like challenge-latam-api: narrow to some with the pinned **service_name** filter in the "
+                        "toolbar (it applies to every chart, as none fixes a service). "
                         "The table is every service's availability over the last hour; SLO detail is on each service's SLO dashboard.")
     d.section("Status of every service")
-    rc = metric("run.googleapis.com/request_count", 'resource.type="cloud_run_revision" resource.label.service_name=${service}')
-    d._tile({"title": "5xx ratio and traffic by service (last hour)", "timeSeriesTable": {"dataSets": [
-        {"timeSeriesQuery": {"timeSeriesFilter": {"filter": metric("run.googleapis.com/request_count", 'resource.type="cloud_run_revision" resource.label.service_name=${service}', 'metric.label.response_code_class="5xx"'),
+    rc = metric("run.googleapis.com/request_count", 'resource.type="cloud_run_revision"')
+    d._tile({"title": "5xx and request rate by service (last hour)", "timeSeriesTable": {"dataSets": [
+        {"timeSeriesQuery": {"timeSeriesFilter": {"filter": metric("run.googleapis.com/request_count", 'resource.type="cloud_run_revision"', 'metric.label.response_code_class="5xx"'),
                                                   "aggregation": {"alignmentPeriod": "3600s", "perSeriesAligner": "ALIGN_RATE", "crossSeriesReducer": "REDUCE_SUM", "groupByFields": ["resource.label.service_name"]}}},
          "tableTemplate": "5xx/s ${resource.labels.service_name}"},
         {"timeSeriesQuery": {"timeSeriesFilter": {"filter": rc,
@@ -610,10 +611,9 @@ def cm_fleet(slos: list[dict]) -> dict:
         "metricVisualization": "NUMBER"}}, 48, 12)
     d.section("Across services")
     d.chart("Requests by service and class", [mfilter(rc, "ALIGN_RATE", group_by=["resource.label.service_name", "metric.label.response_code_class"], legend="${resource.labels.service_name} ${metric.labels.response_code_class}")], "req/s")
-    d.chart("Latency p99 by service", [mfilter(metric("run.googleapis.com/request_latencies", 'resource.type="cloud_run_revision" resource.label.service_name=${service}'), "ALIGN_DELTA", "REDUCE_PERCENTILE_99", ["resource.label.service_name"], legend="${resource.labels.service_name}")], "ms")
+    d.chart("Latency p99 by service", [mfilter(metric("run.googleapis.com/request_latencies", 'resource.type="cloud_run_revision"'), "ALIGN_DELTA", "REDUCE_PERCENTILE_99", ["resource.label.service_name"], legend="${resource.labels.service_name}")], "ms")
     d.chart("Oldest unacked message by subscription", [mfilter(metric("pubsub.googleapis.com/subscription/oldest_unacked_message_age", 'resource.type="pubsub_subscription"'), "ALIGN_MAX", "REDUCE_MAX", ["resource.label.subscription_id"], legend="${resource.labels.subscription_id}")], "seconds", [(FRESHNESS_SECONDS, "freshness threshold")])
-    return d.dump(filters=[{"labelKey": "service_name", "templateVariable": "service", "stringValue": "",
-                            "filterType": "RESOURCE_LABEL"}])
+    return d.dump(filters=[{"labelKey": "service_name", "filterType": "RESOURCE_LABEL"}])
 
 
 # --- Datadog ---------------------------------------------------------------------------------------
