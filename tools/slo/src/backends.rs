@@ -10,7 +10,6 @@ use anyhow::{bail, ensure, Result};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
-use crate::prometheus::runbook;
 use crate::spec::{CloudMonitoringSli, Matcher, Selector, Service, SliKind, Slo, Tier};
 use crate::units::{datadog_window, json_number, plain, prom_duration};
 
@@ -134,7 +133,7 @@ pub fn cloud_monitoring(svc: &Service, generated_by: &str) -> Result<Value> {
                     "lookback_duration": format!("{}s", t.long),
                     "short_lookback_duration": format!("{}s", t.short),
                     "threshold": json_number(t.burn_rate),
-                    "runbook": runbook(&alert),
+                    "runbook": svc.runbook(&alert),
                 }));
             } else {
                 budget.push(json!({
@@ -146,7 +145,7 @@ pub fn cloud_monitoring(svc: &Service, generated_by: &str) -> Result<Value> {
                         prom_duration(t.long), prom_duration(t.long), plain(t.burn_rate)
                     ),
                     "remaining_budget_fraction_below": json_number(remaining_fraction(slo, t)?),
-                    "runbook": runbook(&alert),
+                    "runbook": svc.runbook(&alert),
                 }));
             }
         }
@@ -221,7 +220,7 @@ pub fn datadog(svc: &Service, generated_by: &str) -> Result<Value> {
                     "long_window": datadog_window(t.long),
                     "short_window": datadog_window(t.short),
                     "threshold": json_number(t.burn_rate),
-                    "runbook": runbook(&alert),
+                    "runbook": svc.runbook(&alert),
                 }));
             } else {
                 let consumed = (Decimal::ONE - remaining_fraction(slo, t)?) * Decimal::ONE_HUNDRED;
@@ -235,7 +234,7 @@ pub fn datadog(svc: &Service, generated_by: &str) -> Result<Value> {
                          remaining budget would last less than {} at {}x",
                         prom_duration(t.long), prom_duration(t.long), plain(t.burn_rate)
                     ),
-                    "runbook": runbook(&alert),
+                    "runbook": svc.runbook(&alert),
                 }));
             }
         }

@@ -152,11 +152,6 @@ pub fn burn_annotations(svc: &Service, slo: &Slo, tier: &Tier) -> (String, Strin
     (summary, description)
 }
 
-/// `runbook_url` of an alert.
-pub fn runbook(alert: &str) -> String {
-    format!("alerts/runbooks/{alert}.md")
-}
-
 fn yaml_str(s: &str) -> String {
     serde_json::to_string(s).expect("a string serialises")
 }
@@ -229,7 +224,7 @@ pub fn rules(svc: &Service, slos: &[&Slo], header: &str) -> String {
             let _ = writeln!(out, "        annotations:");
             let _ = writeln!(out, "          summary: {}", yaml_str(&summary));
             let _ = writeln!(out, "          description: {}", yaml_str(&description));
-            let _ = writeln!(out, "          runbook_url: {}", runbook(&alert));
+            let _ = writeln!(out, "          runbook_url: {}", svc.runbook(&alert));
         }
         let absent = svc.absent_alert();
         let (summary, description) = absent_annotations(svc, slo);
@@ -244,7 +239,7 @@ pub fn rules(svc: &Service, slos: &[&Slo], header: &str) -> String {
         let _ = writeln!(out, "        annotations:");
         let _ = writeln!(out, "          summary: {}", yaml_str(&summary));
         let _ = writeln!(out, "          description: {}", yaml_str(&description));
-        let _ = writeln!(out, "          runbook_url: {}", runbook(&absent));
+        let _ = writeln!(out, "          runbook_url: {}", svc.runbook(&absent));
     }
     out
 }

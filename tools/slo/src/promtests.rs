@@ -16,7 +16,7 @@ use rust_decimal::Decimal;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::prometheus::{absent_annotations, absent_labels, burn_annotations, runbook};
+use crate::prometheus::{absent_annotations, absent_labels, burn_annotations};
 use crate::spec::{Service, Severity, SliKind, Slo, Tier};
 use crate::units::{go_g4, plain, prom_duration};
 
@@ -231,7 +231,7 @@ fn expected_burn(out: &mut String, svc: &Service, slo: &Slo, tier: &Tier, ratio:
         "            exp_annotations:\n              summary: {}\n              description: {}\n              runbook_url: {}",
         yaml_str(&summary),
         yaml_str(&description),
-        runbook(&svc.burn_alert(slo))
+        svc.runbook(&svc.burn_alert(slo))
     );
 }
 
@@ -405,7 +405,7 @@ pub fn absent_tests(svc: &Service, header: &str, rules_files: &[String]) -> Stri
             "            exp_annotations:\n              summary: {}\n              description: {}\n              runbook_url: {}",
             yaml_str(&summary),
             yaml_str(&description),
-            runbook(&absent)
+            svc.runbook(&absent)
         );
     }
     for slo in &svc.slos {

@@ -19,6 +19,9 @@ pub struct Service {
     pub name: String,
     /// Path of the spec, relative to the repo root (`slo/<service>.yaml`).
     pub source: String,
+    /// Where its generated files go: `alerts`, or `alerts/examples` for the example specs of
+    /// `slo/examples/` (kept out of what Prometheus and Terraform load).
+    pub out_dir: String,
     /// Alert names start with this (PascalCase).
     pub alert_prefix: String,
     /// Namespace of the app's metrics in Datadog (the OpenMetrics check's `namespace`).
@@ -216,6 +219,10 @@ impl Service {
     /// Alert name of an SLO's burn-rate alerts (one name, one rule per tier).
     pub fn burn_alert(&self, slo: &Slo) -> String {
         format!("{}{}BudgetBurn", self.alert_prefix, pascal(&slo.name))
+    }
+    /// `runbook_url` of an alert: a page in this repo.
+    pub fn runbook(&self, alert: &str) -> String {
+        format!("{}/runbooks/{alert}.md", self.out_dir)
     }
     /// Alert name of the absent-metrics alerts (one rule per SLO).
     pub fn absent_alert(&self) -> String {
@@ -673,6 +680,11 @@ fn parse_inner(text: &str, source: &str) -> Result<Service> {
     Ok(Service {
         name,
         source: source.to_string(),
+        out_dir: if source.starts_with("slo/examples/") {
+            "alerts/examples".into()
+        } else {
+            "alerts".into()
+        },
         alert_prefix,
         datadog_namespace,
         drill_compression,
