@@ -425,9 +425,10 @@ def grafana_fleet(slos: list[dict], policies: dict) -> dict:
 
 
 # --- Cloud Monitoring ------------------------------------------------------------------------------
-# The files are Terraform templatefile() templates: ${project_id} and ${env} are filled in by
-# Terraform; every other ${...} (legend templates, the service variable) is written $${...} so
-# that templatefile() leaves it to Cloud Monitoring. tf_escape() does that on output.
+# The *.json files are plain dashboards for Terraform's file(). The SLO dashboard must name each
+# SLO with its project, so it is a templatefile() template, slo.json.tftpl: ${project_id} and
+# ${env} are filled in by Terraform and every other ${...} (legend templates) is written $${...}
+# so that templatefile() leaves it to Cloud Monitoring. tf_escape() does that on output.
 TF_VARS = ("project_id", "env")
 
 
@@ -836,7 +837,7 @@ def render() -> dict[str, dict]:
         "grafana/fleet.json": grafana_fleet(slos, policies),
         "cloud-monitoring/service.json": cm_service(),
         "cloud-monitoring/pipeline.json": cm_pipeline(),
-        "cloud-monitoring/slo.json": cm_slo(slos, policies),
+        "cloud-monitoring/slo.json.tftpl": cm_slo(slos, policies),
         "cloud-monitoring/fleet.json": cm_fleet(slos),
         "datadog/service.json": dd_service(),
         "datadog/pipeline.json": dd_pipeline(),
@@ -853,7 +854,7 @@ def main() -> int:
     for rel, doc in render().items():
         path = os.path.join(OUT, rel)
         text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
-        if rel.startswith("cloud-monitoring/"):
+        if rel.endswith(".tftpl"):
             text = tf_escape(text)
         old = open(path, encoding="utf-8").read() if os.path.exists(path) else None
         if old != text:

@@ -2,8 +2,8 @@
 """Checks every dashboard in dashboards/ against the tools that read it and the metrics that exist.
 
 1. Shape: Grafana JSON (schemaVersion, grid, targets with expr, variables defined); Cloud
-   Monitoring JSON rendered as Terraform's templatefile() would, then parsed strictly into the
-   Dashboard proto (google-cloud-monitoring-dashboards: unknown field or enum value fails);
+   Monitoring JSON as Terraform's file() reads it (slo.json.tftpl as templatefile() renders it),
+   then parsed strictly into the Dashboard proto (google-cloud-monitoring-dashboards: unknown field or enum value fails);
    Datadog JSON deserialized into datadog-api-client's Dashboard model (unknown key, enum or
    widget type fails).
 2. Metrics: starts the service binary, drives known traffic (ingest, getData, 404, 422 and an
@@ -142,10 +142,17 @@ CM_VARS = {"project_id": "example-project", "env": "prod"}
 
 
 def check_cloud_monitoring(text: str, name: str) -> dict:
+    """A *.json file is read as Terraform's file() reads it; a *.tftpl as templatefile() renders it."""
     from google.cloud import monitoring_dashboard_v1
     from google.protobuf import json_format
 
-    rendered = render_templatefile(text, name, CM_VARS)
+    if name.endswith(".tftpl"):
+        rendered = render_templatefile(text, name, CM_VARS)
+    else:
+        leftover = [v for v in CM_VARS if "${%s}" % v in text]
+        if leftover:
+            raise CheckError(f"{name}: Terraform's file() would leave ${{{leftover[0]}}} unfilled (make it a .tftpl)")
+        rendered = text
     try:
         doc = json.loads(rendered)
     except json.JSONDecodeError as e:
@@ -489,7 +496,7 @@ def check_slo_coverage(grafana: dict, cm: dict, dd: dict, fleet: dict, slos: lis
             raise CheckError(f"grafana/slo.json: SLO '{n}' has no error-budget panel")
         cm_titles = [t["widget"].get("title", "") for t in cm["mosaicLayout"]["tiles"]]
         if not any(t.startswith(f"{n}: error budget left") for t in cm_titles):
-            raise CheckError(f"cloud-monitoring/slo.json: SLO '{n}' has no error-budget scorecard")
+            raise CheckError(f"cloud-monitoring/slo.json.tftpl: SLO '{n}' has no error-budget scorecard")
         dd_groups = [g["definition"] for g in dd["widgets"] if g["definition"]["title"].startswith(f"SLO {n}:")]
         if not dd_groups:
             raise CheckError(f"datadog/slo.json: SLO '{n}' has no group")
@@ -503,7 +510,7 @@ def check_slo_coverage(grafana: dict, cm: dict, dd: dict, fleet: dict, slos: lis
                 raise CheckError(f"grafana/slo.json: SLO '{n}' lacks the {pname} burn panel with both windows and a {thr:g} threshold line")
             c = [t["widget"] for t in cm["mosaicLayout"]["tiles"] if t["widget"].get("title", "").startswith(f"{n}: {pname} burn")]
             if not c or not any(t["value"] == thr for t in c[0]["xyChart"].get("thresholds", [])):
-                raise CheckError(f"cloud-monitoring/slo.json: SLO '{n}' lacks the {pname} burn chart with a {thr:g} threshold")
+                raise CheckError(f"cloud-monitoring/slo.json.tftpl: SLO '{n}' lacks the {pname} burn chart with a {thr:g} threshold")
             d = [w["definition"] for w in dd_widgets if f" {pname} burn " in w["definition"]["title"]]
             if not d or not any(m["value"] == f"y = {thr:g}" for m in d[0].get("markers", [])):
                 raise CheckError(f"datadog/slo.json: SLO '{n}' lacks the {pname} burn chart with a {thr:g} marker")
@@ -544,8 +551,8 @@ def main() -> int:
 
         # 1. Shapes.
         grafana = {os.path.basename(p): json.load(open(p)) for p in sorted(glob.glob(f"{DASH}/grafana/*.json"))}
-        cm = {os.path.basename(p): check_cloud_monitoring(open(p).read(), f"cloud-monitoring/{os.path.basename(p)}")
-              for p in sorted(glob.glob(f"{DASH}/cloud-monitoring/*.json"))}
+        cm = {os.path.basename(p).replace(".tftpl", ""): check_cloud_monitoring(open(p).read(), f"cloud-monitoring/{os.path.basename(p)}")
+              for p in sorted(glob.glob(f"{DASH}/cloud-monitoring/*.json") + glob.glob(f"{DASH}/cloud-monitoring/*.tftpl"))}
         dd = {os.path.basename(p): json.load(open(p)) for p in sorted(glob.glob(f"{DASH}/datadog/*.json"))}
         for want in ("service.json", "pipeline.json", "slo.json", "fleet.json"):
             for backend, docs in (("grafana", grafana), ("cloud-monitoring", cm), ("datadog", dd)):
@@ -576,7 +583,7 @@ def main() -> int:
         rejected = []
         rejected.append(expect_rejected("grafana-undefined-variable.json", lambda: check_grafana(json.load(open(f"{FIXTURES}/grafana-undefined-variable.json")), "fixture")))
         rejected.append(expect_rejected("cloud-monitoring-unknown-field.json", lambda: check_cloud_monitoring(open(f"{FIXTURES}/cloud-monitoring-unknown-field.json").read(), "fixture")))
-        rejected.append(expect_rejected("cloud-monitoring-unescaped.json", lambda: check_cloud_monitoring(open(f"{FIXTURES}/cloud-monitoring-unescaped.json").read(), "fixture")))
+        rejected.append(expect_rejected("cloud-monitoring-unescaped.json", lambda: check_cloud_monitoring(open(f"{FIXTURES}/cloud-monitoring-unescaped.json").read(), "fixture.tftpl")))
         rejected.append(expect_rejected("datadog-bad-widget.json", lambda: check_datadog(json.load(open(f"{FIXTURES}/datadog-bad-widget.json")), "fixture")))
         rejected.append(expect_rejected("datadog-mixed-filter.json", lambda: check_datadog(json.load(open(f"{FIXTURES}/datadog-mixed-filter.json")), "fixture")))
         rejected.append(expect_rejected("datadog-unknown-key.json", lambda: check_datadog(json.load(open(f"{FIXTURES}/datadog-unknown-key.json")), "fixture")))
