@@ -235,8 +235,6 @@ class Grafana:
             "tags": ["challenge-latam", *self.tags], "timezone": "utc", "editable": True,
             "schemaVersion": 39, "version": 1, "refresh": "30s", "graphTooltip": 1,
             "time": {"from": "now-6h", "to": "now"},
-            "links": [{"title": "Operations guide", "type": "link", "targetBlank": True,
-                       "url": "https://github.com/challenge-latam/challenge-latam-api/blob/main/docs/operations.md"}],
             "templating": {"list": [
                 {"name": "datasource", "label": "Prometheus", "type": "datasource", "query": "prometheus",
                  "current": {}, "hide": 0},

@@ -8,14 +8,15 @@
 #      emitted after known traffic, a recording rule of alerts/prometheus, or listed with its
 #      documentation in dashboards/platform-metrics.yaml; every PromQL expression runs and
 #      returns data;
-#   5. known-bad fixtures in tests/dashboards/fixtures are rejected.
+#   5. known-bad fixtures in tests/dashboards/fixtures are rejected, and the checker's parsers
+#      pass their unit tests (tests/dashboards/test_helpers.py).
 # Exits non-zero on the first failure; prints what it checked, with counts.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PATH="$PWD/.tools/venv/bin:$PATH"
 
 bin=${DASHBOARDS_APP_BIN:-target/release/challenge-latam-api}
-for tool in python prometheus; do
+for tool in python prometheus pytest; do
   command -v "$tool" >/dev/null || {
     echo "30-dashboards: FAIL: $tool is not installed (scripts/bootstrap.sh installs it from scripts/deps/dashboards.*)" >&2
     exit 1
@@ -25,4 +26,6 @@ python -c 'import google.cloud.monitoring_dashboard_v1, datadog_api_client, yaml
   echo "30-dashboards: FAIL: the Python schema packages are missing (scripts/deps/dashboards.pip)" >&2
   exit 1
 }
+# The checker's own parsers first: a parser that misses names would make step 4 blind.
+PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 python -m pytest -q -p no:cacheprovider tests/dashboards
 exec python tests/dashboards/check_dashboards.py --bin "$bin"

@@ -565,7 +565,7 @@ def main() -> int:
         n_cm_tiles = sum(len(d["mosaicLayout"]["tiles"]) for d in cm.values())
         n_dd = sum(len(g["definition"]["widgets"]) for d in dd.values() for g in d["widgets"])
         say(f"shape: grafana {len(grafana)} dashboards / {n_g_panels} panels; cloud monitoring {len(cm)} / {n_cm_tiles} tiles "
-            f"(templatefile + Dashboard proto); datadog {len(dd)} / {n_dd} widgets ({dd_models} schema objects)")
+            f"(as file()/templatefile() send them, parsed by the Dashboard proto); datadog {len(dd)} / {n_dd} widgets ({dd_models} schema objects)")
 
         # 3. SLO coverage (before the slow part).
         slos, policies = generate.load_slos()
@@ -606,7 +606,7 @@ def main() -> int:
             exposition = stack.scrape()
             stack.wait_for_samples()
             time.sleep(2)  # a rule evaluation after the last traffic
-            say(f"live service: traffic answered {dict(sorted(codes.items()))}; scrape shows {len({n for n in exposition if exposition[n] != 'untyped' or True})} names; "
+            say(f"live service: traffic answered {dict(sorted(codes.items()))}; scrape shows {len(exposition)} names; "
                 f"prometheus on 127.0.0.1:{stack.prom_port} with {len(rules)} rule file(s), {len(recorded)} recording rules")
 
             allowed_prom = set(exposition) | recorded | listed.get("prometheus", set())
