@@ -1,0 +1,148 @@
+"""Cloud Run, secrets, state and monitoring as terraform/ declares them."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+from conftest import REPO, blocks
+
+
+def service(configs):
+    return next(r for r in configs["modules/cloud_run"].resources if r.type == "google_cloud_run_v2_service")
+
+
+def containers(svc):
+    tpl = blocks(svc.body["template"])[0]
+    static = {c["name"]: c for c in blocks(tpl["containers"])}
+    for d in tpl.get("dynamic", []):
+        if "containers" in d:
+            for c in blocks(d["containers"]["content"]):
+                static[c["name"]] = c
+    return tpl, static
+
+
+def test_the_app_container_carries_the_contract_settings(configs):
+    env = configs["modules/cloud_run"].locals["app_env"]
+    for key in ("BACKEND", "ADMIN_PORT", "GCP_PROJECT", "PUBSUB_TOPIC", "BQ_DATASET", "BQ_TABLE", "API_KEYS_FILE",
+                "RATE_LIMIT_PER_SECOND", "RATE_LIMIT_BURST", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME", "LOG_FORMAT"):
+        assert key in env, key
+    assert env["BACKEND"] == "gcp" and env["LOG_FORMAT"] == "json"
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://localhost:4317"
+    assert "PUBSUB_SUBSCRIPTION" not in env, "the native BigQuery subscription writes rows; no worker in Terraform"
+    assert "PORT" not in env, "Cloud Run sets PORT from the container port"
+    assert configs["modules/cloud_run"].variables["admin_port"]["default"] == 9464
+
+
+def test_probes_secrets_and_sidecars(configs):
+    tpl, cs = containers(service(configs))
+    assert set(cs) == {"app", "datadog-agent", "gmp-collector"}
+    app = cs["app"]
+    assert [p["container_port"] for p in blocks(app["ports"])] == [8080], "only 8080 is exposed; 9464 stays inside"
+    assert blocks(blocks(app["startup_probe"])[0]["http_get"])[0]["path"] == "/readyz"
+    assert blocks(blocks(app["liveness_probe"])[0]["http_get"])[0]["path"] == "/healthz"
+    assert app["depends_on"] == ["datadog-agent"]
+    # API keys: a Secret Manager volume mounted where API_KEYS_FILE points.
+    locs = configs["modules/cloud_run"].locals
+    assert locs["api_keys_file"].startswith("${local.api_keys_dir}/")
+    keys_volume = next(v for v in blocks(tpl["volumes"]) if v["name"] == "api-keys")
+    assert blocks(keys_volume["secret"])[0]["secret"] == "${var.api_keys_secret_id}"
+    assert any(m["name"] == "api-keys" for m in blocks(app["volume_mounts"]))
+    # Datadog: DD_API_KEY from Secret Manager, shared in-memory volume, OTLP on localhost:4317.
+    dd = cs["datadog-agent"]
+    dd_key = next(e for e in blocks(dd["env"]) if e["name"] == "DD_API_KEY")
+    assert blocks(blocks(dd_key["value_source"])[0]["secret_key_ref"])[0]["secret"] == "${var.datadog_api_key_secret_id}"
+    dd_env = locs["datadog_env"]
+    for key in ("DD_SERVICE", "DD_ENV", "DD_VERSION"):
+        assert key in dd_env, key
+    assert dd_env["DD_OTLP_CONFIG_RECEIVER_PROTOCOLS_GRPC_ENDPOINT"] == "localhost:4317"
+    logs = next(v for v in blocks(tpl["volumes"]) if v["name"] == "shared-logs")
+    assert blocks(logs["empty_dir"])[0]["medium"] == "MEMORY"
+    # GMP scrapes the admin port, not the public one.
+    assert "var.admin_port" in str(locs["gmp_config"])
+
+
+def test_secret_values_never_enter_terraform(resources):
+    versions = [r.address for r in resources if r.type == "google_secret_manager_secret_version"]
+    # The one version is the GMP sidecar's scrape configuration, which is not secret.
+    assert versions == ["modules/cloud_run:google_secret_manager_secret_version.gmp_config"]
+    gmp = next(r for r in resources if r.address == versions[0])
+    assert gmp.body["secret_data"] == "${local.gmp_config}"
+    for r in resources:
+        if r.type == "google_secret_manager_secret":
+            assert "secret_data" not in r.body, r.address
+
+
+def test_state_lives_in_gcs_with_the_bucket_given_at_init(configs):
+    for d in ("envs/dev", "envs/prod", "envs/shared", "bootstrap"):
+        backends = [b for t in configs[d].terraform for b in blocks(t.get("backend"))]
+        assert len(backends) == 1 and "gcs" in backends[0], d
+        assert "bucket" not in (backends[0]["gcs"] or {}), f"{d} hard-codes the state bucket"
+    bucket = next(r for r in configs["modules/state_bucket"].resources if r.type == "google_storage_bucket")
+    assert bucket.body["uniform_bucket_level_access"] is True
+    assert bucket.body["public_access_prevention"] == "enforced"
+    assert blocks(bucket.body["versioning"])[0]["enabled"] is True
+
+
+def test_prod_keeps_a_warm_instance_and_dev_scales_to_zero(configs):
+    assert configs["envs/prod"].modules["stack"]["min_instances"] >= 1
+    assert configs["envs/dev"].modules["stack"]["min_instances"] == 0
+    for env in ("dev", "prod"):
+        stack = configs[f"envs/{env}"].modules["stack"]
+        assert stack["env"] == env and stack["image"] == "${var.image}"
+        assert stack["max_instances"] >= stack["min_instances"]
+    assert configs["modules/stack"].variables["enable_edge"]["default"] is False
+
+
+def test_dashboards_and_slos_are_read_from_the_repository_with_fileset(configs):
+    stack = configs["modules/stack"]
+    assert stack.modules["monitoring"]["dashboards_dir"] == "${var.repo_root}/dashboards/cloud-monitoring"
+    assert stack.modules["datadog"]["dashboards_dir"] == "${var.repo_root}/dashboards/datadog"
+    assert "alerts/cloud-monitoring" in stack.modules["monitoring"]["slo_files"]
+    assert "alerts/datadog" in stack.modules["datadog"]["slo_files"]
+    for d, rtype in (("modules/monitoring", "google_monitoring_dashboard"), ("modules/datadog", "datadog_dashboard_json")):
+        dash = next(r for r in configs[d].resources if r.type == rtype)
+        assert dash.body["for_each"] == "${fileset(var.dashboards_dir, \"*.json\")}", d
+
+
+def test_the_dashboard_files_fit_the_resources_that_read_them():
+    cm = sorted(glob.glob(os.path.join(REPO, "dashboards", "cloud-monitoring", "*.json")))
+    dd = sorted(glob.glob(os.path.join(REPO, "dashboards", "datadog", "*.json")))
+    for f in cm:
+        with open(f, encoding="utf-8") as fh:
+            doc = json.load(fh)
+        assert doc.get("displayName"), f"{f}: google_monitoring_dashboard needs displayName"
+        assert any(k in doc for k in ("mosaicLayout", "gridLayout", "rowLayout", "columnLayout")), f
+    for f in dd:
+        with open(f, encoding="utf-8") as fh:
+            doc = json.load(fh)
+        assert doc.get("title") and doc.get("layout_type") and "widgets" in doc, f"{f}: not a Datadog dashboard"
+
+
+def test_burn_rate_policies_combine_a_long_and_a_short_window(configs):
+    mon = configs["modules/monitoring"]
+    burn = next(r for r in mon.resources if r.type == "google_monitoring_alert_policy" and r.name == "burn_rate")
+    assert burn.body["combiner"] == "AND"
+    conds = blocks(burn.body["conditions"])
+    assert len(conds) == 2
+    filters = [blocks(c["condition_threshold"])[0]["filter"] for c in conds]
+    assert "select_slo_burn_rate" in filters[0] and "lookback_duration" in filters[0]
+    assert "select_slo_burn_rate" in filters[1] and "short_lookback_duration" in filters[1]
+    assert "runbook" in str(burn.body["documentation"])
+    names = {r.name for r in mon.resources if r.type == "google_monitoring_alert_policy"}
+    assert names == {"burn_rate", "budget", "pipeline", "uptime"}
+    pipeline = mon.locals["pipeline_alerts"]
+    assert set(pipeline) == {"export_failing", "dead_lettered", "oldest_unacked", "dead_letter_backlog"}
+    uptime = next(r for r in mon.resources if r.type == "google_monitoring_uptime_check_config")
+    http = blocks(uptime.body["http_check"])[0]
+    assert http["path"] == "/healthz" and blocks(http["service_agent_authentication"])[0]["type"] == "OIDC_TOKEN"
+
+
+def test_checkov_skips_carry_a_reason(resources):
+    skips = [(r.address, c) for r in resources for c in r.comments if "checkov:skip" in c]
+    assert skips, "no skips found: the parser lost the comments"
+    for address, c in skips:
+        _, _, rest = c.partition("checkov:skip=")
+        check, _, reason = rest.partition(":")
+        assert check.startswith("CKV_") and len(reason.split()) >= 6, f"{address}: {c}"
