@@ -146,3 +146,31 @@ def test_create_tag_refuses_to_move_a_tag(tmp_path):
     done = create_tag(tmp_path, fake_gh(tmp_path, existing="tag-object-sha", target="deadbeef"))
     assert done.returncode == 1
     assert "points at deadbeef, not c0ffee" in done.stderr
+
+
+def datadog_keys(tmp_path: Path, answer: str, **extra: str) -> subprocess.CompletedProcess:
+    env = fake_gcloud(tmp_path, answer)
+    env.update(GITHUB_ENV=str(tmp_path / "github_env"), **extra)
+    return subprocess.run([str(SCRIPTS / "datadog-keys.sh"), "prod"], env=env, capture_output=True, text=True)
+
+
+def test_datadog_keys_come_from_secret_manager_masked(tmp_path):
+    done = datadog_keys(tmp_path, "k3y")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "github_env").read_text() == "DD_API_KEY=k3y\nDD_APP_KEY=k3y\n"
+    assert done.stdout.count("::add-mask::k3y") == 2
+    calls = (tmp_path / "calls").read_text()
+    assert "--secret challenge-latam-datadog-api-key-prod" in calls
+    assert "--secret challenge-latam-datadog-app-key-prod" in calls
+
+
+def test_an_empty_datadog_secret_fails(tmp_path):
+    done = datadog_keys(tmp_path, "")
+    assert done.returncode == 1
+    assert "challenge-latam-datadog-api-key-prod is empty" in done.stderr
+
+
+def test_datadog_keys_are_not_read_when_datadog_is_not_managed(tmp_path):
+    done = datadog_keys(tmp_path, "k3y", ENABLE_DATADOG="false")
+    assert done.returncode == 0
+    assert not (tmp_path / "github_env").exists() and not (tmp_path / "calls").exists()

@@ -166,6 +166,15 @@ def test_the_suite_and_the_smoke_runner_that_the_workflows_call_exist():
     assert any("smoke" in p.read_text() for p in sources), "loadtests/run.sh has no smoke scenario"
 
 
+def test_every_terraform_run_gets_the_datadog_keys_before_terraform_starts():
+    # The Datadog provider reads DD_API_KEY/DD_APP_KEY at plan and apply time.
+    for name, job in (("deploy.yml", "plan"), ("deploy.yml", "apply"), ("terraform.yml", "plan")):
+        runs = policy.job_runs(workflow(name)["jobs"][job])
+        keys = next(i for i, r in enumerate(runs) if "datadog-keys.sh" in r)
+        first_terraform = next(i for i, r in enumerate(runs) if r.startswith("terraform") or "terraform -chdir" in r)
+        assert keys < first_terraform, f"{name} {job}"
+
+
 def test_terraform_plans_on_pull_requests_that_touch_terraform():
     doc = workflow("terraform.yml")
     pr = policy.triggers(doc)["pull_request"]
