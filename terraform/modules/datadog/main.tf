@@ -87,6 +87,6 @@ resource "datadog_monitor" "slo" {
     critical = each.value.critical
   }
 
-  priority = each.value.severity == "page" ? 1 : 3
+  priority = each.value.severity == "page" ? "1" : "3"
   tags     = ["service:${each.value.service}", "slo:${each.value.slo_id}", "tier:${each.value.tier}", "severity:${each.value.severity}", "env:${var.env}"]
 }

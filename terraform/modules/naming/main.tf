@@ -18,6 +18,7 @@ locals {
     dead_letter_sub        = "${local.prefix}-records-dead-letter-bq-${var.env}"
     api_keys_secret        = "${local.prefix}-api-keys-${var.env}"
     datadog_api_key_secret = "${local.prefix}-datadog-api-key-${var.env}"
+    datadog_app_key_secret = "${local.prefix}-datadog-app-key-${var.env}"
     gmp_config_secret      = "${local.prefix}-gmp-config-${var.env}"
     test_api_key_secret    = "${local.prefix}-test-api-key-${var.env}"
     uptime_check           = "${local.prefix}-api-uptime-${var.env}"

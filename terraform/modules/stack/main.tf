@@ -85,10 +85,17 @@ module "secrets" {
       purpose   = "API_KEYS_FILE of the service: JSON list of {id, sha256, scopes}"
       readers   = []
     }
+    # Also read by the deploy and plan identities: the workflows export it as DD_API_KEY for the
+    # Datadog provider, with the application key below.
     datadog_api_key = {
       secret_id = local.names.datadog_api_key_secret
-      purpose   = "DD_API_KEY of the Datadog serverless-init sidecar"
-      readers   = []
+      purpose   = "DD_API_KEY of the Datadog serverless-init sidecar and of the Datadog Terraform provider"
+      readers   = [local.deployer_member, local.readonly_member]
+    }
+    datadog_app_key = {
+      secret_id = local.names.datadog_app_key_secret
+      purpose   = "DD_APP_KEY of the Datadog Terraform provider (dashboards, SLOs, monitors)"
+      readers   = [local.deployer_member, local.readonly_member]
     }
     test_api_key = {
       secret_id = local.names.test_api_key_secret
