@@ -50,9 +50,12 @@ load_settings() {
   BQ_DATASET="${BQ_DATASET:-challenge_latam_records_local}"
   BQ_TABLE="${BQ_TABLE:-records}"
   BQ_DEAD_LETTER_TABLE="${BQ_DEAD_LETTER_TABLE:-dead_letters}"
-  declare -p PUBSUB_PORT BQ_PORT BQ_GRPC_PORT GCP_PROJECT PUBSUB_TOPIC PUBSUB_SUBSCRIPTION \
+  local v
+  for v in PUBSUB_PORT BQ_PORT BQ_GRPC_PORT GCP_PROJECT PUBSUB_TOPIC PUBSUB_SUBSCRIPTION \
     DEAD_LETTER_TOPIC DEAD_LETTER_SUBSCRIPTION MAX_DELIVERY_ATTEMPTS BQ_DATASET BQ_TABLE \
-    BQ_DEAD_LETTER_TABLE | sed 's/^declare -- //' >"$dir/settings"
+    BQ_DEAD_LETTER_TABLE; do
+    printf '%s=%q\n' "$v" "${!v}"
+  done >"$dir/settings"
 }
 
 print_env() {
@@ -165,7 +168,7 @@ stop_one() {
   if kill -0 "$pid" 2>/dev/null; then
     kill "$pid" 2>/dev/null || true
     for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
+    if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid" 2>/dev/null || true; fi
     echo "emulators: stopped $name (pid $pid)" >&2
   fi
   rm -f "$dir/$name.pid"
