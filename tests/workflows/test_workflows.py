@@ -66,6 +66,11 @@ def test_the_test_job_runs_exactly_the_readme_test_command():
     assert command == "make test"  # what docs/ci-cd.md and .ci/run promise too
     test_job = workflow("ci.yml")["jobs"]["test"]
     assert command in policy.job_runs(test_job)
+    # As root, as .ci/run runs it on the project's machines; the files go back to the runner.
+    step = next(s for s in test_job["steps"] if str(s.get("run", "")).strip() == command)
+    assert step["shell"] == "bash .github/scripts/as-root.sh {0}"
+    chown = next(s for s in test_job["steps"] if "chown" in str(s.get("run", "")))
+    assert chown["if"] == "always()"
 
 
 def test_the_lint_job_runs_the_same_fmt_and_clippy_as_the_test_command():
