@@ -34,8 +34,6 @@ SERVICE = "challenge-latam-api"
 INGEST = "/challenge-latam-api/ingestData"
 QUERY = "/challenge-latam-api/getData"
 API_ROUTES = f"{INGEST}|{QUERY}"
-ROUTE_SLO = {INGEST: ("ingest-latency", 0.25), QUERY: ("query-latency", 1.0)}
-FRESHNESS_SECONDS = 60
 
 # Datadog: the agent sidecar's OpenMetrics check scrapes the admin port with this namespace
 # (slo/*.yaml, annotation slo.challenge-latam.dev/datadog-namespace). See datadog/README.md.
@@ -148,6 +146,27 @@ def recording_rules() -> set[str]:
 RULES = recording_rules()
 
 
+def slo_facts() -> None:
+    """Thresholds and objectives the non-SLO panels draw, read from slo/*.yaml (never typed in
+    twice): per route its latency SLO, the freshness threshold, the availability objective."""
+    global ROUTE_SLO, SLO_THRESH, FRESHNESS_SECONDS, FRESHNESS_TARGET, AVAIL_TARGET, BUDGET_RATE
+    ROUTE_SLO, SLO_THRESH = {}, {}
+    for slo in load_slos()[0]:
+        p = sli_parts(slo, "")
+        if "bad" in p:
+            AVAIL_TARGET = slo["target"]
+        elif p["histogram"] == "http_server_request_duration_seconds":
+            route = slo["indicator"]["total"]["metricSource"]["spec"]["selector"]["http_route"]["in"][0]
+            ROUTE_SLO[route] = (slo["name"], p["le"], slo["target"])
+            SLO_THRESH[route] = p["le"]
+        elif p["histogram"] == "pipeline_end_to_end_latency_seconds":
+            FRESHNESS_SECONDS, FRESHNESS_TARGET = p["le"], slo["target"]
+    BUDGET_RATE = round(1 - AVAIL_TARGET, 10)
+
+
+slo_facts()
+
+
 def error_ratio(slo: dict, window: str, service_var: str = "$service", by: str = "") -> str:
     """The SLI error ratio over `window`: the SLO engineer's recording rule when it exists."""
     rule = f"slo:sli_error:ratio_rate{window}"
@@ -257,7 +276,6 @@ class Grafana:
 
 S = 'service=~"$service"'
 RATE = "$__rate_interval"
-SLO_THRESH = {INGEST: 0.25, QUERY: 1.0}
 
 
 def grafana_service(slos: list[dict]) -> dict:
@@ -266,15 +284,15 @@ def grafana_service(slos: list[dict]) -> dict:
                 ["service"])
     api = f'{S},http_route=~"{API_ROUTES}"'
     g.row("Are users hurting? (API routes, last 5 minutes)")
-    g.panel("stat", "Availability (not 5xx)", "Share of ingestData and getData answers that were not 5xx. Objective 99.95 %.",
+    g.panel("stat", "Availability (not 5xx)", f"Share of ingestData and getData answers that were not 5xx. Objective {100 * AVAIL_TARGET:g} %.",
             [(f'1 - (sum(rate(http_server_request_duration_seconds_count{{{api},http_response_status_code=~"5.."}}[5m])) or vector(0)) / sum(rate(http_server_request_duration_seconds_count{{{api}}}[5m]))', "availability")],
-            unit="percentunit", w=6, h=4, thresholds=[(0, "red", ""), (0.999, "orange", ""), (0.9995, "green", "")])
-    g.panel("stat", "Ingest p99", "99th percentile of ingestData latency. The SLO counts answers over 0.25 s.",
+            unit="percentunit", w=6, h=4, thresholds=[(0, "red", ""), (round(1 - 2 * BUDGET_RATE, 10), "orange", ""), (AVAIL_TARGET, "green", "")])
+    g.panel("stat", "Ingest p99", f"99th percentile of ingestData latency. The SLO counts answers over {SLO_THRESH[INGEST]:g} s.",
             [(f'histogram_quantile(0.99, sum by (le) (rate(http_server_request_duration_seconds_bucket{{{S},http_route="{INGEST}"}}[5m])))', "p99")],
-            unit="s", w=6, h=4, thresholds=[(0.25, "red", "SLO threshold")])
-    g.panel("stat", "getData p99", "99th percentile of getData latency. The SLO counts answers over 1 s.",
+            unit="s", w=6, h=4, thresholds=[(SLO_THRESH[INGEST], "red", "SLO threshold")])
+    g.panel("stat", "getData p99", f"99th percentile of getData latency. The SLO counts answers over {SLO_THRESH[QUERY]:g} s.",
             [(f'histogram_quantile(0.99, sum by (le) (rate(http_server_request_duration_seconds_bucket{{{S},http_route="{QUERY}"}}[5m])))', "p99")],
-            unit="s", w=6, h=4, thresholds=[(1, "red", "SLO threshold")])
+            unit="s", w=6, h=4, thresholds=[(SLO_THRESH[QUERY], "red", "SLO threshold")])
     g.panel("stat", "Requests/s", "All answers of the service per second, every route and status.",
             [(f"sum(rate(http_server_request_duration_seconds_count{{{S}}}[5m]))", "req/s")],
             unit="reqps", w=6, h=4)
@@ -293,9 +311,9 @@ def grafana_service(slos: list[dict]) -> dict:
                 [(f'histogram_quantile({q}, sum by (le) (rate(http_server_request_duration_seconds_bucket{{{S},http_route="{route}"}}[{RATE}])))', f"p{int(q * 100)}")
                  for q in (0.5, 0.95, 0.99)],
                 unit="s", w=12, thresholds=[(slo_threshold, "red", "SLO threshold")])
-    g.panel("timeseries", "Error ratio by route (5xx / all)", "The availability SLI per route; the dashed line is the error budget rate (0.05 %).",
+    g.panel("timeseries", "Error ratio by route (5xx / all)", f"The availability SLI per route; the dashed line is the error budget rate ({100 * BUDGET_RATE:g} %).",
             [(f'(sum by (http_route) (rate(http_server_request_duration_seconds_count{{{api},http_response_status_code=~"5.."}}[{RATE}])) or sum by (http_route) (rate(http_server_request_duration_seconds_count{{{api}}}[{RATE}])) * 0) / sum by (http_route) (rate(http_server_request_duration_seconds_count{{{api}}}[{RATE}]))', "{{http_route}}")],
-            unit="percentunit", w=12, thresholds=[(0.0005, "red", "budget rate")], min_=0)
+            unit="percentunit", w=12, thresholds=[(BUDGET_RATE, "red", "budget rate")], min_=0)
     g.panel("timeseries", "Rejected: 429 rate-limited and 503 shed", "429: a client over its quota (good for the SLO). 503: load shed or a dependency down (bad).",
             [(f'sum by (http_response_status_code) (rate(http_server_request_duration_seconds_count{{{S},http_response_status_code=~"429|503"}}[{RATE}]))', "{{http_response_status_code}}")],
             unit="reqps", w=12)
@@ -408,15 +426,15 @@ def grafana_fleet(slos: list[dict], policies: dict) -> dict:
                    "options": {"showHeader": True, "cellHeight": "sm"}})
     g.row("Across services")
     api = f'{S},http_route=~"{API_ROUTES}"'
-    g.panel("timeseries", "5xx ratio by service", "Availability SLI error ratio per service; dashed line: the 0.05 % budget rate.",
+    g.panel("timeseries", "5xx ratio by service", f"Availability SLI error ratio per service; dashed line: the {100 * BUDGET_RATE:g} % budget rate.",
             [(f'(sum by (service) (rate(http_server_request_duration_seconds_count{{{api},http_response_status_code=~"5.."}}[{RATE}])) or sum by (service) (rate(http_server_request_duration_seconds_count{{{api}}}[{RATE}])) * 0) / sum by (service) (rate(http_server_request_duration_seconds_count{{{api}}}[{RATE}]))', "{{service}}")],
-            unit="percentunit", w=12, thresholds=[(0.0005, "red", "budget rate")], min_=0)
+            unit="percentunit", w=12, thresholds=[(BUDGET_RATE, "red", "budget rate")], min_=0)
     g.panel("timeseries", "Traffic by service", "Answers per second, every route.",
             [(f"sum by (service) (rate(http_server_request_duration_seconds_count{{{S}}}[{RATE}]))", "{{service}}")], unit="reqps", w=12)
-    g.panel("timeseries", "Ingest p99 by service", "Against the 0.25 s ingest-latency threshold.",
+    g.panel("timeseries", "Ingest p99 by service", f"Against the {SLO_THRESH[INGEST]:g} s ingest-latency threshold.",
             [(f'histogram_quantile(0.99, sum by (service, le) (rate(http_server_request_duration_seconds_bucket{{{S},http_route="{INGEST}"}}[{RATE}])))', "{{service}}")],
-            unit="s", w=12, thresholds=[(0.25, "red", "")])
-    g.panel("timeseries", "Freshness p99 by service", "Against the 60 s freshness threshold.",
+            unit="s", w=12, thresholds=[(SLO_THRESH[INGEST], "red", "")])
+    g.panel("timeseries", "Freshness p99 by service", f"Against the {FRESHNESS_SECONDS:g} s freshness threshold.",
             [(f"histogram_quantile(0.99, sum by (service, le) (rate(pipeline_end_to_end_latency_seconds_bucket{{{S}}}[{RATE}])))", "{{service}}")],
             unit="s", w=12, thresholds=[(FRESHNESS_SECONDS, "red", "")])
     return g.dump(multi_service=True)
@@ -522,7 +540,7 @@ def cm_service() -> dict:
         d.chart(f"{short} latency p50 / p95 / p99",
                 [promql(f'histogram_quantile({q}, sum by (le) (rate(http_server_request_duration_seconds_bucket{{http_route="{route}"}}[5m])))', f"p{int(q * 100)}") for q in (0.5, 0.95, 0.99)],
                 "seconds", [(thr, f"{ROUTE_SLO[route][0]} SLO threshold")])
-    d.chart("Error ratio by route (5xx / all)", [promql(f'sum by (http_route) (rate(http_server_request_duration_seconds_count{{{api},http_response_status_code=~"5.."}}[5m])) / sum by (http_route) (rate(http_server_request_duration_seconds_count{{{api}}}[5m]))', "${labels.http_route}")], "ratio", [(0.0005, "budget rate 0.05 %")])
+    d.chart("Error ratio by route (5xx / all)", [promql(f'sum by (http_route) (rate(http_server_request_duration_seconds_count{{{api},http_response_status_code=~"5.."}}[5m])) / sum by (http_route) (rate(http_server_request_duration_seconds_count{{{api}}}[5m]))', "${labels.http_route}")], "ratio", [(BUDGET_RATE, f"budget rate {100 * BUDGET_RATE:g} %")])
     d.chart("In-flight requests vs the shedding bound", [promql("sum(http_server_active_requests)", "in flight"), promql("max(http_server_max_active_requests)", "shedding bound")], "requests")
     d.section("Cloud Run (the platform's view, including requests the app never saw)")
     run_rc = metric("run.googleapis.com/request_count", CR_FILTER)
@@ -695,15 +713,15 @@ def dd_service() -> dict:
         tags = f"{sel} AND {dd_tag('http_route', route)}"
         q, f = dd_within(DD_H, tags, thr)
         route_widgets.append(dd_ts(f"{short}: share answered within {thr:g} s ({ROUTE_SLO[route][0]} SLO)", q, [(f, "within threshold")],
-                                   markers=[(0.99 if route == INGEST else 0.95, "objective")]))
+                                   markers=[(ROUTE_SLO[route][2], "objective")]))
         route_widgets.append(dd_ts(f"{short}: mean latency (s)", [("sum", f"sum:{DD_H}.sum{{{tags}}}.as_count()"), ("n", f"sum:{DD_H}.count{{{tags}}}.as_count()")],
                                    [("sum / n", "mean")], markers=[(thr, "SLO threshold")]))
     groups = [
         dd_group("Are users hurting? (API routes)", [
             dd_value("Availability (not 5xx), %", [("bad", f"sum:{DD_H}.count{{{api} AND http_response_status_code:5*}}.as_count()"), ("all", f"sum:{DD_H}.count{{{api}}}.as_count()")],
-                     "100 * (1 - bad / all)", precision=3, conditional=[{"comparator": "<", "value": 99.95, "palette": "white_on_red"}, {"comparator": ">=", "value": 99.95, "palette": "white_on_green"}]),
-            dd_value("Ingest within 0.25 s, %", [(n, q) for n, q in dd_within(DD_H, f"{sel} AND {dd_tag('http_route', INGEST)}", 0.25)[0]], "100 * within / all",
-                     conditional=[{"comparator": "<", "value": 99, "palette": "white_on_red"}]),
+                     "100 * (1 - bad / all)", precision=3, conditional=[{"comparator": "<", "value": round(100 * AVAIL_TARGET, 6), "palette": "white_on_red"}, {"comparator": ">=", "value": round(100 * AVAIL_TARGET, 6), "palette": "white_on_green"}]),
+            dd_value(f"Ingest within {SLO_THRESH[INGEST]:g} s, %", [(n, q) for n, q in dd_within(DD_H, f"{sel} AND {dd_tag('http_route', INGEST)}", SLO_THRESH[INGEST])[0]], "100 * within / all",
+                     conditional=[{"comparator": "<", "value": round(100 * ROUTE_SLO[INGEST][2], 6), "palette": "white_on_red"}]),
             dd_value("Cloud Run latency p99 (ms)", [("q", "max:gcp.run.request_latencies.p99{service_name:$service.value*}")], "q"),
             dd_value("Requests/s", [("q", f"sum:{DD_H}.count{{{sel}}}.as_rate()")], "q"),
         ]),
@@ -712,7 +730,7 @@ def dd_service() -> dict:
             dd_ts("Errors by route and status", [("q", f"sum:{DD_H}.count{{{sel} AND (http_response_status_code:4* OR http_response_status_code:5*)}} by {{http_route,http_response_status_code}}.as_rate()")], display="bars"),
             *route_widgets,
             dd_ts("Error ratio by route (5xx / all)", [("bad", f"sum:{DD_H}.count{{{api} AND http_response_status_code:5*}} by {{http_route}}.as_count()"), ("all", f"sum:{DD_H}.count{{{api}}} by {{http_route}}.as_count()")],
-                  [("bad / all", "5xx ratio")], markers=[(0.0005, "budget rate 0.05 %")]),
+                  [("bad / all", "5xx ratio")], markers=[(BUDGET_RATE, f"budget rate {100 * BUDGET_RATE:g} %")]),
             dd_ts("Rejected: 429 and 503", [("q", f"sum:{DD_H}.count{{{sel} AND http_response_status_code IN (429,503)}} by {{http_response_status_code}}.as_rate()")], display="bars"),
         ]),
         dd_group("Cloud Run and saturation", [
@@ -744,7 +762,7 @@ def dd_pipeline() -> dict:
         dd_ts("Dead-lettered messages", [("gcp", "sum:gcp.pubsub.subscription.dead_letter_message_count{subscription_id:challenge-latam-records*}.as_count()"), ("app", f"sum:{DD_NS}.pipeline_dead_lettered_messages.count{{{sel}}}.as_count()")], display="bars"),
         dd_ts("BigQuery writes by response class", [("q", "sum:gcp.pubsub.subscription.push_request_count{subscription_id:challenge-latam-records-bq*} by {response_class}.as_rate()")], display="bars"),
         dd_ts("BigQuery subscription state", [("q", "max:gcp.pubsub.subscription.export_push_subscription_details{subscription_id:challenge-latam-records-bq*} by {subscription_state}")]),
-        dd_ts(f"Records queryable within {FRESHNESS_SECONDS} s (embedded pipeline)", q, [(f, "within 60 s")], markers=[(0.99, "objective")]),
+        dd_ts(f"Records queryable within {FRESHNESS_SECONDS:g} s (embedded pipeline)", q, [(f, f"within {FRESHNESS_SECONDS:g} s")], markers=[(FRESHNESS_TARGET, "objective")]),
         dd_ts("App backlog", [("q", f"max:{DD_NS}.pipeline_backlog_messages{{{sel}}}")]),
     ])]
     return dd_dashboard("challenge-latam-api / Pipeline", "Publish, backlog, oldest unacked age, dead letters, BigQuery writes and freshness.", groups)
@@ -811,14 +829,14 @@ def dd_fleet(slos: list[dict]) -> dict:
              "layout": {"x": 0, "y": 0, "width": 12, "height": 4}}
     sel = DD_SEL
     api = f"{sel} AND http_route IN ({INGEST.lower()},{QUERY.lower()})"
-    ingest_q, ingest_f = dd_within(DD_H, f"{sel} AND {dd_tag('http_route', INGEST)}", 0.25, by="service")
+    ingest_q, ingest_f = dd_within(DD_H, f"{sel} AND {dd_tag('http_route', INGEST)}", SLO_THRESH[INGEST], by="service")
     fresh_q, fresh_f = dd_within(DD_E2E, sel, FRESHNESS_SECONDS, by="service")
     groups = [dd_group("Status of every service", [table]),
               dd_group("Across services", [
-                  dd_ts("5xx ratio by service", [("bad", f"sum:{DD_H}.count{{{api} AND http_response_status_code:5*}} by {{service}}.as_count()"), ("all", f"sum:{DD_H}.count{{{api}}} by {{service}}.as_count()")], [("bad / all", "5xx ratio")], markers=[(0.0005, "budget rate")]),
+                  dd_ts("5xx ratio by service", [("bad", f"sum:{DD_H}.count{{{api} AND http_response_status_code:5*}} by {{service}}.as_count()"), ("all", f"sum:{DD_H}.count{{{api}}} by {{service}}.as_count()")], [("bad / all", "5xx ratio")], markers=[(BUDGET_RATE, "budget rate")]),
                   dd_ts("Traffic by service", [("q", f"sum:{DD_H}.count{{{sel}}} by {{service}}.as_rate()")]),
-                  dd_ts("Ingest within 0.25 s by service", ingest_q, [(ingest_f, "within")], markers=[(0.99, "objective")]),
-                  dd_ts("Freshness within 60 s by service", fresh_q, [(fresh_f, "within")], markers=[(0.99, "objective")]),
+                  dd_ts(f"Ingest within {SLO_THRESH[INGEST]:g} s by service", ingest_q, [(ingest_f, "within")], markers=[(ROUTE_SLO[INGEST][2], "objective")]),
+                  dd_ts(f"Freshness within {FRESHNESS_SECONDS:g} s by service", fresh_q, [(fresh_f, "within")], markers=[(FRESHNESS_TARGET, "objective")]),
               ])]
     return dd_dashboard("challenge-latam / Fleet SLO status", "Every service built like challenge-latam-api; pick them with the service variable.", groups, multi=True)
 
