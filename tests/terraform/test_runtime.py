@@ -103,7 +103,12 @@ def test_dashboards_and_slos_are_read_from_the_repository_with_fileset(configs):
     assert "alerts/datadog" in stack.modules["datadog"]["slo_files"]
     for d, rtype in (("modules/monitoring", "google_monitoring_dashboard"), ("modules/datadog", "datadog_dashboard_json")):
         dash = next(r for r in configs[d].resources if r.type == rtype)
-        assert dash.body["for_each"] == "${fileset(var.dashboards_dir, \"*.json\")}", d
+        assert dash.body["for_each"] == "${module.dashboards.dashboards}", d
+        assert configs[d].modules["dashboards"]["directory"] == "${var.dashboards_dir}", d
+    files = configs["modules/dashboard_files"].locals
+    assert 'fileset(var.directory, "*.json")' in files["plain"]
+    assert 'fileset(var.directory, "*.json.tftpl")' in files["templated"] and "templatefile(" in files["templated"]
+    assert configs["modules/monitoring"].modules["dashboards"]["template_vars"] == {"project_id": "${var.project_id}", "env": "${var.env}"}
 
 
 def test_the_dashboard_files_fit_the_resources_that_read_them():
@@ -146,3 +151,13 @@ def test_checkov_skips_carry_a_reason(resources):
         _, _, rest = c.partition("checkov:skip=")
         check, _, reason = rest.partition(":")
         assert check.startswith("CKV_") and len(reason.split()) >= 6, f"{address}: {c}"
+
+
+def test_every_runbook_the_policies_link_exists():
+    import re
+
+    text = open(os.path.join(REPO, "terraform", "modules", "monitoring", "main.tf"), encoding="utf-8").read()
+    paths = set(re.findall(r"((?:terraform|alerts)/runbooks/[A-Za-z0-9_.-]+\.md)", text))
+    assert len(paths) >= 4
+    for p in sorted(paths):
+        assert os.path.isfile(os.path.join(REPO, p)), f"{p} is linked by an alert policy but does not exist"

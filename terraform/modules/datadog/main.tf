@@ -12,10 +12,17 @@ terraform {
   }
 }
 
-resource "datadog_dashboard_json" "this" {
-  for_each = fileset(var.dashboards_dir, "*.json")
+module "dashboards" {
+  source = "../dashboard_files"
 
-  dashboard = file("${var.dashboards_dir}/${each.value}")
+  directory     = var.dashboards_dir
+  required_keys = ["title", "layout_type", "widgets"]
+}
+
+resource "datadog_dashboard_json" "this" {
+  for_each = module.dashboards.dashboards
+
+  dashboard = each.value
 }
 
 module "slo_data" {

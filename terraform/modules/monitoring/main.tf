@@ -30,13 +30,24 @@ locals {
   runbook_url = "${var.runbook_base_url}/"
 }
 
-# --- Dashboards: every JSON file in the directory (fileset picks up new ones) -------------------
+# --- Dashboards: every *.json, and every *.json.tftpl rendered with the project and env ---------
+
+module "dashboards" {
+  source = "../dashboard_files"
+
+  directory     = var.dashboards_dir
+  template_vars = { project_id = var.project_id, env = var.env }
+  required_keys = ["displayName"]
+}
 
 resource "google_monitoring_dashboard" "this" {
-  for_each = fileset(var.dashboards_dir, "*.json")
+  for_each = module.dashboards.dashboards
 
   project        = var.project_id
-  dashboard_json = file("${var.dashboards_dir}/${each.value}")
+  dashboard_json = each.value
+
+  # The SLO dashboard charts the SLOs by name.
+  depends_on = [google_monitoring_slo.this]
 }
 
 # --- SLOs ---------------------------------------------------------------------------------------
@@ -233,7 +244,7 @@ locals {
       threshold  = 0
       duration   = "600s"
       severity   = "page"
-      runbook    = "alerts/runbooks/PipelineExportFailing.md"
+      runbook    = "terraform/runbooks/PipelineExportFailing.md"
       what       = "Writes of ${var.subscription_name} into BigQuery have failed for 10 minutes. Check the subscription's state (gcloud pubsub subscriptions describe), the table and the Pub/Sub service agent's dataEditor grant on it."
       comparison = "COMPARISON_GT"
     }
@@ -244,7 +255,7 @@ locals {
       threshold  = 0
       duration   = "0s"
       severity   = "ticket"
-      runbook    = "alerts/runbooks/PipelineDeadLetters.md"
+      runbook    = "terraform/runbooks/PipelineDeadLetters.md"
       what       = "Messages of ${var.subscription_name} exhausted their delivery attempts and went to the dead-letter topic; they are in the dead-letter table for inspection and replay."
       comparison = "COMPARISON_GT"
     }
@@ -255,7 +266,7 @@ locals {
       threshold  = var.oldest_unacked_age_threshold_seconds
       duration   = "300s"
       severity   = "page"
-      runbook    = "alerts/runbooks/PipelineBacklog.md"
+      runbook    = "terraform/runbooks/PipelineOldestUnacked.md"
       what       = "The oldest unacknowledged record on ${var.subscription_name} is older than ${var.oldest_unacked_age_threshold_seconds} s for 5 minutes: records are not becoming queryable (freshness SLO: 60 s)."
       comparison = "COMPARISON_GT"
     }
@@ -266,7 +277,7 @@ locals {
       threshold  = 3600
       duration   = "600s"
       severity   = "ticket"
-      runbook    = "alerts/runbooks/PipelineDeadLetters.md"
+      runbook    = "terraform/runbooks/PipelineDeadLetters.md"
       what       = "${var.dead_letter_subscription_name} has held a message for more than an hour: the dead-letter table is not taking writes, and these messages expire with the subscription's retention."
       comparison = "COMPARISON_GT"
     }
@@ -378,6 +389,6 @@ resource "google_monitoring_alert_policy" "uptime" {
   documentation {
     mime_type = "text/markdown"
     subject   = "${var.service_name}: /healthz failing [${var.env}]"
-    content   = "The authenticated uptime check of https://${var.service_host}/healthz fails from more than one region for 2 minutes: the service cannot serve. Severity: page. Runbook: ${local.runbook_url}alerts/runbooks/ServiceDown.md"
+    content   = "The authenticated uptime check of https://${var.service_host}/healthz fails from more than one region for 2 minutes: the service cannot serve. Severity: page. Runbook: ${local.runbook_url}terraform/runbooks/ServiceDown.md"
   }
 }

@@ -29,7 +29,7 @@ variable "service_host" {
 }
 
 variable "dashboards_dir" {
-  description = "Directory of Cloud Monitoring dashboard JSON files (dashboards/cloud-monitoring); every *.json becomes one dashboard."
+  description = "Directory of Cloud Monitoring dashboards (dashboards/cloud-monitoring): every *.json, and every *.json.tftpl rendered with project_id and env, becomes one dashboard."
   type        = string
 }
 
