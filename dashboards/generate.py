@@ -364,8 +364,8 @@ def grafana_pipeline(slos: list[dict]) -> dict:
     g.panel("timeseries", "End-to-end freshness p50 / p99", "Publish time to queryable; the dashed line is the freshness SLO threshold (60 s).",
             [(f"histogram_quantile({q}, sum by (le) (rate(pipeline_end_to_end_latency_seconds_bucket{{{S}}}[{RATE}])))", f"p{int(q * 100)}") for q in (0.5, 0.99)],
             unit="s", w=12, thresholds=[(FRESHNESS_SECONDS, "red", "SLO threshold")])
-    g.panel("timeseries", "Records stored late (> 60 s) per second", "The freshness SLI's bad events.",
-            [(f'sum(rate(pipeline_end_to_end_latency_seconds_count{{{S}}}[{RATE}])) - sum(rate(pipeline_end_to_end_latency_seconds_bucket{{{S},le="{FRESHNESS_SECONDS}"}}[{RATE}]))', "late")],
+    g.panel("timeseries", f"Records stored late (> {FRESHNESS_SECONDS:g} s) per second", "The freshness SLI's bad events.",
+            [(f'sum(rate(pipeline_end_to_end_latency_seconds_count{{{S}}}[{RATE}])) - sum(rate(pipeline_end_to_end_latency_seconds_bucket{{{S},le="{fmt_le(FRESHNESS_SECONDS)}"}}[{RATE}]))', "late")],
             unit="ops", w=12)
     g.panel("timeseries", "Dead-lettered messages", "Poison messages moved aside (they never reach the table).",
             [(f"sum(increase(pipeline_dead_lettered_messages_total{{{S}}}[5m]))", "per 5 min")], unit="short", w=12)
