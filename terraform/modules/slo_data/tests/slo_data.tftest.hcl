@@ -89,15 +89,15 @@ run "a_missing_runbook_is_refused" {
   expect_failures = [output.cloud_monitoring_burn_rate_alerts]
 }
 
-# The real generated documents, when they exist, go through the same mapping (their runbooks are
-# another engineer's files, checked by the SLO tooling, so not required here).
+# The real generated documents go through the same mapping, and every runbook they link exists
+# (a plan on GitHub would fail otherwise).
 run "the_generated_documents_of_this_repository_map_too" {
   command = plan
 
   variables {
     cloud_monitoring_files = [for f in fileset("../../../alerts/cloud-monitoring", "*.json") : "../../../alerts/cloud-monitoring/${f}"]
     datadog_files          = [for f in fileset("../../../alerts/datadog", "*.json") : "../../../alerts/datadog/${f}"]
-    require_runbooks       = false
+    repo_root              = "../../.."
   }
 
   assert {
