@@ -345,7 +345,7 @@ def grafana_pipeline(slos: list[dict]) -> dict:
     g = Grafana("challenge-latam-pipeline", "challenge-latam-api / Pipeline",
                 "Publish, backlog, dead letters and end-to-end freshness of the ingest pipeline.", ["pipeline"])
     g.row("Is data arriving? (last 5 minutes)")
-    g.panel("stat", "Freshness p99", "Publish to queryable, 99th percentile. The freshness SLO counts records over 60 s.",
+    g.panel("stat", "Freshness p99", f"Publish to queryable, 99th percentile. The freshness SLO counts records over {FRESHNESS_SECONDS:g} s.",
             [(f"histogram_quantile(0.99, sum by (le) (rate(pipeline_end_to_end_latency_seconds_bucket{{{S}}}[5m])))", "p99")],
             unit="s", w=6, h=4, thresholds=[(FRESHNESS_SECONDS, "red", "")])
     g.panel("stat", "Backlog", "Messages published and not yet acknowledged.",
@@ -571,12 +571,12 @@ def cm_pipeline() -> dict:
     d.chart("Published by the app, by outcome", [promql("sum by (error_type) (rate(messaging_client_sent_messages_total[5m]))", "error_type=${labels.error_type}")], "msg/s")
     d.section("BigQuery subscription")
     d.chart("Backlog (undelivered messages)", [mfilter(metric("pubsub.googleapis.com/subscription/num_undelivered_messages", SUB_FILTER), "ALIGN_MAX", "REDUCE_MAX", ["resource.label.subscription_id"], legend="${resource.labels.subscription_id}")], "messages")
-    d.chart("Oldest unacked message age", [mfilter(metric("pubsub.googleapis.com/subscription/oldest_unacked_message_age", SUB_FILTER), "ALIGN_MAX", "REDUCE_MAX", ["resource.label.subscription_id"], legend="${resource.labels.subscription_id}")], "seconds", [(FRESHNESS_SECONDS, "freshness SLO threshold 60 s")])
+    d.chart("Oldest unacked message age", [mfilter(metric("pubsub.googleapis.com/subscription/oldest_unacked_message_age", SUB_FILTER), "ALIGN_MAX", "REDUCE_MAX", ["resource.label.subscription_id"], legend="${resource.labels.subscription_id}")], "seconds", [(FRESHNESS_SECONDS, f"freshness SLO threshold {FRESHNESS_SECONDS:g} s")])
     d.chart("Dead-lettered messages", [mfilter(metric("pubsub.googleapis.com/subscription/dead_letter_message_count", SUB_FILTER), "ALIGN_DELTA", group_by=["resource.label.subscription_id"], legend="${resource.labels.subscription_id}", plot="STACKED_BAR")], "messages", [(0, "any")])
     d.chart("BigQuery writes by response class", [mfilter(metric("pubsub.googleapis.com/subscription/push_request_count", BQ_SUB_FILTER), "ALIGN_RATE", group_by=["metric.label.response_class"], legend="${metric.labels.response_class}")], "writes/s")
     d.chart("BigQuery subscription state (1 = in that state)", [mfilter(metric("pubsub.googleapis.com/subscription/export_push_subscription_details", BQ_SUB_FILTER), "ALIGN_MAX", "REDUCE_MAX", ["metric.label.subscription_state"], legend="${metric.labels.subscription_state}", plot="STACKED_AREA")], "subscriptions")
     d.section("Freshness (the embedded pipeline's histogram, when the service stores rows itself)")
-    d.chart("End-to-end p50 / p99", [promql(f"histogram_quantile({q}, sum by (le) (rate(pipeline_end_to_end_latency_seconds_bucket[5m])))", f"p{int(q * 100)}") for q in (0.5, 0.99)], "seconds", [(FRESHNESS_SECONDS, "SLO threshold 60 s")])
+    d.chart("End-to-end p50 / p99", [promql(f"histogram_quantile({q}, sum by (le) (rate(pipeline_end_to_end_latency_seconds_bucket[5m])))", f"p{int(q * 100)}") for q in (0.5, 0.99)], "seconds", [(FRESHNESS_SECONDS, f"SLO threshold {FRESHNESS_SECONDS:g} s")])
     d.chart("App backlog and dead letters", [promql("sum(pipeline_backlog_messages)", "backlog"), promql("sum(increase(pipeline_dead_lettered_messages_total[5m]))", "dead-lettered per 5 min")], "messages")
     return d.dump()
 
