@@ -246,6 +246,16 @@ def family(name: str, scraped: set[str]) -> str:
     return name
 
 
+def datadog_tables(doc) -> list[dict]:
+    """The requests of every query_table widget."""
+    out = []
+    for g in doc.get("widgets", []):
+        for w in g["definition"].get("widgets", [g]):
+            if w["definition"].get("type") == "query_table":
+                out += w["definition"]["requests"]
+    return out
+
+
 def datadog_queries(doc) -> list[str]:
     out = []
     if isinstance(doc, dict):
@@ -487,7 +497,8 @@ def rule_files() -> list[str]:
 # --- 3. SLO coverage -----------------------------------------------------------------------------
 
 
-def check_slo_coverage(grafana: dict, cm: dict, dd: dict, fleet: dict, slos: list[dict], policies: dict) -> int:
+def check_slo_coverage(grafana: dict, cm: dict, dd: dict, fleet: dict, slos: list[dict], policies: dict,
+                       dd_fleet: dict | None = None) -> int:
     panels = 0
     for slo in slos:
         n = slo["name"]
@@ -518,6 +529,10 @@ def check_slo_coverage(grafana: dict, cm: dict, dd: dict, fleet: dict, slos: lis
         table = [p for p in fleet["panels"] if p["type"] == "table"]
         if not table or not any(t["legendFormat"].startswith(f"{n} ") for t in table[0]["targets"]):
             raise CheckError(f"grafana/fleet.json: the summary table has no column for SLO '{n}'")
+        if dd_fleet is not None:
+            aliases = [f.get("alias", "") for q in datadog_tables(dd_fleet) for f in q.get("formulas", [])]
+            if not any(a.startswith(f"{n} ") for a in aliases):
+                raise CheckError(f"datadog/fleet.json: the summary table has no column for SLO '{n}'")
     return panels
 
 
@@ -569,7 +584,7 @@ def main() -> int:
 
         # 3. SLO coverage (before the slow part).
         slos, policies = generate.load_slos()
-        n = check_slo_coverage(grafana["slo.json"], cm["slo.json"], dd["slo.json"], grafana["fleet.json"], slos, policies)
+        n = check_slo_coverage(grafana["slo.json"], cm["slo.json"], dd["slo.json"], grafana["fleet.json"], slos, policies, dd["fleet.json"])
         say(f"SLOs: {len(slos)} in slo/*.yaml ({', '.join(s['name'] for s in slos)}); {n} burn-rate panels with thresholds across 3 backends")
 
         platform = yaml.safe_load(load("platform-metrics.yaml"))
