@@ -317,7 +317,7 @@ resource "google_monitoring_alert_policy" "pipeline" {
   documentation {
     mime_type = "text/markdown"
     subject   = "${var.service_name}: ${each.value.name}"
-    content   = "${each.value.what}\n\nValue: $${condition.threshold_value} threshold, observed $${metric.value}. Severity: ${each.value.severity}. Runbook: ${local.runbook_url}${each.value.runbook}"
+    content   = "${each.value.what}\n\nFires when the ${lower(trimprefix(each.value.aligner, "ALIGN_"))} per minute stays ${each.value.comparison == "COMPARISON_GT" ? "above" : "below"} ${each.value.threshold} for ${each.value.duration} (subscription $${resource.label.subscription_id}). Severity: ${each.value.severity}. Runbook: ${local.runbook_url}${each.value.runbook}"
   }
 }
 
