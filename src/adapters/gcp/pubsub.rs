@@ -151,9 +151,9 @@ impl crate::ports::Publisher for PubSubPublisher {
     }
 
     async fn flush(&self) {
-        // The batcher sends within BATCH_DELAY and every request awaits its own messages, so
-        // by the time the edge has stopped there is nothing left in the buffer.
-        tokio::time::sleep(BATCH_DELAY * 2).await;
+        // Every request awaits its own messages, so this only matters for a request cut off
+        // by shutdown; bounded so a dead broker cannot hold the exit.
+        let _ = tokio::time::timeout(self.timeout, self.publisher.flush()).await;
     }
 }
 

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# BACKEND=gcp against real emulators of the Google wire protocols: Google's own Pub/Sub
+# emulator and bqemulator (BigQuery REST over DuckDB), both on loopback with free ports.
+#   1. the black-box API suite (tests/api), the same one the embedded default runs, with
+#      TEST_BACKEND=gcp: it spawns the service on BACKEND=gcp with the worker subscription;
+#   2. the fault tests (tests/gcp_faults.rs): emulators killed and restarted under the service,
+#      and a poison message dead-lettered after the subscription's maximum attempts.
+# The emulators this script starts are stopped on exit (by the PIDs scripts/emulators.sh
+# recorded), whatever happens. A missing emulator is a failure, never a skip.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export PATH="$PWD/.tools/venv/bin:$PATH"
+
+state=$(mktemp -d -t gcp-emulators.XXXXXX)
+export EMULATOR_DIR="$state/emulators"
+# shellcheck disable=SC2317  # called by the EXIT trap
+cleanup() {
+  scripts/emulators.sh stop || true
+  rm -rf "$state"
+}
+trap cleanup EXIT
+
+# Free ports, so this never collides with a stack someone left running on the defaults.
+PUBSUB_PORT=0 BQ_PORT=0 BQ_GRPC_PORT=0 scripts/emulators.sh start >"$state/env"
+# shellcheck disable=SC1091
+source "$state/env"
+echo "60-gcp-emulators: Pub/Sub emulator at $PUBSUB_EMULATOR_HOST, BigQuery emulator at $BIGQUERY_EMULATOR_HOST"
+
+summary() { # prints "passed N, failed M, ignored K" summed over the cargo test log $1
+  awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) g += $i } }
+       END { printf "passed %d, failed %d, ignored %d\n", p, f, g }' "$1"
+}
+
+status=0
+echo "60-gcp-emulators: black-box API suite on BACKEND=gcp"
+if TEST_BACKEND=gcp cargo test --release --locked --test api >"$state/api.log" 2>&1; then
+  echo "60-gcp-emulators: tests/api on gcp: $(summary "$state/api.log"); skipped on gcp: $(grep -c '^SKIPPED on Gcp' "$state/api.log" || true)"
+else
+  status=1
+  tail -60 "$state/api.log"
+  echo "60-gcp-emulators: FAIL tests/api on gcp: $(summary "$state/api.log")"
+fi
+
+echo "60-gcp-emulators: fault tests (emulators killed and restarted, dead-letter)"
+if cargo test --release --locked --test gcp_faults >"$state/faults.log" 2>&1; then
+  echo "60-gcp-emulators: tests/gcp_faults: $(summary "$state/faults.log")"
+else
+  status=1
+  tail -60 "$state/faults.log"
+  echo "60-gcp-emulators: FAIL tests/gcp_faults: $(summary "$state/faults.log")"
+fi
+
+# A run where nothing ran must not pass.
+for log in api faults; do
+  if ! grep -Eq '^test result: ok\. [1-9][0-9]* passed' "$state/$log.log"; then
+    echo "60-gcp-emulators: FAIL $log: no test passed"
+    status=1
+  fi
+done
+[ "$status" -eq 0 ] && echo "60-gcp-emulators: OK"
+exit "$status"

