@@ -445,8 +445,12 @@ class Stack:
         for _ in range(5):
             hit("POST", "/challenge-latam-api/ingestData", record)
             hit("GET", "/challenge-latam-api/getData")
-        for _ in range(150):                 # over RATE_LIMIT_BURST (100): 429s
+        # Over the rate limit (default 50/s, burst 100) until it answers 429 a few times; bounded,
+        # so a slow machine sends more requests but never an unbounded number.
+        for _ in range(1000):
             hit("GET", "/challenge-latam-api/getData?limit=1")
+            if codes.get("429", 0) >= 10:
+                break
         return codes
 
     def scrape(self) -> dict[str, str]:
