@@ -299,3 +299,77 @@ pub fn datadog(svc: &Service, generated_by: &str) -> Result<Value> {
         "slos": slos,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::parse;
+
+    fn service() -> Service {
+        parse(
+            include_str!("../../../slo/challenge-latam-api.yaml"),
+            "slo/challenge-latam-api.yaml",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn cloud_monitoring_turns_the_3d_tier_into_a_remaining_budget_alert() {
+        let cm = cloud_monitoring(&service(), "test").unwrap();
+        let a = &cm["slos"][0];
+        let tiers: Vec<_> = a["burn_rate_alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["tier"].as_str().unwrap())
+            .collect();
+        assert_eq!(tiers, ["fast", "medium", "slow"]);
+        assert_eq!(a["burn_rate_alerts"][0]["lookback_duration"], "3600s");
+        assert_eq!(a["burn_rate_alerts"][0]["short_lookback_duration"], "300s");
+        assert_eq!(a["budget_alerts"][0]["tier"], "slowest");
+        assert_eq!(
+            a["budget_alerts"][0]["remaining_budget_fraction_below"],
+            0.1
+        );
+        assert_eq!(a["goal"], 0.9995);
+    }
+
+    #[test]
+    fn cloud_monitoring_latency_is_a_distribution_cut_at_the_threshold() {
+        let cm = cloud_monitoring(&service(), "test").unwrap();
+        let cut = &cm["slos"][1]["request_based_sli"]["distribution_cut"];
+        assert_eq!(cut["range"]["max"], 0.25);
+        assert!(cut["range"]["min"].is_null());
+        let filter = cut["distribution_filter"].as_str().unwrap();
+        assert!(filter.contains(
+            "metric.type=\"prometheus.googleapis.com/http_server_request_duration_seconds/histogram\""
+        ));
+        assert!(filter.contains("metric.label.http_route=\"/challenge-latam-api/ingestData\""));
+        assert!(filter.contains("metric.label.http_request_method=\"POST\""));
+    }
+
+    #[test]
+    fn datadog_keeps_three_burn_rate_monitors_and_a_90_percent_budget_monitor() {
+        let dd = datadog(&service(), "test").unwrap();
+        let a = &dd["slos"][0];
+        assert_eq!(a["target"], 99.95);
+        assert_eq!(a["monitors"][2]["long_window"], "24h");
+        assert_eq!(a["monitors"][3]["type"], "error_budget");
+        assert_eq!(a["monitors"][3]["threshold_percent_consumed"], 90.0);
+        assert_eq!(
+            a["query"]["numerator"],
+            "sum:challenge_latam_api.http_server_request_duration_seconds.count{http_route IN \
+             (/challenge-latam-api/ingestdata, /challenge-latam-api/getdata) AND NOT \
+             http_response_status_code:5*}.as_count()"
+        );
+        assert_eq!(dd["slos"][3]["type"], "time_slice");
+    }
+
+    #[test]
+    fn a_bad_matcher_without_override_cannot_reach_cloud_monitoring() {
+        let mut svc = service();
+        svc.slos[0].cloud_monitoring = None;
+        let err = cloud_monitoring(&svc, "test").unwrap_err().to_string();
+        assert!(err.contains("DISTRIBUTION"), "{err}");
+    }
+}

@@ -273,3 +273,57 @@ pub fn absent_labels(slo: &Slo) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::parse;
+
+    fn service() -> Service {
+        parse(
+            include_str!("../../../slo/challenge-latam-api.yaml"),
+            "slo/challenge-latam-api.yaml",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_error_ratio_is_a_ratio_of_sums_and_zero_without_bad_events() {
+        let svc = service();
+        let expr = error_ratio_expr(&svc.slos[0], "1h");
+        assert!(expr.starts_with(
+            "(sum(rate(http_server_request_duration_seconds_count{http_route=~\"/challenge-latam-api/ingestData|/challenge-latam-api/getData\",http_response_status_code=~\"5..\"}[1h])) or vector(0))"
+        ));
+        assert!(expr.ends_with("[1h]))"));
+    }
+
+    #[test]
+    fn whole_bucket_boundaries_match_both_spellings() {
+        assert_eq!(le_matcher(Decimal::from(60)), r#"le=~"60|60\\.0""#);
+        assert_eq!(le_matcher("0.25".parse().unwrap()), r#"le="0.25""#);
+    }
+
+    #[test]
+    fn each_tier_needs_both_windows_and_enough_events() {
+        let svc = service();
+        let slo = &svc.slos[0];
+        assert_eq!(
+            burn_expr(&svc, slo, &slo.tiers[0]),
+            "slo:sli_error:ratio_rate1h{service=\"challenge-latam-api\",slo=\"availability\"} > 0.0072\n\
+             and on (service, slo)\n\
+             slo:sli_error:ratio_rate5m{service=\"challenge-latam-api\",slo=\"availability\"} > 0.0072\n\
+             and on (service, slo)\n\
+             slo:sli_events:increase5m{service=\"challenge-latam-api\",slo=\"availability\"} >= 20"
+        );
+    }
+
+    #[test]
+    fn the_description_states_burn_rate_budget_spent_and_time_to_exhaustion() {
+        let svc = service();
+        let slo = &svc.slos[0];
+        let (_, d) = burn_annotations(&svc, slo, &slo.tiers[0]);
+        assert!(d.contains("14.4x"), "{d}");
+        assert!(d.contains("spends 2 % of the 30d budget"), "{d}");
+        assert!(d.contains("gone in 2d 2h"), "{d}");
+    }
+}
