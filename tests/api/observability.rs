@@ -308,7 +308,14 @@ async fn log_lines_are_json_with_cloud_logging_fields_and_one_line_per_request()
     let line = served[0];
     assert_eq!(line["http.response.status_code"], 200);
     assert!(line["latency_ms"].as_f64().is_some());
-    assert_eq!(line["logging.googleapis.com/trace"], trace);
+    // Qualified as projects/P/traces/T when GCP_PROJECT is set (Cloud Logging links on that).
+    let logged = line["logging.googleapis.com/trace"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        logged == trace || logged.ends_with(&format!("/traces/{trace}")),
+        "{logged}"
+    );
     assert!(line["logging.googleapis.com/spanId"].is_string());
 }
 
