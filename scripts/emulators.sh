@@ -107,7 +107,7 @@ provision_pubsub() {
   api PUT "$base/topics/$PUBSUB_TOPIC"
   api PUT "$base/topics/$DEAD_LETTER_TOPIC"
   # Same policy as Terraform's worker subscription: dead-letter after MAX_DELIVERY_ATTEMPTS.
-  api PUT "$base/subscriptions/$PUBSUB_SUBSCRIPTION" "$(printf '{"topic":"projects/%s/topics/%s","ackDeadlineSeconds":30,"deadLetterPolicy":{"deadLetterTopic":"projects/%s/topics/%s","maxDeliveryAttempts":%s}}' \
+  api PUT "$base/subscriptions/$PUBSUB_SUBSCRIPTION" "$(printf '{"topic":"projects/%s/topics/%s","ackDeadlineSeconds":10,"deadLetterPolicy":{"deadLetterTopic":"projects/%s/topics/%s","maxDeliveryAttempts":%s}}' \
     "$GCP_PROJECT" "$PUBSUB_TOPIC" "$GCP_PROJECT" "$DEAD_LETTER_TOPIC" "$MAX_DELIVERY_ATTEMPTS")"
   api PUT "$base/subscriptions/$DEAD_LETTER_SUBSCRIPTION" "$(printf '{"topic":"projects/%s/topics/%s","ackDeadlineSeconds":30}' \
     "$GCP_PROJECT" "$DEAD_LETTER_TOPIC")"

@@ -32,8 +32,13 @@ const BATCH_BYTES: u32 = 2 * 1024 * 1024;
 /// handed over at once, so there is little to gain from waiting for other requests.
 const BATCH_DELAY: Duration = Duration::from_millis(2);
 /// Messages pulled but not yet settled, per process (Pub/Sub flow control and the local
-/// buffer): the bound on the worker's concurrency and memory.
-const MAX_OUTSTANDING: usize = 1000;
+/// buffer): the bound on the worker's concurrency and memory. One pipeline batch, so that a
+/// worker does not hoard messages that other workers could be writing.
+const MAX_OUTSTANDING: usize = 500;
+/// How far each lease extension reaches. The client keeps extending while a message is
+/// processed; when a worker dies, Pub/Sub redelivers its messages after at most this long
+/// (the client's default, 60 s, would spend the whole freshness objective on one crash).
+const LEASE_EXTENSION: Duration = Duration::from_secs(10);
 /// How long `receive` waits for a first message before answering with none.
 const RECEIVE_WAIT: Duration = Duration::from_millis(250);
 
@@ -238,6 +243,7 @@ async fn pull(
         let mut stream = subscriber
             .subscribe(&subscription)
             .set_max_outstanding_messages(MAX_OUTSTANDING as i64)
+            .set_max_lease_extension(LEASE_EXTENSION)
             .build();
         let problem = loop {
             match stream.next().await {
