@@ -156,6 +156,38 @@ pub async fn spawn_with(opts: Options) -> TestApp {
                 cmd.env(k, v);
             }
         }
+        // Each app gets its own subscription: the emulator keeps delivering to the streams of
+        // apps a test already killed, and those messages would time out into the dead-letter
+        // topic instead of reaching the app under test.
+        if let (Ok(host), Ok(project), Ok(topic), Ok(dead)) = (
+            std::env::var("PUBSUB_EMULATOR_HOST"),
+            std::env::var("GCP_PROJECT"),
+            std::env::var("PUBSUB_TOPIC"),
+            std::env::var("DEAD_LETTER_TOPIC"),
+        ) {
+            let sub = unique("api-worker");
+            let r = client
+                .put(format!(
+                    "http://{host}/v1/projects/{project}/subscriptions/{sub}"
+                ))
+                .json(&json!({
+                    "topic": format!("projects/{project}/topics/{topic}"),
+                    "ackDeadlineSeconds": 10,
+                    "deadLetterPolicy": {
+                        "deadLetterTopic": format!("projects/{project}/topics/{dead}"),
+                        "maxDeliveryAttempts": 5
+                    }
+                }))
+                .send()
+                .await
+                .expect("create the app's subscription on the emulator");
+            assert!(
+                r.status().is_success(),
+                "create subscription: {}",
+                r.status()
+            );
+            cmd.env("PUBSUB_SUBSCRIPTION", sub);
+        }
     }
     if !opts.no_auth {
         cmd.env("API_KEYS_FILE", keys_file(&data_dir));
