@@ -6,7 +6,7 @@
 
 Without --url it starts the release build itself: on the embedded default (`--backend
 local`, a fresh DATA_DIR, four API keys) or against the emulator stack (`--backend gcp`,
-through scripts/gcp-stack.sh, or scripts/emulators.sh until that exists). With --url it loads that URL; give its keys in API_KEYS.
+started by scripts/emulators.sh, as scripts/gcp-stack.sh does). With --url it loads that URL; give its keys in API_KEYS.
 Results go to loadtests/results/<scenario>-<UTC time>/: k6's summary (summary.json), its
 HTML report (report.html), the k6 and service logs, and summary.md, a short account with the
 SLO figures and the peak resident memory. The exit code is k6's: 99 when a threshold failed.
@@ -126,32 +126,35 @@ def main() -> int:
             k, _, v = pair.partition("=")
             service_env[k] = v
         if args.backend == "gcp":
-            # The emulator stack: scripts/gcp-stack.sh when the tree has it, else
-            # scripts/emulators.sh. Either starts Pub/Sub and BigQuery emulators on loopback,
-            # provisions them, and prints the service's environment as `export KEY=VALUE`.
-            for name in ("gcp-stack.sh", "emulators.sh"):
-                stack_script = ROOT / "scripts" / name
-                if stack_script.exists():
-                    break
-            else:
-                print("run: neither scripts/gcp-stack.sh nor scripts/emulators.sh is in the tree; "
-                      "--backend gcp cannot run", file=sys.stderr)
+            # The emulator stack of scripts/gcp-stack.sh, without its service: scripts/emulators.sh
+            # starts the Pub/Sub and BigQuery emulators on loopback, provisions them, prints the
+            # service's environment as `export KEY=VALUE` and returns; this runner then starts
+            # the release build on BACKEND=gcp itself, with its own keys.
+            stack_script = ROOT / "scripts/emulators.sh"
+            if not stack_script.exists():
+                print("run: scripts/emulators.sh is not in the tree; --backend gcp cannot run",
+                      file=sys.stderr)
                 return 2
             stack_env = {**os.environ, "EMULATOR_DIR": str(out / "emulators"),
                          "PUBSUB_PORT": "0", "BQ_PORT": "0", "BQ_GRPC_PORT": "0"}
-            started = subprocess.run([str(stack_script), "start"], capture_output=True, text=True,
-                                     env=stack_env)
+            # Output to a file, not a pipe: the emulators it leaves running inherit its stdout,
+            # and a pipe would never reach end-of-file.
+            stack_log = out / "emulators.log"
+            with open(stack_log, "w") as log:
+                started = subprocess.run([str(stack_script), "start"], stdout=log,
+                                         stderr=subprocess.STDOUT, env=stack_env, timeout=180)
             stack = (stack_script, stack_env)
             if started.returncode != 0:
-                print(started.stdout + started.stderr, file=sys.stderr)
+                print(stack_log.read_text(), file=sys.stderr)
                 subprocess.run([str(stack_script), "stop"], env=stack_env, check=False)
                 return 2
-            for line in started.stdout.splitlines():
+            for line in stack_log.read_text().splitlines():
                 line = line.strip().removeprefix("export ")
                 if "=" in line and not line.startswith("#"):
                     k, v = line.split("=", 1)
                     service_env[k.strip()] = v.strip().strip('"')
             service_env["BACKEND"] = "gcp"
+            service_env["API_KEYS_FILE"] = str(keys_file)  # this run's keys, not the stack's
         service = svc.Service(data_dir=out / "data", env=service_env, log=out / "service.log")
         try:
             service.start()
