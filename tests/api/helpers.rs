@@ -41,7 +41,9 @@ pub fn skip_unless(allowed: &[Target], test: &str, why: &str) -> bool {
     if allowed.contains(&t) {
         return false;
     }
-    println!("SKIPPED on {t:?}: {test}: {why}");
+    // Straight to stderr, past the test harness's capture, so a skip is always in the output.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED on {t:?}: {test}: {why}");
     true
 }
 
