@@ -82,6 +82,9 @@ impl Publisher for FaultyPublisher {
 
     async fn check(&self) -> Result<(), DependencyError> {
         let f = self.faults.get();
+        if f.broker_latency_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(f.broker_latency_ms)).await;
+        }
         if f.broker_error_rate >= 1.0 {
             return Err(DependencyError::new(
                 ErrorKind::Unavailable,
@@ -138,6 +141,9 @@ impl RecordQuery for FaultyStore {
 
     async fn check(&self) -> Result<(), DependencyError> {
         let f = self.faults.get();
+        if f.store_latency_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(f.store_latency_ms)).await;
+        }
         if f.store_error_rate >= 1.0 {
             return Err(DependencyError::new(
                 ErrorKind::Unavailable,

@@ -194,6 +194,14 @@ async fn a_dependency_that_times_out_is_a_504_and_one_that_fails_is_a_503_with_r
     };
     set(r#"{"store_latency_ms": 500}"#).await;
     assert_eq!(app.get_data("limit=1").await.status(), 504);
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(
+        ready.status(),
+        503,
+        "a store slower than the deadline is not ready"
+    );
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["store"], "timeout");
     set(r#"{"store_latency_ms": 0, "broker_error_rate": 1.0}"#).await;
     let r = app.ingest(&record(&unique("f"), "n")).await;
     assert_eq!(r.status(), 503);

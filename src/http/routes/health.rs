@@ -45,8 +45,13 @@ pub async fn healthz() -> Json<serde_json::Value> {
         (status = 503, description = "A dependency failed; the body says which.", body = Readiness),
     ))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let (broker, store) =
-        tokio::join!(within(state.publisher.check()), within(state.query.check()),);
+    // A dependency slower than the request deadline fails every request with 504, so it is
+    // not ready either: the checks get that deadline (capped at CHECK_DEADLINE).
+    let deadline = state.request_timeout.min(CHECK_DEADLINE);
+    let (broker, store) = tokio::join!(
+        within(deadline, state.publisher.check()),
+        within(deadline, state.query.check())
+    );
     let ok = broker.is_ok() && store.is_ok();
     let describe = |r: &Result<(), DependencyError>| match r {
         Ok(()) => "ok".to_owned(),
@@ -74,14 +79,13 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn within(
+    deadline: Duration,
     f: impl std::future::Future<Output = Result<(), DependencyError>>,
 ) -> Result<(), DependencyError> {
-    tokio::time::timeout(CHECK_DEADLINE, f)
-        .await
-        .unwrap_or_else(|_| {
-            Err(DependencyError::new(
-                crate::ports::ErrorKind::Timeout,
-                "readiness check timed out",
-            ))
-        })
+    tokio::time::timeout(deadline, f).await.unwrap_or_else(|_| {
+        Err(DependencyError::new(
+            crate::ports::ErrorKind::Timeout,
+            "readiness check timed out",
+        ))
+    })
 }
