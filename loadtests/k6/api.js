@@ -13,7 +13,9 @@
 // bearer keys; one per VU in turn), RATE (requests/s of the steady-state scenarios),
 // MIX (share of ingest requests, 0..1), BATCH_SHARE (share of ingests sent as a batch of
 // BATCH_SIZE records), DURATION, PEAK (stress/spike top rate), MAX_VUS, CUSTOMERS (how many
-// customer ids the traffic spreads over), RUN_ID (prefix of every customer id of this run).
+// customer ids the traffic spreads over), RUN_ID (prefix of every customer id of this run),
+// ID_TOKEN (a Cloud Run identity token, sent as X-Serverless-Authorization because
+// Authorization carries the API key).
 import http from 'k6/http';
 import { check, sleep } from 'k6';
 import exec from 'k6/execution';
@@ -32,6 +34,7 @@ const PEAK = Number(__ENV.PEAK || 3000);
 const MAX_VUS = Number(__ENV.MAX_VUS || 400);
 const CUSTOMERS = Number(__ENV.CUSTOMERS || 1000);
 const RUN_ID = __ENV.RUN_ID || `k6-${Date.now().toString(36)}`;
+const ID_TOKEN = __ENV.ID_TOKEN || '';
 const FRESHNESS_LIMIT_S = 60;
 
 // --- SLI metrics -------------------------------------------------------------------------
@@ -177,6 +180,7 @@ function headers(json) {
   const h = {};
   if (json) h['Content-Type'] = 'application/json';
   if (KEYS.length > 0) h.Authorization = `Bearer ${KEYS[(exec.vu.idInTest - 1) % KEYS.length]}`;
+  if (ID_TOKEN) h['X-Serverless-Authorization'] = `Bearer ${ID_TOKEN}`;
   return h;
 }
 
