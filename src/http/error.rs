@@ -178,12 +178,6 @@ impl ApiError {
     }
 }
 
-impl From<DependencyError> for ApiError {
-    fn from(e: DependencyError) -> Self {
-        ApiError::Dependency("dependency", e)
-    }
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, slug, title, detail) = self.parts();
