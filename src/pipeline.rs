@@ -15,7 +15,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::domain::{Record, StoredRecord};
 use crate::ports::{Delivery, DependencyError, ErrorKind, Pipeline, Row, RowWriter};
-use crate::telemetry::{metrics, propagation};
+use crate::telemetry::{self, metrics, propagation};
 
 /// The `messaging.system` and `db.system.name` of the backends, for spans.
 #[derive(Debug, Clone, Copy)]
@@ -79,19 +79,22 @@ async fn process(
     for delivery in deliveries {
         let m = &delivery.message;
         // A consumer span per message, child of the producer span that published it.
-        let span = tracing::info_span!(
-            "challenge-latam-records process",
-            otel.kind = "consumer",
-            messaging.system = systems.messaging,
-            messaging.operation.type = "process",
-            messaging.destination.subscription.name = subscription,
-            messaging.message.id = %m.message_id,
-            messaging.gcp_pubsub.message.delivery_attempt = m.delivery_attempt,
-            trace_id = tracing::field::Empty,
-            span_id = tracing::field::Empty,
-        );
-        let _ = span.set_parent(propagation::from_attributes(&m.attributes));
-        record_ids(&span);
+        let span = telemetry::trace_span(|| {
+            let span = tracing::info_span!(
+                "challenge-latam-records process",
+                otel.kind = "consumer",
+                messaging.system = systems.messaging,
+                messaging.operation.type = "process",
+                messaging.destination.subscription.name = subscription,
+                messaging.message.id = %m.message_id,
+                messaging.gcp_pubsub.message.delivery_attempt = m.delivery_attempt,
+                trace_id = tracing::field::Empty,
+                span_id = tracing::field::Empty,
+            );
+            let _ = span.set_parent(propagation::from_attributes(&m.attributes));
+            record_ids(&span);
+            span
+        });
         match serde_json::from_slice::<Record>(&m.data) {
             Ok(record) => {
                 let row = Row {
@@ -109,7 +112,14 @@ async fn process(
             Err(e) => {
                 // Validated at the edge, so this is a message someone else put on the topic.
                 let error = format!("payload is not a record: {e}");
-                span.in_scope(|| tracing::warn!(error = %error, "undecodable message"));
+                span.in_scope(|| {
+                    tracing::warn!(
+                        error = %error,
+                        message_id = %m.message_id,
+                        delivery_attempt = m.delivery_attempt,
+                        "undecodable message"
+                    )
+                });
                 delivery.ack.nack(error).await;
             }
         }
@@ -142,6 +152,9 @@ async fn process(
 /// The store write span: a child of the first message's consumer span, linked to the others,
 /// so a single-record trace reads request -> publish -> process -> insert.
 fn insert_span(pending: &[Pending], db_system: &'static str) -> Span {
+    if !propagation::exporting() {
+        return Span::none();
+    }
     let parent = pending
         .first()
         .map(|p| p.span.clone())

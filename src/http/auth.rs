@@ -49,7 +49,31 @@ struct KeyEntry {
 struct ApiKey {
     id: Arc<str>,
     hash: [u8; 32],
-    scopes: HashSet<Scope>,
+    scopes: Scopes,
+}
+
+/// A set of [`Scope`]s; `Copy`, so handing a request its scopes allocates nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Scopes(u8);
+
+impl Scopes {
+    fn bit(scope: Scope) -> u8 {
+        match scope {
+            Scope::Ingest => 1,
+            Scope::Read => 2,
+        }
+    }
+
+    /// Whether `scope` is in the set.
+    pub fn contains(&self, scope: &Scope) -> bool {
+        self.0 & Self::bit(*scope) != 0
+    }
+}
+
+impl FromIterator<Scope> for Scopes {
+    fn from_iter<I: IntoIterator<Item = Scope>>(iter: I) -> Self {
+        Scopes(iter.into_iter().fold(0, |acc, s| acc | Self::bit(s)))
+    }
 }
 
 /// How requests are authenticated; chosen once at start.
@@ -137,7 +161,7 @@ impl Auth {
         let key = found.ok_or(ApiError::Unauthorized)?;
         Ok(Principal {
             key_id: Some(key.id.clone()),
-            scopes: Some(key.scopes.clone()),
+            scopes: Some(key.scopes),
         })
     }
 }
@@ -148,7 +172,7 @@ pub struct Principal {
     /// The key id (never the key).
     pub key_id: Option<Arc<str>>,
     /// `None` when auth is disabled: everything is allowed.
-    pub scopes: Option<HashSet<Scope>>,
+    pub scopes: Option<Scopes>,
 }
 
 /// The rate-limit key of a request: the key id, or the client address when auth is off.

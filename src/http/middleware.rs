@@ -1,6 +1,7 @@
 //! The middleware of the API stack (see `http` for the order): observation, load shedding,
 //! fault injection, rate limiting, and the problem answers for unmatched routes.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,11 +41,43 @@ fn method_label(m: &Method) -> &'static str {
     }
 }
 
-struct ActiveGuard(Vec<Label>);
+/// The routes of the router, so the labels and span names of a request are `&'static` and
+/// observing it allocates nothing for them (the middleware runs on every request; see
+/// docs/benchmarks.md). A template outside this list (none today) is still labelled, owned.
+const ROUTES: &[&str] = &[
+    super::INGEST,
+    super::GET_DATA,
+    "/healthz",
+    "/readyz",
+    "/openapi.json",
+];
+
+fn static_route(template: &str) -> Option<&'static str> {
+    ROUTES.iter().copied().find(|r| *r == template)
+}
+
+/// `http_response_status_code` values, `&'static` (one string per code, made once).
+fn status_label(status: u16) -> &'static str {
+    static CODES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let codes = CODES.get_or_init(|| (0..1000u16).map(|c| c.to_string()).collect());
+    codes
+        .get(usize::from(status))
+        .map(String::as_str)
+        .unwrap_or("_OTHER")
+}
+
+fn label(key: &'static str, value: &Option<Cow<'static, str>>) -> Option<Label> {
+    value.as_ref().map(|v| match v {
+        Cow::Borrowed(s) => Label::from_static_parts(key, s),
+        Cow::Owned(s) => Label::new(key, s.clone()),
+    })
+}
+
+struct ActiveGuard(metrics::Gauge);
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        gauge!(HTTP_ACTIVE, self.0.iter()).decrement(1.0);
+        self.0.decrement(1.0);
     }
 }
 
@@ -53,42 +86,51 @@ impl Drop for ActiveGuard {
 pub async fn observe(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = method_label(req.method());
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned());
+    let route: Option<Cow<'static, str>> =
+        req.extensions()
+            .get::<MatchedPath>()
+            .map(|m| match static_route(m.as_str()) {
+                Some(r) => Cow::Borrowed(r),
+                None => Cow::Owned(m.as_str().to_owned()),
+            });
+    // The label values are `&'static` for the known routes and codes: the keys below
+    // allocate only their vectors.
+    let mut labels = Vec::with_capacity(3);
+    labels.push(Label::from_static_parts("http_request_method", method));
+    labels.extend(label("http_route", &route));
 
-    let mut labels = vec![Label::new("http_request_method", method)];
-    if let Some(r) = &route {
-        labels.push(Label::new("http_route", r.clone()));
-    }
-    gauge!(HTTP_ACTIVE, labels.iter()).increment(1.0);
-    let _active = ActiveGuard(labels.clone());
+    let active = gauge!(HTTP_ACTIVE, labels.clone());
+    active.increment(1.0);
+    let _active = ActiveGuard(active);
 
-    let name = match &route {
-        Some(r) => format!("{method} {r}"),
-        None => method.to_owned(),
-    };
     let span = tracing::info_span!(
         "HTTP request",
-        otel.name = %name,
+        otel.name = tracing::field::Empty,
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
         http.request.method = method,
         http.route = route.as_deref(),
-        url.path = %req.uri().path(),
+        url.path = req.uri().path(),
         url.scheme = "http",
         http.response.status_code = tracing::field::Empty,
         client.key_id = tracing::field::Empty,
         trace_id = tracing::field::Empty,
         span_id = tracing::field::Empty,
     );
-    let _ = span.set_parent(propagation::from_headers(req.headers()));
-    // With OTLP on, the span's own ids; with it off (no OpenTelemetry layer at all), the
-    // caller's `traceparent`, so logs still join the caller's trace.
-    if let Some((trace_id, span_id)) =
-        propagation::ids(&span).or_else(|| propagation::parse_traceparent(req.headers()))
-    {
+    // With OTLP on, the span continues the caller's trace and logs carry its own ids; with it
+    // off (no OpenTelemetry layer at all) nothing reads OpenTelemetry contexts or the span
+    // name, so neither is built, and logs carry the caller's `traceparent` ids.
+    let ids = if propagation::exporting() {
+        match &route {
+            Some(r) => span.record("otel.name", format!("{method} {r}")),
+            None => span.record("otel.name", method),
+        };
+        let _ = span.set_parent(propagation::from_headers(req.headers()));
+        propagation::ids(&span)
+    } else {
+        propagation::parse_traceparent(req.headers())
+    };
+    if let Some((trace_id, span_id)) = ids {
         span.record("trace_id", trace_id.as_str());
         span.record("span_id", span_id.as_str());
     }
@@ -97,11 +139,11 @@ pub async fn observe(req: Request, next: Next) -> Response {
 
     let status = response.status();
     let elapsed = started.elapsed();
-    labels.push(Label::new(
+    labels.push(Label::from_static_parts(
         "http_response_status_code",
-        status.as_str().to_owned(),
+        status_label(status.as_u16()),
     ));
-    histogram!(HTTP_DURATION, labels.iter()).record(elapsed.as_secs_f64());
+    histogram!(HTTP_DURATION, labels).record(elapsed.as_secs_f64());
     span.record("http.response.status_code", status.as_u16());
     if status.is_server_error() {
         span.record("otel.status_code", "ERROR");

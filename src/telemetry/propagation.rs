@@ -3,6 +3,7 @@
 //! shows request -> publish -> store.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::TraceContextExt;
@@ -17,9 +18,19 @@ pub const GOOGCLIENT_TRACEPARENT: &str = "googclient_traceparent";
 /// The plain W3C name, for consumers that know only that.
 pub const TRACEPARENT: &str = "traceparent";
 
-/// Installs the W3C propagator as the global one.
-pub fn install() {
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Installs the W3C propagator as the global one, and records whether an OpenTelemetry layer
+/// is installed (`exporting`).
+pub fn install(exporting: bool) {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    EXPORTING.store(exporting, Ordering::Relaxed);
+}
+
+/// Whether spans go to an OpenTelemetry layer. Without one, OpenTelemetry contexts are never
+/// read, so the hot path skips building them (span names, remote parents).
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
 }
 
 struct HeaderExtractor<'a>(&'a http::HeaderMap);

@@ -12,7 +12,7 @@ use crate::domain::{parse_records, FieldError, ParseError};
 use crate::http::error::{ApiError, Problem};
 use crate::http::AppState;
 use crate::ports::{Attributes, DependencyError, ErrorKind, OutgoingMessage};
-use crate::telemetry::propagation;
+use crate::telemetry::{self, propagation};
 
 /// Largest body accepted (CONTRACT.md): 1 MiB.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -90,15 +90,17 @@ pub async fn ingest(
     })?;
     let idempotency_key = idempotency_key(&headers)?;
 
-    let span = tracing::info_span!(
-        "challenge-latam-records send",
-        otel.kind = "producer",
-        messaging.system = state.messaging_system,
-        messaging.operation.type = "send",
-        messaging.operation.name = "publish",
-        messaging.destination.name = %state.topic,
-        messaging.batch.message_count = records.len(),
-    );
+    let span = telemetry::trace_span(|| {
+        tracing::info_span!(
+            "challenge-latam-records send",
+            otel.kind = "producer",
+            messaging.system = state.messaging_system,
+            messaging.operation.type = "send",
+            messaging.operation.name = "publish",
+            messaging.destination.name = %state.topic,
+            messaging.batch.message_count = records.len(),
+        )
+    });
     let mut base = Attributes::new();
     base.insert("content_type".into(), "application/json".into());
     base.insert("schema_version".into(), "1".into());

@@ -11,6 +11,7 @@ use crate::domain::{Cursor, RecordFilter, StoredRecord};
 use crate::http::error::{ApiError, Problem};
 use crate::http::AppState;
 use crate::ports::{DependencyError, ErrorKind};
+use crate::telemetry;
 
 /// Query parameters of getData (documentation; parsing is `RecordFilter::parse`).
 #[derive(utoipa::IntoParams)]
@@ -54,13 +55,15 @@ pub struct GetDataParams {
 pub async fn get_data(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
     let filter = RecordFilter::parse(uri.query(), chrono::Utc::now())
         .map_err(|e| ApiError::BadRequest(e.0))?;
-    let span = tracing::info_span!(
-        "SELECT records",
-        otel.kind = "client",
-        db.system.name = state.db_system,
-        db.operation.name = "query",
-        db.collection.name = "records",
-    );
+    let span = telemetry::trace_span(|| {
+        tracing::info_span!(
+            "SELECT records",
+            otel.kind = "client",
+            db.system.name = state.db_system,
+            db.operation.name = "query",
+            db.collection.name = "records",
+        )
+    });
     let mut rows = tokio::time::timeout(state.request_timeout, state.query.query(&filter))
         .instrument(span)
         .await
