@@ -14,7 +14,10 @@
 #
 # Settings (environment): EMULATOR_DIR (state: PIDs, logs, env; default .tools/emulators),
 # PUBSUB_PORT (8085), BQ_PORT (9050), BQ_GRPC_PORT (9060), GCP_PROJECT (test-project),
-# PUBSUB_TOPIC, PUBSUB_SUBSCRIPTION, BQ_DATASET, BQ_TABLE (CONTRACT.md's names, env `local`).
+# PUBSUB_TOPIC, PUBSUB_SUBSCRIPTION, BQ_DATASET, BQ_TABLE (CONTRACT.md's names, env `local`),
+# MAX_DELIVERY_ATTEMPTS (5), RETRY_MINIMUM_BACKOFF/RETRY_MAXIMUM_BACKOFF (the worker
+# subscription's retry policy, Terraform's defaults 10s/300s; the emulator honours it: a nacked
+# message comes back after the minimum backoff, doubling up to the maximum).
 # Ports given as 0 are replaced by free ones at start. Everything binds 127.0.0.1 only.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -47,13 +50,15 @@ load_settings() {
   DEAD_LETTER_TOPIC="${DEAD_LETTER_TOPIC:-challenge-latam-records-dead-letter-local}"
   DEAD_LETTER_SUBSCRIPTION="${DEAD_LETTER_SUBSCRIPTION:-challenge-latam-records-dead-letter-audit-local}"
   MAX_DELIVERY_ATTEMPTS="${MAX_DELIVERY_ATTEMPTS:-5}"
+  RETRY_MINIMUM_BACKOFF="${RETRY_MINIMUM_BACKOFF:-10s}"
+  RETRY_MAXIMUM_BACKOFF="${RETRY_MAXIMUM_BACKOFF:-300s}"
   BQ_DATASET="${BQ_DATASET:-challenge_latam_records_local}"
   BQ_TABLE="${BQ_TABLE:-records}"
   BQ_DEAD_LETTER_TABLE="${BQ_DEAD_LETTER_TABLE:-dead_letters}"
   local v
   for v in PUBSUB_PORT BQ_PORT BQ_GRPC_PORT GCP_PROJECT PUBSUB_TOPIC PUBSUB_SUBSCRIPTION \
-    DEAD_LETTER_TOPIC DEAD_LETTER_SUBSCRIPTION MAX_DELIVERY_ATTEMPTS BQ_DATASET BQ_TABLE \
-    BQ_DEAD_LETTER_TABLE; do
+    DEAD_LETTER_TOPIC DEAD_LETTER_SUBSCRIPTION MAX_DELIVERY_ATTEMPTS RETRY_MINIMUM_BACKOFF \
+    RETRY_MAXIMUM_BACKOFF BQ_DATASET BQ_TABLE BQ_DEAD_LETTER_TABLE; do
     printf '%s=%q\n' "$v" "${!v}"
   done >"$dir/settings"
 }
@@ -69,6 +74,8 @@ export BQ_DATASET=$BQ_DATASET
 export BQ_TABLE=$BQ_TABLE
 export DEAD_LETTER_TOPIC=$DEAD_LETTER_TOPIC
 export DEAD_LETTER_SUBSCRIPTION=$DEAD_LETTER_SUBSCRIPTION
+export RETRY_MINIMUM_BACKOFF=$RETRY_MINIMUM_BACKOFF
+export RETRY_MAXIMUM_BACKOFF=$RETRY_MAXIMUM_BACKOFF
 EOF
 }
 
@@ -107,12 +114,14 @@ provision_pubsub() {
   local base="http://127.0.0.1:$PUBSUB_PORT/v1/projects/$GCP_PROJECT"
   api PUT "$base/topics/$PUBSUB_TOPIC"
   api PUT "$base/topics/$DEAD_LETTER_TOPIC"
-  # Same policy as Terraform's worker subscription: dead-letter after MAX_DELIVERY_ATTEMPTS.
-  api PUT "$base/subscriptions/$PUBSUB_SUBSCRIPTION" "$(printf '{"topic":"projects/%s/topics/%s","ackDeadlineSeconds":10,"deadLetterPolicy":{"deadLetterTopic":"projects/%s/topics/%s","maxDeliveryAttempts":%s}}' \
-    "$GCP_PROJECT" "$PUBSUB_TOPIC" "$GCP_PROJECT" "$DEAD_LETTER_TOPIC" "$MAX_DELIVERY_ATTEMPTS")"
+  # Same policies as Terraform's subscription: redelivery of a nacked message with the retry
+  # policy's backoff, dead-letter after MAX_DELIVERY_ATTEMPTS.
+  api PUT "$base/subscriptions/$PUBSUB_SUBSCRIPTION" "$(printf '{"topic":"projects/%s/topics/%s","ackDeadlineSeconds":10,"deadLetterPolicy":{"deadLetterTopic":"projects/%s/topics/%s","maxDeliveryAttempts":%s},"retryPolicy":{"minimumBackoff":"%s","maximumBackoff":"%s"}}' \
+    "$GCP_PROJECT" "$PUBSUB_TOPIC" "$GCP_PROJECT" "$DEAD_LETTER_TOPIC" "$MAX_DELIVERY_ATTEMPTS" \
+    "$RETRY_MINIMUM_BACKOFF" "$RETRY_MAXIMUM_BACKOFF")"
   api PUT "$base/subscriptions/$DEAD_LETTER_SUBSCRIPTION" "$(printf '{"topic":"projects/%s/topics/%s","ackDeadlineSeconds":30}' \
     "$GCP_PROJECT" "$DEAD_LETTER_TOPIC")"
-  echo "emulators: pubsub provisioned: topics $PUBSUB_TOPIC, $DEAD_LETTER_TOPIC; subscriptions $PUBSUB_SUBSCRIPTION (dead-letter after $MAX_DELIVERY_ATTEMPTS), $DEAD_LETTER_SUBSCRIPTION" >&2
+  echo "emulators: pubsub provisioned: topics $PUBSUB_TOPIC, $DEAD_LETTER_TOPIC; subscriptions $PUBSUB_SUBSCRIPTION (retry $RETRY_MINIMUM_BACKOFF..$RETRY_MAXIMUM_BACKOFF, dead-letter after $MAX_DELIVERY_ATTEMPTS), $DEAD_LETTER_SUBSCRIPTION" >&2
 }
 
 table_body() {

@@ -1,9 +1,18 @@
 //! The subscriber side of the embedded default (and of the optional GCP worker): receive
 //! messages, turn them into rows, write them, and only then acknowledge.
 //!
-//! A batch is written in one commit. When that fails, each message is written on its own so
-//! that one bad row (a poison message) is retried and eventually dead-lettered by the broker
-//! while the rest of the batch is stored and acknowledged.
+//! A batch is written in one commit. What happens when that fails depends on why:
+//!
+//! - The store is down, slow or out of quota (`Unavailable`, `Timeout`, `ResourceExhausted`):
+//!   nothing is wrong with the messages, so they are neither nacked nor dead-lettered. The
+//!   pipeline keeps the batch (the broker keeps its leases: Pub/Sub's client extends them, the
+//!   local broker has one consumer) and writes it again with exponential backoff, 100 ms to
+//!   10 s, the same range as the local broker's redeliveries. It receives nothing new meanwhile,
+//!   so pulling pauses (flow control stops the streaming pull once its buffer is full) and no
+//!   delivery attempt is spent while the store is out, however long that lasts.
+//! - The store rejected the batch (`Invalid`, `Internal`): each message is written on its own,
+//!   so that one bad row (a poison message) is nacked, retried with the broker's backoff and
+//!   eventually dead-lettered, while the rest of the batch is stored and acknowledged.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +37,20 @@ pub struct Systems {
 
 /// Most messages taken per receive.
 const BATCH: usize = 500;
+/// First wait before writing a held batch again while the store is unavailable; doubles up to
+/// [`HOLD_MAX_BACKOFF`]. The local broker's redelivery backoff uses the same range.
+const HOLD_MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest wait between two writes of a held batch.
+const HOLD_MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Whether a failed write says the store is out (retry the same rows later, spend no delivery
+/// attempt) rather than that it refused these rows (nack, and dead-letter in the end).
+fn store_is_down(kind: ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::Unavailable | ErrorKind::Timeout | ErrorKind::ResourceExhausted
+    )
+}
 
 /// Runs until `stop` is cancelled; a batch already received is finished first, so nothing is
 /// left half-written (unacknowledged messages are delivered again after a restart anyway).
@@ -49,7 +72,7 @@ pub async fn run(
         };
         match deliveries {
             Ok(d) if d.is_empty() => {}
-            Ok(d) => process(d, systems, &name, writer.as_ref(), write_timeout).await,
+            Ok(d) => process(d, systems, &name, writer.as_ref(), write_timeout, &stop).await,
             Err(e) => {
                 tracing::warn!(error = %e, "receive failed; retrying");
                 tokio::select! {
@@ -74,6 +97,7 @@ async fn process(
     subscription: &str,
     writer: &dyn RowWriter,
     timeout: Duration,
+    stop: &CancellationToken,
 ) {
     let mut pending = Vec::with_capacity(deliveries.len());
     for delivery in deliveries {
@@ -130,21 +154,67 @@ async fn process(
 
     let rows: Vec<Row> = pending.iter().map(|p| p.row.clone()).collect();
     let span = insert_span(&pending, systems.db);
-    match write(writer, &rows, timeout).instrument(span).await {
+    match write_holding(writer, &rows, timeout, stop, &span).await {
         Ok(()) => settle_ok(pending).await,
-        Err(e) if pending.len() == 1 => settle_err(pending, &e).await,
+        // One row, or the store still down when shutdown came: hand the messages back.
+        Err(e) if pending.len() == 1 || store_is_down(e.kind) => settle_err(pending, &e).await,
         Err(e) => {
-            tracing::warn!(error = %e, rows = rows.len(), "batch write failed; writing rows one by one");
+            tracing::warn!(error = %e, rows = rows.len(), "batch rejected by the store; writing rows one by one");
             for p in pending {
                 let span = insert_span(std::slice::from_ref(&p), systems.db);
-                match write(writer, std::slice::from_ref(&p.row), timeout)
-                    .instrument(span)
+                match write_holding(writer, std::slice::from_ref(&p.row), timeout, stop, &span)
                     .await
                 {
                     Ok(()) => settle_ok(vec![p]).await,
                     Err(e) => settle_err(vec![p], &e).await,
                 }
             }
+        }
+    }
+}
+
+/// Writes `rows`; while the store is down (see [`store_is_down`]) waits with exponential
+/// backoff and writes them again, without settling anything, until the write succeeds, the
+/// store rejects the rows, or `stop` is cancelled (then the last error is returned).
+async fn write_holding(
+    writer: &dyn RowWriter,
+    rows: &[Row],
+    timeout: Duration,
+    stop: &CancellationToken,
+    span: &Span,
+) -> Result<(), DependencyError> {
+    let mut backoff = HOLD_MIN_BACKOFF;
+    let mut failures = 0u32;
+    let held_since = std::time::Instant::now();
+    loop {
+        match write(writer, rows, timeout).instrument(span.clone()).await {
+            Ok(()) => {
+                if failures > 0 {
+                    tracing::info!(
+                        rows = rows.len(),
+                        failed_writes = failures,
+                        held_ms = held_since.elapsed().as_millis() as u64,
+                        "store is back; held rows written"
+                    );
+                }
+                return Ok(());
+            }
+            Err(e) if store_is_down(e.kind) && !stop.is_cancelled() => {
+                failures += 1;
+                tracing::warn!(
+                    error = %e,
+                    rows = rows.len(),
+                    failed_writes = failures,
+                    retry_in_ms = backoff.as_millis() as u64,
+                    "store unavailable; holding the rows (no nack) and writing them again"
+                );
+                tokio::select! {
+                    _ = stop.cancelled() => return Err(e),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(HOLD_MAX_BACKOFF);
+            }
+            Err(e) => return Err(e),
         }
     }
 }
@@ -219,5 +289,161 @@ async fn settle_err(pending: Vec<Pending>, error: &DependencyError) {
             )
         });
         p.delivery.ack.nack(error.message.clone()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::ports::{AckHandle, ReceivedMessage};
+
+    type Log = Arc<Mutex<Vec<(String, &'static str)>>>;
+
+    struct Handle {
+        id: String,
+        log: Log,
+    }
+
+    #[async_trait]
+    impl AckHandle for Handle {
+        async fn ack(self: Box<Self>) {
+            self.log.lock().unwrap().push((self.id.clone(), "ack"));
+        }
+        async fn nack(self: Box<Self>, _error: String) {
+            self.log.lock().unwrap().push((self.id.clone(), "nack"));
+        }
+    }
+
+    /// A store that is down (`Unavailable`) for its first `down` writes, and then rejects
+    /// (`Invalid`) any write holding a row of customer `bad`.
+    struct Store {
+        down: Mutex<u32>,
+        writes: Mutex<u32>,
+        stored: Mutex<Vec<String>>,
+        settled_before_up: Log,
+        log: Log,
+    }
+
+    #[async_trait]
+    impl RowWriter for Store {
+        async fn insert(&self, rows: &[Row]) -> Result<(), DependencyError> {
+            *self.writes.lock().unwrap() += 1;
+            let mut down = self.down.lock().unwrap();
+            if *down > 0 {
+                *down -= 1;
+                // Nothing may be settled while the store is down.
+                let settled = self.log.lock().unwrap().clone();
+                self.settled_before_up.lock().unwrap().extend(settled);
+                return Err(DependencyError::new(ErrorKind::Unavailable, "store down"));
+            }
+            if rows.iter().any(|r| r.record.customer_id == "bad") {
+                return Err(DependencyError::new(ErrorKind::Invalid, "row rejected"));
+            }
+            let mut stored = self.stored.lock().unwrap();
+            stored.extend(rows.iter().map(|r| r.record.message_id.clone()));
+            Ok(())
+        }
+    }
+
+    fn delivery(id: &str, customer: &str, log: &Log) -> Delivery {
+        Delivery {
+            message: ReceivedMessage {
+                message_id: id.into(),
+                publish_time_us: 1,
+                data: Bytes::from(format!(r#"{{"customerId":"{customer}","name":"n"}}"#)),
+                attributes: Default::default(),
+                delivery_attempt: 1,
+            },
+            ack: Box::new(Handle {
+                id: id.into(),
+                log: log.clone(),
+            }),
+        }
+    }
+
+    const SYSTEMS: Systems = Systems {
+        messaging: "local",
+        db: "sqlite",
+    };
+
+    fn store(down: u32, log: &Log) -> Store {
+        Store {
+            down: Mutex::new(down),
+            writes: Mutex::new(0),
+            stored: Mutex::new(Vec::new()),
+            settled_before_up: Log::default(),
+            log: log.clone(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_outage_holds_the_batch_without_nacking_and_writes_it_when_back() {
+        let log = Log::default();
+        let store = store(4, &log);
+        let batch = vec![delivery("1", "a", &log), delivery("2", "b", &log)];
+        let started = std::time::Instant::now();
+        let stop = CancellationToken::new();
+        process(batch, SYSTEMS, "s", &store, Duration::from_secs(1), &stop).await;
+        // 4 failed writes, waits of 100 + 200 + 400 + 800 ms, then the fifth write succeeds.
+        assert_eq!(*store.writes.lock().unwrap(), 5);
+        assert!(started.elapsed() >= Duration::from_millis(1500));
+        assert!(store.settled_before_up.lock().unwrap().is_empty());
+        assert_eq!(*store.stored.lock().unwrap(), ["1", "2"]);
+        assert_eq!(
+            *log.lock().unwrap(),
+            [("1".to_owned(), "ack"), ("2".to_owned(), "ack")]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_row_the_store_rejects_is_nacked_and_the_rest_of_the_batch_is_stored() {
+        let log = Log::default();
+        let store = store(0, &log);
+        let batch = vec![
+            delivery("1", "a", &log),
+            delivery("2", "bad", &log),
+            delivery("3", "c", &log),
+        ];
+        let stop = CancellationToken::new();
+        process(batch, SYSTEMS, "s", &store, Duration::from_secs(1), &stop).await;
+        assert_eq!(*store.stored.lock().unwrap(), ["1", "3"]);
+        assert_eq!(
+            *log.lock().unwrap(),
+            [
+                ("1".to_owned(), "ack"),
+                ("2".to_owned(), "nack"),
+                ("3".to_owned(), "ack")
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn shutdown_during_an_outage_hands_the_held_messages_back() {
+        let log = Log::default();
+        let store = store(u32::MAX, &log);
+        let stop = CancellationToken::new();
+        let cancel = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            cancel.cancel();
+        });
+        let batch = vec![delivery("1", "a", &log)];
+        process(batch, SYSTEMS, "s", &store, Duration::from_secs(1), &stop).await;
+        assert!(store.stored.lock().unwrap().is_empty());
+        assert_eq!(*log.lock().unwrap(), [("1".to_owned(), "nack")]);
+    }
+
+    #[test]
+    fn only_outages_hold_rows() {
+        assert!(store_is_down(ErrorKind::Unavailable));
+        assert!(store_is_down(ErrorKind::Timeout));
+        assert!(store_is_down(ErrorKind::ResourceExhausted));
+        assert!(!store_is_down(ErrorKind::Invalid));
+        assert!(!store_is_down(ErrorKind::Internal));
     }
 }

@@ -7,8 +7,9 @@
 //!   streaming pull writes rows again, without a restart;
 //! - the BigQuery emulator dies: `getData` answers 503 with `Retry-After` and `/readyz` names
 //!   the store; it comes back: `getData` answers again;
-//! - a message the worker cannot store (a payload that is not a record; a valid record while
-//!   the table is missing) is dead-lettered after the subscription's maximum attempts.
+//! - a message the worker rejects (a payload that is not a record) is nacked and dead-lettered
+//!   after the subscription's maximum attempts; a valid record while the table is missing is
+//!   not: the worker holds it (no nack, no attempt spent) and stores it once the table is back.
 //!
 //! Tests take turns (a lock): each one runs two emulators, and the machine has two cores.
 
@@ -47,6 +48,11 @@ impl Emulators {
             .env("PUBSUB_PORT", "0")
             .env("BQ_PORT", "0")
             .env("BQ_GRPC_PORT", "0")
+            // A short retry policy, so that a rejected message reaches the dead-letter topic
+            // in seconds rather than Terraform's minutes (10s doubling to 300s); the emulator
+            // honours it the same way.
+            .env("RETRY_MINIMUM_BACKOFF", "1s")
+            .env("RETRY_MAXIMUM_BACKOFF", "2s")
             .output()
             .expect("run scripts/emulators.sh");
         assert!(
@@ -516,8 +522,11 @@ async fn messages_the_worker_cannot_store_end_in_the_dead_letter_topic() {
     let attrs = dead_lettered(&emu, &app, |d| d == poison.as_bytes()).await;
     println!("poison message dead-lettered with attributes {attrs}");
 
-    // 2. A valid record while the table is gone: every insertAll fails, the worker nacks,
-    //    and after the maximum attempts Pub/Sub moves the message to the dead-letter topic.
+    // 2. A valid record while the table is gone: every insertAll fails (404, the store is
+    //    unavailable), so the worker must hold the message instead of nacking it: with the
+    //    old fast nacks its 5 attempts were spent and it was dead-lettered in under a second.
+    //    Longer than 5 attempts with this retry policy take (1 + 2 + 2 + 2 s) it must still be
+    //    neither stored nor dead-lettered; once the table is back it must be stored.
     let r = client
         .delete(emu.bigquery(&format!(
             "datasets/{}/tables/{}",
@@ -528,17 +537,58 @@ async fn messages_the_worker_cannot_store_end_in_the_dead_letter_topic() {
         .await
         .unwrap();
     assert!(r.status().is_success(), "delete the table: {}", r.status());
-    let lost = unique("unstorable");
+    let held = unique("held");
     assert_eq!(
-        app.ingest(&record(&lost)).await.status(),
+        app.ingest(&record(&held)).await.status(),
         200,
         "{}",
         app.log()
     );
-    let needle = lost.clone();
-    dead_lettered(&emu, &app, move |d| {
-        String::from_utf8_lossy(d).contains(&needle)
-    })
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let needle = held.clone();
+    let audit = emu.pubsub(&format!(
+        "subscriptions/{}:pull",
+        emu.var("DEAD_LETTER_SUBSCRIPTION")
+    ));
+    let pulled: Value = client
+        .post(&audit)
+        .json(&json!({"maxMessages": 50, "returnImmediately": true}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let wrongly_dead = pulled["receivedMessages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .any(|m| {
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(m["message"]["data"].as_str().unwrap_or(""))
+                .unwrap_or_default();
+            String::from_utf8_lossy(&data).contains(&needle)
+        });
+    assert!(
+        !wrongly_dead,
+        "a valid record was dead-lettered while the table was missing:\n{}",
+        tail(&app.log(), 30)
+    );
+    assert!(
+        app.log().contains("store unavailable; holding the rows"),
+        "the worker did not report holding the rows:\n{}",
+        tail(&app.log(), 30)
+    );
+    // The table comes back (BigQuery restarted and provisioned again): the held record lands.
+    emu.script(&["stop-one", "bigquery"]);
+    emu.script(&["start-one", "bigquery"]);
+    eventually(
+        Duration::from_secs(60),
+        "held record stored once the table is back",
+        || app.log(),
+        || stored(&app, &held),
+    )
     .await;
 
     let metrics = app.metrics().await;
@@ -548,10 +598,8 @@ async fn messages_the_worker_cannot_store_end_in_the_dead_letter_topic() {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0);
-    assert!(
-        dead >= 2.0,
-        "pipeline_dead_lettered_messages_total = {dead}"
-    );
+    // The poison message only: the held record must not have been counted.
+    assert_eq!(dead, 1.0, "pipeline_dead_lettered_messages_total = {dead}");
     let failed_inserts = metrics.lines().any(|l| {
         l.starts_with("db_client_operation_duration_seconds_count")
             && l.contains("db_system_name=\"gcp.bigquery\"")

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Reliability drills against the release binary (scripts/drills/drills.py): SIGKILL under load
 # (acknowledged vs stored), SIGTERM under load (drain, no 5xx, exit 0), a full disk on a 4 MiB
-# tmpfs (503, nothing acknowledged lost, recovery without restart), and slow or failing broker
-# and store (504/503, readiness, recovery). Bounded: about a minute and a half in all.
+# tmpfs (503, nothing acknowledged lost, recovery without restart), slow or failing broker
+# and store (504/503, readiness, recovery), and the emulator stack on BACKEND=gcp (BigQuery and
+# Pub/Sub emulators killed and restarted under load: nothing acknowledged lost or
+# dead-lettered). Bounded: about two and a half minutes in all (the emulator drill about 75 s).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
 [ -x target/release/challenge-latam-api ] || { echo "70-drills: target/release/challenge-latam-api is missing (cargo build --release)"; exit 1; }
-timeout 300 python3 scripts/drills/drills.py all
+timeout 420 python3 scripts/drills/drills.py all

@@ -20,8 +20,9 @@ what it saw, and fails (exit 1) when the service broke a promise:
             503 (with Retry-After) for failures, /readyz names the failed dependency, and
             clearing the faults brings everything back without a restart.
   emulators the emulator stack (scripts/emulators.sh) on BACKEND=gcp: kill and restart each
-            emulator under load (see docs/reliability.md for what an in-memory emulator can
-            promise). Run by name; not part of `all` while its first half fails.
+            emulator under load: nothing acknowledged is lost or dead-lettered while BigQuery is
+            down, ingest never answers 200 while Pub/Sub is down, both recover without a
+            restart (see docs/reliability.md for what an in-memory emulator can promise).
 
 Standard library only; the load is a few threads of urllib, bounded in count and time.
 """
@@ -411,14 +412,31 @@ def api_ids(service: svc.Service, tag: str, key: str) -> set[str]:
     return ids
 
 
+BQ_OUTAGE_S = 15
+# Longer than the request deadline (5 s), so that requests are sent and answered in the outage.
+PUBSUB_OUTAGE_S = 8
+
+
+def metric_value(text: str, name: str) -> float:
+    """The sum of a metric's samples in a Prometheus exposition; fails the drill when the
+    metric is absent (a scrape that failed must not read as zero)."""
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith(name) and line[len(name):len(name) + 1] in (" ", "{")]
+    expect(bool(values), f"{name} is not in the service's metrics")
+    return sum(values)
+
+
 def drill_emulators() -> None:
     """Kill and restart each emulator under load (BACKEND=gcp with the streaming-pull worker).
 
     Both emulators keep their state in memory, so a killed emulator loses what it held: the
     BigQuery emulator its table, the Pub/Sub emulator its undelivered messages. What the
     service must still guarantee: records acknowledged while BigQuery is down are stored once
-    it is back (the worker keeps them unacknowledged in Pub/Sub), ingest never answers 200 while
-    Pub/Sub is down, and the service recovers from both without a restart.
+    it is back (the worker holds them unacknowledged, leases extended, and writes them again
+    with backoff: no nack, so no delivery attempt is spent and nothing is dead-lettered), ingest
+    never answers 200 while Pub/Sub is down, and the service recovers from both without a
+    restart. The BigQuery outage (15 s) outlasts the worker's 10 s lease extension and the time
+    in which the old fast nacks spent all 5 delivery attempts (under a second).
     """
     d = "emulators"
     script = svc.ROOT / "scripts/emulators.sh"
@@ -453,8 +471,9 @@ def drill_emulators() -> None:
             time.sleep(2)
             stack("stop-one", "bigquery")
             down = time.monotonic()
-            time.sleep(3)
+            time.sleep(BQ_OUTAGE_S)
             stack("start-one", "bigquery")
+            up = time.monotonic()
             time.sleep(2)
             load.stop()
             after_down = {i for r in load.results if r[0] > down for i in r[3]}
@@ -463,13 +482,20 @@ def drill_emulators() -> None:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and not after_down <= have:
                 have = api_ids(service, tag, key)
+                if after_down <= have:
+                    break
                 time.sleep(1)
+            caught_up = time.monotonic() - up
             missing = after_down - have
-            say(d, f"BigQuery killed under load for 3 s and restarted (empty: in-memory): answers "
-                   f"{during}; acknowledged from the kill on {len(after_down)}, stored after the "
-                   f"restart {len(after_down & have)}, missing {len(missing)}")
+            dead = metric_value(service.metrics(), "pipeline_dead_lettered_messages_total")
+            say(d, f"BigQuery killed under load for {BQ_OUTAGE_S} s and restarted (empty: "
+                   f"in-memory): answers {during}; acknowledged from the kill on "
+                   f"{len(after_down)}, stored {len(after_down & have)} "
+                   f"({caught_up:.1f} s after the restart), missing {len(missing)}, "
+                   f"dead-lettered {dead:g}")
             expect(after_down, "nothing acknowledged while BigQuery was down")
             expect(not missing, f"{len(missing)} records acknowledged while BigQuery was down are lost")
+            expect(dead == 0, f"{dead:g} messages dead-lettered during a BigQuery outage")
 
             # Pub/Sub down under load.
             tag2 = tag + "-ps"
@@ -477,8 +503,8 @@ def drill_emulators() -> None:
             time.sleep(2)
             stack("stop-one", "pubsub")
             down = time.monotonic()
-            time.sleep(3)
-            outage = [r for r in load.results if r[0] > down + 0.5]
+            time.sleep(PUBSUB_OUTAGE_S)
+            restarting = time.monotonic()
             stack("start-one", "pubsub")
             up = time.monotonic()
             recovered = None
@@ -489,6 +515,10 @@ def drill_emulators() -> None:
                 time.sleep(0.2)
             time.sleep(2)
             load.stop()
+            # Answers to requests sent and answered while Pub/Sub was down (a request still in
+            # flight when it came back may rightly succeed). Taken after the load stopped: a
+            # request waits up to the deadline, so they are not all in while the outage lasts.
+            outage = [r for r in load.results if r[0] > down + 0.5 and r[1] < restarting]
             out_status = {}
             for r in outage:
                 out_status[r[2]] = out_status.get(r[2], 0) + 1
@@ -499,11 +529,12 @@ def drill_emulators() -> None:
                 have = api_ids(service, tag2, key)
                 time.sleep(1)
             missing = after_up - have
-            say(d, f"Pub/Sub killed under load for 3 s and restarted: answers while down "
+            say(d, f"Pub/Sub killed under load for {PUBSUB_OUTAGE_S} s and restarted: answers while down "
                    f"{dict(sorted(out_status.items()))}; ingest 200 again "
                    f"{'after %.1f s' % recovered if recovered is not None else 'NEVER (30 s)'} "
                    f"without a restart; acknowledged after the restart {len(after_up)}, stored "
                    f"{len(after_up & have)}, missing {len(missing)}")
+            expect(outage, "no ingest was answered while Pub/Sub was down")
             expect(200 not in out_status, "ingest answered 200 while Pub/Sub was down")
             bad = {s: c for s, c in out_status.items() if s >= 500 and s not in (503, 504)}
             expect(not bad, f"5xx other than 503/504 while Pub/Sub was down: {bad}")
@@ -523,7 +554,7 @@ DRILLS = {"sigkill": drill_sigkill, "sigterm": drill_sigterm, "diskfull": drill_
 def main(argv: list[str]) -> int:
     names = argv or ["all"]
     if names == ["all"]:
-        names = ["sigkill", "sigterm", "diskfull", "faults"]
+        names = ["sigkill", "sigterm", "diskfull", "faults", "emulators"]
     unknown = [n for n in names if n not in DRILLS]
     if unknown:
         print(f"unknown drill(s) {unknown}; one of {sorted(DRILLS)} or all", file=sys.stderr)

@@ -168,18 +168,27 @@ pub async fn spawn_with(opts: Options) -> TestApp {
             std::env::var("DEAD_LETTER_TOPIC"),
         ) {
             let sub = unique("api-worker");
+            let mut body = json!({
+                "topic": format!("projects/{project}/topics/{topic}"),
+                "ackDeadlineSeconds": 10,
+                "deadLetterPolicy": {
+                    "deadLetterTopic": format!("projects/{project}/topics/{dead}"),
+                    "maxDeliveryAttempts": 5
+                }
+            });
+            // The same retry policy as the shared worker subscription (scripts/emulators.sh
+            // prints it; Terraform's 10s..300s by default).
+            if let (Ok(min), Ok(max)) = (
+                std::env::var("RETRY_MINIMUM_BACKOFF"),
+                std::env::var("RETRY_MAXIMUM_BACKOFF"),
+            ) {
+                body["retryPolicy"] = json!({"minimumBackoff": min, "maximumBackoff": max});
+            }
             let r = client
                 .put(format!(
                     "http://{host}/v1/projects/{project}/subscriptions/{sub}"
                 ))
-                .json(&json!({
-                    "topic": format!("projects/{project}/topics/{topic}"),
-                    "ackDeadlineSeconds": 10,
-                    "deadLetterPolicy": {
-                        "deadLetterTopic": format!("projects/{project}/topics/{dead}"),
-                        "maxDeliveryAttempts": 5
-                    }
-                }))
+                .json(&body)
                 .send()
                 .await
                 .expect("create the app's subscription on the emulator");

@@ -42,6 +42,38 @@ def test_every_subscription_dead_letters_except_the_dead_letter_sink(configs, re
         assert blocks(s.body.get("expiration_policy")), f"{s.address} may expire"
 
 
+def outage_tolerance_s(minimum: str, maximum: str, attempts: int) -> float:
+    """Seconds from the first failed delivery to the last attempt when every attempt fails:
+    Pub/Sub waits the retry policy's backoff (minimum, doubling, capped at maximum) between
+    two attempts."""
+    lo, hi = float(minimum.rstrip("s")), float(maximum.rstrip("s"))
+    return sum(min(lo * 2 ** i, hi) for i in range(attempts - 1))
+
+
+def test_a_bigquery_outage_of_minutes_dead_letters_nothing(configs, resources):
+    """The BigQuery subscription nacks a message whenever a write fails, an outage included, and
+    dead-letters it after max_delivery_attempts: its retry policy must spread those attempts
+    over much more than a few minutes, and never redeliver at once (docs/gcp.md)."""
+    pubsub = configs["modules/pubsub"].variables
+    lo, hi = pubsub["retry_minimum_backoff"]["default"], pubsub["retry_maximum_backoff"]["default"]
+    # The stack passes its own default to the module; the smaller one is what could deploy.
+    attempts = min(pubsub["max_delivery_attempts"]["default"],
+                   configs["modules/stack"].variables["max_delivery_attempts"]["default"])
+    assert float(lo.rstrip("s")) >= 10, f"minimum backoff {lo}: redeliveries too fast"
+    tolerated = outage_tolerance_s(lo, hi, attempts)
+    assert tolerated >= 15 * 60, f"{attempts} attempts, {lo}..{hi}: dead-letters after {tolerated:.0f} s"
+    for address in ("modules/pubsub:google_pubsub_subscription.records_bigquery",
+                    "modules/pubsub:google_pubsub_subscription.dead_letter_bigquery"):
+        sub = next(r for r in resources if r.address == address)
+        policy = blocks(sub.body.get("retry_policy"))[0]
+        assert var_name(policy["minimum_backoff"]) == "retry_minimum_backoff", address
+        assert var_name(policy["maximum_backoff"]) == "retry_maximum_backoff", address
+    # The arithmetic itself: Terraform's defaults (10s..300s, 10 attempts) give about 25 minutes;
+    # the old immediate redelivery (no retry policy) gives none.
+    assert outage_tolerance_s("10s", "300s", 10) == 10 + 20 + 40 + 80 + 160 + 300 * 4
+    assert outage_tolerance_s("0s", "0s", 5) == 0
+
+
 def test_the_records_subscription_writes_through_the_table_schema_with_metadata(resources):
     sub = next(r for r in resources if r.address == "modules/pubsub:google_pubsub_subscription.records_bigquery")
     bq = blocks(sub.body["bigquery_config"])[0]

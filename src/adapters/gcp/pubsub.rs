@@ -39,6 +39,12 @@ const MAX_OUTSTANDING: usize = 500;
 /// processed; when a worker dies, Pub/Sub redelivers its messages after at most this long
 /// (the client's default, 60 s, would spend the whole freshness objective on one crash).
 const LEASE_EXTENSION: Duration = Duration::from_secs(10);
+/// How long the client keeps extending a message's lease. While the store is down the
+/// pipeline holds its batch (no nack, so no delivery attempt is spent) and the client extends
+/// the leases of the held and buffered messages up to this long; only a store outage longer
+/// than this makes Pub/Sub deliver them again, spending one attempt per such period. (The
+/// client's default, set explicitly because the pipeline relies on it.)
+const MAX_LEASE: Duration = Duration::from_secs(60 * 60);
 /// How long `receive` waits for a first message before answering with none.
 const RECEIVE_WAIT: Duration = Duration::from_millis(250);
 
@@ -188,6 +194,8 @@ impl PubSubSubscription {
                 .with_credentials(anonymous());
         }
         let subscriber = builder.build().await?;
+        // Export the counter from the start, so "no dead letters" reads 0, not absent.
+        metrics::dead_lettered(0);
         let (tx, rx) = mpsc::channel(MAX_OUTSTANDING);
         let down = Arc::new(Mutex::new(None));
         let task = tokio::spawn(pull(subscriber, subscription.to_owned(), tx, down.clone()));
@@ -244,6 +252,7 @@ async fn pull(
             .subscribe(&subscription)
             .set_max_outstanding_messages(MAX_OUTSTANDING as i64)
             .set_max_lease_extension(LEASE_EXTENSION)
+            .set_max_lease(MAX_LEASE)
             .build();
         let problem = loop {
             match stream.next().await {
@@ -340,6 +349,10 @@ impl AckHandle for PubSubAck {
         metrics::messaging_op(MESSAGING_SYSTEM, MessagingOp::Ack, None, started.elapsed());
     }
 
+    /// Only for messages the pipeline could not store for a reason of their own (the store
+    /// rejected the row, the payload is not a record) or that it hands back at shutdown: a
+    /// store outage holds messages instead. Pub/Sub redelivers after the subscription's retry
+    /// policy backoff and dead-letters after its maximum attempts.
     async fn nack(self: Box<Self>, error: String) {
         let started = Instant::now();
         if self.last_attempt {

@@ -69,6 +69,10 @@ resource "google_pubsub_subscription" "records_bigquery" {
     max_delivery_attempts = var.max_delivery_attempts
   }
 
+  # A failed write (a BigQuery outage included) is a nack, and every redelivery spends an
+  # attempt: the backoff spreads the attempts so that an outage of minutes dead-letters nothing.
+  # With the defaults (10s doubling to 300s, 10 attempts) a message is dead-lettered only after
+  # failing for about 25 minutes (10+20+40+80+160+4x300 s); tests/terraform checks >= 15 min.
   retry_policy {
     minimum_backoff = var.retry_minimum_backoff
     maximum_backoff = var.retry_maximum_backoff
