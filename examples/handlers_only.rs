@@ -22,7 +22,7 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings::from_env().map_err(|e| anyhow::anyhow!("{e}"))?;
     // The metrics recorder stays installed: the adapters record their own operation metrics
     // in both builds, so the comparison isolates the HTTP middleware.
-    let metrics = telemetry::metrics::install()?;
+    let metrics = telemetry::metrics::install(None)?;
     let app = Application::build_bare(settings, metrics).await?;
     eprintln!(
         "handlers_only: listening on {} (admin {})",

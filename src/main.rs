@@ -44,7 +44,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(settings: Settings, telemetry: &Telemetry) -> anyhow::Result<()> {
-    let metrics = telemetry::metrics::install()?;
+    let metrics = telemetry::metrics::install(telemetry.meter())?;
     telemetry::metrics::build_info();
     let backend = format!("{:?}", settings.backend).to_lowercase();
     let app = Application::build(settings, metrics).await?;

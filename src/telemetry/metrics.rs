@@ -80,16 +80,38 @@ impl DbOp {
 }
 
 /// Installs the Prometheus recorder with the contract's buckets and describes every metric.
-/// The returned handle renders `/metrics` on the admin port.
-pub fn install() -> anyhow::Result<PrometheusHandle> {
-    let handle = PrometheusBuilder::new()
+/// The returned handle renders `/metrics` on the admin port. With `otlp`, every metric is also
+/// exported over OTLP through that meter (same names and attributes; see `otlp_metrics`).
+pub fn install(otlp: Option<opentelemetry::metrics::Meter>) -> anyhow::Result<PrometheusHandle> {
+    let prometheus = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.into()), LATENCY_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(MESSAGING_DURATION.into()), LATENCY_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(DB_DURATION.into()), LATENCY_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(PIPELINE_E2E.into()), E2E_BUCKETS)?
-        .install_recorder()?;
+        .build_recorder();
+    let handle = prometheus.handle();
+    match otlp {
+        // Without OTLP the Prometheus recorder alone: the hot path pays for one recorder.
+        None => metrics::set_global_recorder(prometheus)?,
+        Some(meter) => metrics::set_global_recorder(
+            metrics_util::layers::FanoutBuilder::default()
+                .add_recorder(prometheus)
+                .add_recorder(super::otlp_metrics::OtelRecorder::new(meter, buckets))
+                .build(),
+        )
+        .map_err(|_| anyhow::anyhow!("a metrics recorder is already installed"))?,
+    }
     describe();
     Ok(handle)
+}
+
+/// The contract's buckets of each histogram.
+fn buckets(name: &str) -> Option<&'static [f64]> {
+    match name {
+        HTTP_DURATION | MESSAGING_DURATION | DB_DURATION => Some(LATENCY_BUCKETS),
+        PIPELINE_E2E => Some(E2E_BUCKETS),
+        _ => None,
+    }
 }
 
 fn describe() {

@@ -3,11 +3,13 @@
 
 pub mod logging;
 pub mod metrics;
+pub mod otlp_metrics;
 pub mod propagation;
 
 use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -27,16 +29,18 @@ pub fn trace_span(make: impl FnOnce() -> tracing::Span) -> tracing::Span {
     }
 }
 
-/// Owns the trace pipeline and the log writer; `shutdown` flushes both.
+/// Owns the trace and metric pipelines and the log writer; `shutdown` flushes them.
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    meters: Option<SdkMeterProvider>,
     /// Dropping it writes out the log lines still queued for stdout.
     log_writer: Option<logging::LogWriterGuard>,
 }
 
 impl Telemetry {
-    /// Installs logging and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, the OTLP span
-    /// exporter. Without an endpoint no OpenTelemetry layer is installed at all, so tracing
+    /// Installs logging and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, the OTLP span and
+    /// metric exporters (metrics every `OTEL_METRIC_EXPORT_INTERVAL` ms, 10 s by default:
+    /// Datadog's own interval). Without an endpoint no OpenTelemetry layer is installed at all, so tracing
     /// costs nothing beyond the log lines. Must run inside the Tokio runtime (the gRPC
     /// exporter needs it).
     pub fn init(settings: &Settings) -> anyhow::Result<Self> {
@@ -53,15 +57,12 @@ impl Telemetry {
             ),
         };
 
-        let provider = match &settings.otlp_endpoint {
-            None => None,
+        let (provider, meters) = match &settings.otlp_endpoint {
+            None => (None, None),
             Some(endpoint) => {
                 use opentelemetry_otlp::WithExportConfig;
-                let exporter = opentelemetry_otlp::SpanExporter::builder()
-                    .with_tonic()
-                    .with_endpoint(endpoint.clone())
-                    .with_timeout(Duration::from_secs(5))
-                    .build()?;
+                // Service name and version, plus what OTEL_RESOURCE_ATTRIBUTES adds (Terraform
+                // sets deployment.environment.name there; Datadog makes it the env tag).
                 let resource = opentelemetry_sdk::Resource::builder()
                     .with_service_name(settings.service_name.clone())
                     .with_attribute(opentelemetry::KeyValue::new(
@@ -69,11 +70,36 @@ impl Telemetry {
                         env!("CARGO_PKG_VERSION"),
                     ))
                     .build();
-                Some(
-                    SdkTracerProvider::builder()
-                        .with_batch_exporter(exporter)
-                        .with_resource(resource)
-                        .build(),
+                let spans = opentelemetry_otlp::SpanExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(endpoint.clone())
+                    .with_timeout(Duration::from_secs(5))
+                    .build()?;
+                // Delta temporality: each point is the change since the last export, which is
+                // what the Datadog agent expects of OTLP counters and histograms.
+                let metrics = opentelemetry_otlp::MetricExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(endpoint.clone())
+                    .with_timeout(Duration::from_secs(5))
+                    .with_temporality(opentelemetry_sdk::metrics::Temporality::Delta)
+                    .build()?;
+                let mut reader = PeriodicReader::builder(metrics);
+                if std::env::var_os("OTEL_METRIC_EXPORT_INTERVAL").is_none() {
+                    reader = reader.with_interval(Duration::from_secs(10));
+                }
+                (
+                    Some(
+                        SdkTracerProvider::builder()
+                            .with_batch_exporter(spans)
+                            .with_resource(resource.clone())
+                            .build(),
+                    ),
+                    Some(
+                        SdkMeterProvider::builder()
+                            .with_reader(reader.build())
+                            .with_resource(resource)
+                            .build(),
+                    ),
                 )
             }
         };
@@ -90,6 +116,7 @@ impl Telemetry {
             .try_init()?;
         Ok(Self {
             provider,
+            meters,
             log_writer,
         })
     }
@@ -99,15 +126,33 @@ impl Telemetry {
         self.provider.is_some()
     }
 
+    /// The meter that also receives every metric, when metrics are exported over OTLP
+    /// (for `metrics::install`).
+    pub fn meter(&self) -> Option<opentelemetry::metrics::Meter> {
+        use opentelemetry::metrics::MeterProvider as _;
+        self.meters.as_ref().map(|m| m.meter("challenge-latam-api"))
+    }
+
     /// Flushes and stops the exporter. The SDK's shutdown blocks its caller, so it runs on a
     /// blocking thread with a deadline: a collector that is gone cannot hang the exit.
     pub async fn shutdown(self, deadline: Duration) {
         let Self {
             provider,
+            meters,
             log_writer,
         } = self;
         if let Some(provider) = provider {
             flush_spans(provider, deadline).await;
+        }
+        if let Some(meters) = meters {
+            // The last interval's points, on a blocking thread with a deadline like the spans.
+            let task = tokio::task::spawn_blocking(move || meters.shutdown());
+            match tokio::time::timeout(deadline, task).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "metric exporter shutdown failed"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "metric exporter shutdown panicked"),
+                Err(_) => tracing::warn!("metric exporter shutdown timed out"),
+            }
         }
         // Last: the lines above are queued too.
         drop(log_writer);
