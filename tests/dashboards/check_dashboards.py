@@ -318,7 +318,7 @@ LATENCY_HISTOGRAMS = ("http_server_request_duration_seconds", "messaging_client_
                       "db_client_operation_duration_seconds")
 
 
-def check_otlp_export(otlp: dict, exposition: dict[str, str]) -> dict:
+def check_otlp_export(otlp: dict, exposition: dict[str, str], label_keys: dict[str, set[str]]) -> dict:
     """What the exporter sent must be what the contract promises (the scrape's names, DELTA,
     the contract's buckets); returns the Datadog metrics it becomes with the sidecar's settings."""
     families = {n for n, t in exposition.items() if not n.startswith("process_")
@@ -340,6 +340,10 @@ def check_otlp_export(otlp: dict, exposition: dict[str, str]) -> dict:
             raise CheckError(f"{name} is not an explicit-bucket histogram in the OTLP export ({m.kind if m else 'absent'})")
         if m.bounds != {tuple(bounds)}:
             raise CheckError(f"{name}: OTLP explicit bounds {sorted(m.bounds)} are not the contract's {bounds}")
+    keys_differ = sorted(n for n in families if set(otlp[n].attributes) != label_keys.get(n, set()))
+    if keys_differ:
+        raise CheckError("OTLP attribute keys differ from the Prometheus label names: "
+                         + "; ".join(f"{n}: OTLP {sorted(otlp[n].attributes)}, /metrics {sorted(label_keys.get(n, set()))}" for n in keys_differ))
     # A gauge must stay a gauge: a delta UpDownCounter would reach Datadog as a count of changes.
     wrong_kind = sorted(n for n in families if exposition[n] == "counter" and (otlp[n].kind != "sum" or otlp[n].monotonic != {True})
                         or exposition[n] == "gauge" and otlp[n].kind != "gauge"
@@ -545,6 +549,20 @@ class Stack:
             out[fam] = types.get(fam, "untyped")
         return out
 
+    def scrape_label_keys(self) -> dict[str, set[str]]:
+        """Metric family -> every label name its series carry (`le` aside), from the exposition."""
+        code, body = http("GET", f"http://127.0.0.1:{self.admin}/metrics")
+        if code != 200:
+            raise CheckError(f"/metrics answered {code}")
+        keys: dict[str, set[str]] = {}
+        for line in body.decode().splitlines():
+            m = re.match(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? ", line)
+            if not m or line.startswith("#"):
+                continue
+            name = re.sub(r"_(bucket|count|sum)$", "", m.group(1)) if re.search(r"_(bucket|count|sum)$", m.group(1)) else m.group(1)
+            keys.setdefault(name, set()).update(k for k in re.findall(r'(\w+)="', m.group(2) or "") if k != "le")
+        return keys
+
     def scrape_count(self, histogram: str) -> float:
         """Sum of `<histogram>_count` over every series of the admin port's exposition."""
         code, body = http("GET", f"http://127.0.0.1:{self.admin}/metrics")
@@ -726,7 +744,7 @@ def main() -> int:
             say(f"live service: traffic answered {dict(sorted(codes.items()))}; scrape shows {len(exposition)} names; "
                 f"prometheus on 127.0.0.1:{stack.prom_port} with {len(rules)} rule file(s), {len(recorded)} recording rules")
             otlp = stack.wait_for_otlp("http_server_request_duration_seconds")
-            series = check_otlp_export(otlp, exposition)
+            series = check_otlp_export(otlp, exposition, stack.scrape_label_keys())
             say(f"OTLP export: {len(stack.otlp.requests())} metric exports, {len(otlp)} metrics ({sum(1 for m in otlp.values() if m.kind == 'histogram')} "
                 f"histograms with the contract's buckets), all DELTA, {otlp['http_server_request_duration_seconds'].count:g} requests as in the scrape; "
                 f"{stack.otlp.spans} spans; as Datadog maps them: {len(series)} metrics")
