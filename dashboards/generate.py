@@ -4,7 +4,7 @@
 Three backends show the same four views (service, pipeline, SLOs, fleet), each in its own query
 language: Grafana on Prometheus, Cloud Monitoring (PromQL through Managed Service for Prometheus
 for the app's metrics, Monitoring filters for the platform's), and Datadog (the agent sidecar's
-OpenMetrics check, names mapped in dashboards/datadog/README.md). The SLO panels are built from
+OTLP metrics as the serverless-init sidecar maps them, names in dashboards/datadog/README.md). The SLO panels are built from
 slo/*.yaml, so a new SLO or a changed threshold reaches every backend on the next run.
 
     python3 dashboards/generate.py           # rewrite the files
@@ -35,9 +35,6 @@ INGEST = "/challenge-latam-api/ingestData"
 QUERY = "/challenge-latam-api/getData"
 API_ROUTES = f"{INGEST}|{QUERY}"
 
-# Datadog: the agent sidecar's OpenMetrics check scrapes the admin port with this namespace
-# (slo/*.yaml, annotation slo.challenge-latam.dev/datadog-namespace). See datadog/README.md.
-DD_NS = "challenge_latam_api"
 # Cloud Monitoring: which Cloud Run services and Pub/Sub subscriptions the dashboards read.
 CR_FILTER = 'resource.type="cloud_run_revision" resource.label.service_name=starts_with("challenge-latam-api")'
 SUB_FILTER = 'resource.type="pubsub_subscription" resource.label.subscription_id=starts_with("challenge-latam-records")'
@@ -51,6 +48,36 @@ def fmt_le(value: float) -> str:
 
 
 # --- SLOs from slo/*.yaml ------------------------------------------------------------------------
+
+
+def load_buckets() -> dict[str, list[float]]:
+    """Bucket boundaries per histogram, from the `buckets.<histogram>` annotations of slo/*.yaml."""
+    out: dict[str, list[float]] = {}
+    prefix = "slo.challenge-latam.dev/buckets."
+    for path in sorted(glob.glob(os.path.join(ROOT, "slo", "*.yaml"))):
+        with open(path, encoding="utf-8") as f:
+            for doc in yaml.safe_load_all(f):
+                if doc and doc.get("kind") == "Service":
+                    for key, value in (doc.get("metadata", {}).get("annotations") or {}).items():
+                        if key.startswith(prefix):
+                            out[key[len(prefix):]] = [float(b) for b in str(value).split()]
+    return out
+
+
+def dd_bound(value: float) -> str:
+    """A bucket boundary as Datadog's OTLP ingestion writes it in `upper_bound`/`lower_bound`:
+    Go's shortest %g with `.0` added to whole numbers (formatFloat in
+    DataDog/opentelemetry-mapping-go, pkg/otlp/metrics): 0.25, 1.0, 60.0, inf."""
+    if value == float("inf"):
+        return "inf"
+    if value == float("-inf"):
+        return "-inf"
+    if value == 0:
+        return "0"
+    if not 1e-4 <= abs(value) < 1e6:
+        raise ValueError(f"bucket boundary {value!r}: Datadog writes it in exponent form, which is not reproduced here")
+    s = repr(float(value))          # shortest round-trip digits, positional in this range
+    return s if "e" not in s else format(value, "f").rstrip("0").rstrip(".")
 
 
 def load_slos() -> tuple[list[dict], dict]:
@@ -634,21 +661,40 @@ def cm_fleet(slos: list[dict]) -> dict:
 
 
 # --- Datadog ---------------------------------------------------------------------------------------
-# Names: see dashboards/datadog/README.md. The agent sidecar's OpenMetrics check runs in its
-# default histogram mode, as the Datadog SLOs of alerts/datadog expect: a histogram arrives as
-# monotonic counts `<ns>.<name>.bucket` (tag upper_bound, cumulative like le), `.count`, `.sum`;
-# a counter as `<ns>.<name without _total>.count`; a gauge under its own name. Tag values are
-# lowercased by Datadog. Filters join with AND: Datadog refuses "," beside IN/OR/NOT. Buckets give "share within the SLO threshold" and the mean, not
-# percentiles: those come from Cloud Run's request_latencies.
+# Names: see dashboards/datadog/README.md. The app exports its metrics over OTLP (delta) to the
+# serverless-init sidecar, which keeps each metric's own name (no namespace; the `service` tag,
+# from service.name, tells services apart) and runs histograms in `counters` mode with
+# aggregation metrics, as the Datadog SLOs of alerts/datadog expect: a histogram arrives as
+# per-bucket counts `<name>.bucket` (tags lower_bound/upper_bound, NOT cumulative), `.count`,
+# `.sum`, `.min`, `.max`; a counter as a count under its own name (`_total` kept); a gauge under
+# its own name. Tag values are lowercased by Datadog; an empty attribute value becomes `n/a`.
+# Filters join with AND: Datadog refuses "," beside IN/OR/NOT. Buckets give "share within the
+# SLO threshold" and the mean, not percentiles: those come from Cloud Run's request_latencies.
 
-DD_H = f"{DD_NS}.http_server_request_duration_seconds"
-DD_E2E = f"{DD_NS}.pipeline_end_to_end_latency_seconds"
+DD_H = "http_server_request_duration_seconds"
+DD_E2E = "pipeline_end_to_end_latency_seconds"
+DD_BUCKETS = load_buckets()
 DDS = "service:$service.value"
 DD_SEL = f"{DDS} AND $env"
 
 
+def dd_tagval(value: str) -> str:
+    """A tag value as Datadog stores it: lowercased, characters other than alphanumerics and
+    `_ - : . /` replaced by `_` (https://docs.datadoghq.com/getting_started/tagging/)."""
+    return re.sub(r"[^a-z0-9_\-:./]", "_", value.lower())
+
+
 def dd_tag(label: str, value: str) -> str:
-    return f"{label}:{value.lower()}"
+    return f"{label}:{dd_tagval(value)}"
+
+
+def dd_under(hist: str, le: float) -> str:
+    """The filter term selecting every bucket at or under `le` (a boundary of `hist`)."""
+    bounds = DD_BUCKETS.get(hist)
+    if not bounds or le not in bounds:
+        raise SystemExit(f"generate: {le:g} is not a bucket boundary of {hist} (slo/*.yaml buckets annotation)")
+    under = [dd_bound(b) for b in bounds if b <= le]
+    return f"upper_bound:{under[0]}" if len(under) == 1 else f"upper_bound IN ({','.join(under)})"
 
 
 def dd_ts(title: str, queries: list[tuple[str, str]], formulas: list[tuple[str, str]] | None = None,
@@ -698,9 +744,9 @@ def dd_dashboard(title: str, description: str, groups: list[dict], multi: bool =
 
 
 def dd_within(hist: str, tags: str, le: float, by: str = "") -> tuple[list[tuple[str, str]], str]:
-    """Share of events at or under `le`: its cumulative bucket over the count."""
+    """Share of events at or under `le`: the buckets up to it (per-bucket counts) over the count."""
     grp = f" by {{{by}}}" if by else ""
-    return ([("within", f"sum:{hist}.bucket{{{tags} AND upper_bound:{fmt_le(le)}}}{grp}.as_count()"),
+    return ([("within", f"sum:{hist}.bucket{{{tags} AND {dd_under(hist, le)}}}{grp}.as_count()"),
              ("all", f"sum:{hist}.count{{{tags}}}{grp}.as_count()")], "within / all")
 
 
@@ -739,12 +785,12 @@ def dd_service() -> dict:
             dd_ts("Instances", [("q", "sum:gcp.run.container.instance_count{service_name:$service.value*} by {state}")], display="area"),
             dd_ts("CPU and memory utilization p99", [("cpu", "max:gcp.run.container.cpu.utilizations.p99{service_name:$service.value*}"), ("mem", "max:gcp.run.container.memory.utilizations.p99{service_name:$service.value*}")],
                   markers=[(0.8, "scale-out zone")]),
-            dd_ts("In-flight vs shedding bound", [("active", f"sum:{DD_NS}.http_server_active_requests{{{sel}}}"), ("bound", f"max:{DD_NS}.http_server_max_active_requests{{{sel}}}")]),
+            dd_ts("In-flight vs shedding bound", [("active", f"sum:http_server_active_requests{{{sel}}}"), ("bound", f"max:http_server_max_active_requests{{{sel}}}")]),
             dd_ts("Dependencies: mean latency (s)", [
-                ("ps", f"sum:{DD_NS}.messaging_client_operation_duration_seconds.sum{{{sel} AND messaging_operation_name:publish}}.as_count()"),
-                ("pn", f"sum:{DD_NS}.messaging_client_operation_duration_seconds.count{{{sel} AND messaging_operation_name:publish}}.as_count()"),
-                ("ds", f"sum:{DD_NS}.db_client_operation_duration_seconds.sum{{{sel}}}.as_count()"),
-                ("dn", f"sum:{DD_NS}.db_client_operation_duration_seconds.count{{{sel}}}.as_count()")],
+                ("ps", f"sum:messaging_client_operation_duration_seconds.sum{{{sel} AND messaging_operation_name:publish}}.as_count()"),
+                ("pn", f"sum:messaging_client_operation_duration_seconds.count{{{sel} AND messaging_operation_name:publish}}.as_count()"),
+                ("ds", f"sum:db_client_operation_duration_seconds.sum{{{sel}}}.as_count()"),
+                ("dn", f"sum:db_client_operation_duration_seconds.count{{{sel}}}.as_count()")],
                 [("ps / pn", "broker publish"), ("ds / dn", "store")]),
         ]),
     ]
@@ -755,15 +801,15 @@ def dd_pipeline() -> dict:
     sel = DD_SEL
     q, f = dd_within(DD_E2E, sel, FRESHNESS_SECONDS)
     groups = [dd_group("Pipeline", [
-        dd_ts("Published by the app, by outcome", [("q", f"sum:{DD_NS}.messaging_client_sent_messages.count{{{sel}}} by {{error_type}}.as_rate()")]),
+        dd_ts("Published by the app, by outcome", [("q", f"sum:messaging_client_sent_messages_total{{{sel}}} by {{error_type}}.as_rate()")]),
         dd_ts("Topic publishes", [("q", "sum:gcp.pubsub.topic.send_message_operation_count{topic_id:challenge-latam-records*} by {response_code}.as_rate()")]),
         dd_ts("Subscription backlog", [("q", "max:gcp.pubsub.subscription.num_undelivered_messages{subscription_id:challenge-latam-records*} by {subscription_id}")]),
         dd_ts("Oldest unacked message age (s)", [("q", "max:gcp.pubsub.subscription.oldest_unacked_message_age{subscription_id:challenge-latam-records*} by {subscription_id}")], markers=[(FRESHNESS_SECONDS, "freshness SLO threshold")]),
-        dd_ts("Dead-lettered messages", [("gcp", "sum:gcp.pubsub.subscription.dead_letter_message_count{subscription_id:challenge-latam-records*}.as_count()"), ("app", f"sum:{DD_NS}.pipeline_dead_lettered_messages.count{{{sel}}}.as_count()")], display="bars"),
+        dd_ts("Dead-lettered messages", [("gcp", "sum:gcp.pubsub.subscription.dead_letter_message_count{subscription_id:challenge-latam-records*}.as_count()"), ("app", f"sum:pipeline_dead_lettered_messages_total{{{sel}}}.as_count()")], display="bars"),
         dd_ts("BigQuery writes by response class", [("q", "sum:gcp.pubsub.subscription.push_request_count{subscription_id:challenge-latam-records-bq*} by {response_class}.as_rate()")], display="bars"),
         dd_ts("BigQuery subscription state", [("q", "max:gcp.pubsub.subscription.export_push_subscription_details{subscription_id:challenge-latam-records-bq*} by {subscription_state}")]),
         dd_ts(f"Records queryable within {FRESHNESS_SECONDS:g} s (embedded pipeline)", q, [(f, f"within {FRESHNESS_SECONDS:g} s")], markers=[(FRESHNESS_TARGET, "objective")]),
-        dd_ts("App backlog", [("q", f"max:{DD_NS}.pipeline_backlog_messages{{{sel}}}")]),
+        dd_ts("App backlog", [("q", f"max:pipeline_backlog_messages{{{sel}}}")]),
     ])]
     return dd_dashboard("challenge-latam-api / Pipeline", "Publish, backlog, oldest unacked age, dead letters, BigQuery writes and freshness.", groups)
 
@@ -772,17 +818,17 @@ def dd_error_ratio(slo: dict, rollup: int | None, by: str = "") -> tuple[list[tu
     """Queries and formula for the SLI error ratio (summed over `rollup` seconds when given),
     with the metric names and tags of the Datadog SLOs in alerts/datadog."""
     p = sli_parts(slo, "")
-    name = f"{DD_NS}.{p['histogram']}"
+    name = p["histogram"]
     tags = [DDS, "$env"]
     for label, rule in (slo["indicator"]["total"]["metricSource"]["spec"].get("selector") or {}).items():
-        vals = [v.lower() for v in rule.get("in", [])]
+        vals = [dd_tagval(v) for v in rule.get("in", [])]
         tags.append(f"{label}:{vals[0]}" if len(vals) == 1 else f"{label} IN ({','.join(vals)})")
     tail = f"{f' by {{{by}}}' if by else ''}.as_count(){f'.rollup(sum, {rollup})' if rollup else ''}"
     total = f"sum:{name}.count{{{' AND '.join(tags)}}}{tail}"
     if "bad" in p:
         bad_tags = tags + [f"{k}:{v}" for k, v in p["bad_dd"].items()]
         return [("bad", f"sum:{name}.count{{{' AND '.join(bad_tags)}}}{tail}"), ("total", total)], "bad / total"
-    good_tags = " AND ".join(tags + [f"upper_bound:{fmt_le(p['le'])}"])
+    good_tags = " AND ".join(tags + [dd_under(name, p["le"])])
     good = f"sum:{name}.bucket{{{good_tags}}}{tail}"
     return [("good", good), ("total", total)], "1 - good / total"
 

@@ -53,6 +53,8 @@ expect_refused "a burn rate above 1/(1 - objective)" "can never fire" \
   "sed -i 's/threshold: 14.4/threshold: 25/' slo/challenge-latam-api.yaml"
 expect_refused "a latency threshold off the bucket boundaries" "not a bucket boundary" \
   "sed -i 's/le: 0.25/le: 0.3/' slo/challenge-latam-api.yaml"
+expect_refused "a Datadog namespace (the OTLP metrics keep their own names)" "selected by the \`service\` tag" \
+  "sed -i 's|^    slo.challenge-latam.dev/alert-prefix: .*|&\\n    slo.challenge-latam.dev/datadog-namespace: challenge_latam_api|' slo/challenge-latam-api.yaml"
 expect_refused "an alert without a runbook" "has no runbook" \
   "rm alerts/runbooks/ChallengeLatamApiFreshnessBudgetBurn.md"
 

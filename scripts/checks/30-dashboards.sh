@@ -8,8 +8,12 @@
 #      emitted after known traffic, a recording rule of alerts/prometheus, or listed with its
 #      documentation in dashboards/platform-metrics.yaml; every PromQL expression runs and
 #      returns data;
-#   5. known-bad fixtures in tests/dashboards/fixtures are rejected, and the checker's parsers
-#      pass their unit tests (tests/dashboards/test_helpers.py).
+#   5. Datadog: the binary exports OTLP to a receiver the check runs on 127.0.0.1; what it sends
+#      (every contract metric, DELTA, the contract's buckets, the scrape's counts) is mapped as the
+#      serverless-init sidecar maps it (dashboards/datadog/README.md), and every metric, tag and
+#      tag value of every Datadog dashboard query and alerts/datadog SLO must exist there;
+#   6. known-bad fixtures in tests/dashboards/fixtures are rejected, and the checker's parsers and
+#      OTLP mapping pass their unit tests (tests/dashboards/test_*.py).
 # Exits non-zero on the first failure; prints what it checked, with counts.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,10 +26,10 @@ for tool in python prometheus pytest; do
     exit 1
   }
 done
-python -c 'import google.cloud.monitoring_dashboard_v1, datadog_api_client, yaml' || {
-  echo "30-dashboards: FAIL: the Python schema packages are missing (scripts/deps/dashboards.pip)" >&2
+python -c 'import google.cloud.monitoring_dashboard_v1, datadog_api_client, yaml, grpc, opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc' || {
+  echo "30-dashboards: FAIL: the Python schema or OTLP packages are missing (scripts/deps/dashboards.pip)" >&2
   exit 1
 }
-# The checker's own parsers first: a parser that misses names would make step 4 blind.
+# The checker's own parsers and OTLP mapping first: one that misses names would make steps 4-5 blind.
 PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 python -m pytest -q -p no:cacheprovider tests/dashboards
 exec python tests/dashboards/check_dashboards.py --bin "$bin"

@@ -6,13 +6,18 @@
    then parsed strictly into the Dashboard proto (google-cloud-monitoring-dashboards: unknown field or enum value fails);
    Datadog JSON deserialized into datadog-api-client's Dashboard model (unknown key, enum or
    widget type fails).
-2. Metrics: starts the service binary, drives known traffic (ingest, getData, 404, 422 and an
-   injected 5xx and broker/store error burst), scrapes its admin port, and runs a real Prometheus
-   on 127.0.0.1 scraping it with the generated rules. Every metric a dashboard queries must be
-   in that scrape, a recording rule of alerts/prometheus, or a platform metric listed in
-   dashboards/platform-metrics.yaml (an entry no dashboard uses fails too). Every PromQL
-   expression (Grafana and Cloud Monitoring) is run by that Prometheus: an error fails, and so
-   does an empty answer (annotations excepted: a deploy marker is empty until a restart).
+2. Metrics: starts the service binary with its OTLP exporter pointed at a receiver this check
+   runs (tests/dashboards/otlp_datadog.py), drives known traffic (ingest, getData, 404, 422 and
+   an injected 5xx and broker/store error burst), scrapes its admin port, and runs a real
+   Prometheus on 127.0.0.1 scraping it with the generated rules. Every metric a Grafana or Cloud
+   Monitoring dashboard queries must be in that scrape, a recording rule of alerts/prometheus,
+   or a platform metric listed in dashboards/platform-metrics.yaml (an entry no dashboard uses
+   fails too). Every PromQL expression (Grafana and Cloud Monitoring) is run by that Prometheus:
+   an error fails, and so does an empty answer (annotations excepted: a deploy marker is empty
+   until a restart). Datadog: what the service really exported over OTLP (delta temporality, the
+   contract's names and buckets, the same counts as the scrape) is mapped as the serverless-init
+   sidecar maps it (dashboards/datadog/README.md), and every metric, tag key and tag value of
+   every Datadog dashboard query and of every Datadog SLO of alerts/datadog must exist there.
 3. SLOs: every SLO of slo/*.yaml has its panels on each backend's SLO dashboard, with every one
    of its alert tiers' burn-rate thresholds drawn, and a column in the fleet summary.
 4. Known-bad fixtures (tests/dashboards/fixtures) must each be rejected, so a pass means something.
@@ -48,7 +53,7 @@ import generate  # noqa: E402
 DASH = os.path.join(ROOT, "dashboards")
 FIXTURES = os.path.join(ROOT, "tests", "dashboards", "fixtures")
 SERVICE = generate.SERVICE
-DD_NS = generate.DD_NS
+from otlp_datadog import QueryError, Receiver, check_query, datadog_series, otlp_metrics  # noqa: E402
 
 
 class CheckError(Exception):
@@ -274,22 +279,84 @@ def datadog_metrics(query: str) -> set[str]:
     return set(re.findall(r"(?:^|[\s(,])(?:sum|avg|max|min|p\d+|count\(v: [^)]*\)):([A-Za-z0-9_.]+)\{", query))
 
 
-def datadog_to_prometheus(name: str, exposition: dict[str, str]) -> str | None:
-    """Inverts the OpenMetrics check's default naming (dashboards/datadog/README.md): None when
-    the name is not the app's, '<unmapped ...>' when no emitted metric becomes it."""
-    if not name.startswith(DD_NS + "."):
-        return None
-    rest = name[len(DD_NS) + 1:]
-    if exposition.get(rest) == "gauge":
-        return rest
-    for suffix in (".bucket", ".count", ".sum"):
-        if rest.endswith(suffix):
-            base = rest[: -len(suffix)]
-            if exposition.get(base) == "histogram":
-                return f"{base}_{suffix[1:]}"
-            if suffix == ".count" and exposition.get(base + "_total") == "counter":
-                return base + "_total"
-    return f"<unmapped {rest}>"
+def datadog_slo_queries(doc: dict, where: str) -> list[tuple[str, str, dict]]:
+    """(where, query, template variables) of every query of a Datadog SLO file of alerts/datadog."""
+    out = []
+    for slo in doc.get("slos", []):
+        for part in ("numerator", "denominator"):
+            if slo.get("query", {}).get(part):
+                out.append((f"{where} {slo['slo_id']} {part}", slo["query"][part], {}))
+        ts = slo.get("sli_specification", {}).get("time_slice")
+        if ts:
+            out.append((f"{where} {slo['slo_id']} time_slice", ts["query"], {}))
+    return out
+
+
+def datadog_query_sources(dashboards: dict[str, dict]) -> list[tuple[str, str, dict]]:
+    """(where, query, template variable -> tag prefix) of every query of these dashboards."""
+    out = []
+    for n, d in dashboards.items():
+        variables = {v["name"]: v.get("prefix") or v["name"] for v in d.get("template_variables", [])}
+        out += [(f"datadog/{n}", q, variables) for q in datadog_queries(d)]
+    return out
+
+
+def datadog_alert_queries() -> list[tuple[str, str, dict]]:
+    """The queries of the Datadog SLOs Terraform deploys (alerts/datadog; the examples deploy nowhere)."""
+    out = []
+    for path in sorted(glob.glob(os.path.join(ROOT, "alerts", "datadog", "*.json"))):
+        with open(path, encoding="utf-8") as f:
+            out += datadog_slo_queries(json.load(f), os.path.relpath(path, ROOT))
+    if not out:
+        raise CheckError("alerts/datadog holds no SLO query")
+    return out
+
+
+# The contract's buckets (CONTRACT.md, "Metrics"): the HTTP, messaging and database histograms
+# share the latency buckets; the end-to-end histogram has its own. slo/*.yaml carries both.
+LATENCY_HISTOGRAMS = ("http_server_request_duration_seconds", "messaging_client_operation_duration_seconds",
+                      "db_client_operation_duration_seconds")
+
+
+def check_otlp_export(otlp: dict, exposition: dict[str, str], label_keys: dict[str, set[str]]) -> dict:
+    """What the exporter sent must be what the contract promises (the scrape's names, DELTA,
+    the contract's buckets); returns the Datadog metrics it becomes with the sidecar's settings."""
+    families = {n for n, t in exposition.items() if not n.startswith("process_")
+                and not (t == "histogram" and n.endswith(("_bucket", "_count", "_sum")))}
+    missing = sorted(families - set(otlp))
+    if missing:
+        raise CheckError(f"metrics of /metrics the OTLP export lacks (the exporter must send every contract metric under "
+                         f"its Prometheus name): {missing}; it sent {sorted(otlp)}")
+    not_delta = sorted(n for n, m in otlp.items() if m.kind in ("sum", "histogram") and m.temporality != {"DELTA"})
+    if not_delta:
+        raise CheckError(f"OTLP metrics not in DELTA temporality (Datadog's recommendation; the mapping assumes it): "
+                         + ", ".join(f"{n} {sorted(otlp[n].temporality)}" for n in not_delta))
+    buckets = generate.load_buckets()
+    want = {h: buckets["http_server_request_duration_seconds"] for h in LATENCY_HISTOGRAMS}
+    want["pipeline_end_to_end_latency_seconds"] = buckets["pipeline_end_to_end_latency_seconds"]
+    for name, bounds in want.items():
+        m = otlp.get(name)
+        if m is None or m.kind != "histogram":
+            raise CheckError(f"{name} is not an explicit-bucket histogram in the OTLP export ({m.kind if m else 'absent'})")
+        if m.bounds != {tuple(bounds)}:
+            raise CheckError(f"{name}: OTLP explicit bounds {sorted(m.bounds)} are not the contract's {bounds}")
+    keys_differ = sorted(n for n in families if set(otlp[n].attributes) != label_keys.get(n, set()))
+    if keys_differ:
+        raise CheckError("OTLP attribute keys differ from the Prometheus label names: "
+                         + "; ".join(f"{n}: OTLP {sorted(otlp[n].attributes)}, /metrics {sorted(label_keys.get(n, set()))}" for n in keys_differ))
+    # A gauge must stay a gauge: a delta UpDownCounter would reach Datadog as a count of changes.
+    wrong_kind = sorted(n for n in families if exposition[n] == "counter" and (otlp[n].kind != "sum" or otlp[n].monotonic != {True})
+                        or exposition[n] == "gauge" and otlp[n].kind != "gauge"
+                        or exposition[n] == "histogram" and otlp[n].kind != "histogram")
+    if wrong_kind:
+        raise CheckError(f"OTLP kinds differ from the exposition's types (counter -> monotonic sum, gauge -> gauge, histogram -> "
+                         f"histogram): {[(n, exposition[n], otlp[n].kind) for n in wrong_kind]}")
+    service = {v for m in otlp.values() for v in m.resource.get("service.name", set())}
+    env = {v for m in otlp.values() for v in m.resource.get("deployment.environment.name", set())}
+    if service != {SERVICE} or env != {OTLP_ENV}:
+        raise CheckError(f"OTLP resource: service.name {sorted(service)}, deployment.environment.name {sorted(env)}; "
+                         f"want {SERVICE} and {OTLP_ENV} (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES)")
+    return datadog_series(otlp)
 
 
 def cm_filters(doc) -> list[str]:
@@ -353,8 +420,14 @@ def wait_for(url: str, seconds: float, proc: subprocess.Popen, what: str) -> Non
     raise CheckError(f"{what} did not answer {url} within {seconds:.0f} s")
 
 
+# What terraform/modules/cloud_run gives the app for its OTLP export (the env value aside), with a
+# short export interval so the check does not wait the default 10 s.
+OTLP_ENV = "check"
+
+
 class Stack:
-    """The service on the embedded default and a Prometheus scraping it every second."""
+    """The service on the embedded default, exporting OTLP to a receiver of this check, and a
+    Prometheus scraping it every second."""
 
     def __init__(self, binary: str, rule_files: list[str]):
         self.binary, self.rule_files = binary, rule_files
@@ -363,8 +436,11 @@ class Stack:
 
     def __enter__(self) -> "Stack":
         self.port, self.admin, self.prom_port = free_port(), free_port(), free_port()
+        self.otlp = Receiver().__enter__()
         env = {**os.environ, "BACKEND": "local", "PORT": str(self.port), "ADMIN_PORT": str(self.admin),
-               "DATA_DIR": os.path.join(self.tmp, "data"), "LOG_FORMAT": "json", "RUST_LOG": "warn"}
+               "DATA_DIR": os.path.join(self.tmp, "data"), "LOG_FORMAT": "json", "RUST_LOG": "warn",
+               "OTEL_EXPORTER_OTLP_ENDPOINT": self.otlp.endpoint, "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+               "OTEL_SERVICE_NAME": SERVICE, "OTEL_RESOURCE_ATTRIBUTES": f"deployment.environment.name={OTLP_ENV}"}
         env.pop("API_KEYS_FILE", None)
         self.app = self._start([self.binary], env, "app.log")
         wait_for(f"http://127.0.0.1:{self.port}/healthz", 30, self.app, "the service")
@@ -397,6 +473,7 @@ class Stack:
                     p.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     p.kill()
+        self.otlp.__exit__(*exc)
         if exc[0] is not None:
             for log in ("app.log", "prometheus.log"):
                 path = os.path.join(self.tmp, log)
@@ -471,6 +548,45 @@ class Stack:
             out[n] = types.get(fam, "untyped")
             out[fam] = types.get(fam, "untyped")
         return out
+
+    def scrape_label_keys(self) -> dict[str, set[str]]:
+        """Metric family -> every label name its series carry (`le` aside), from the exposition."""
+        code, body = http("GET", f"http://127.0.0.1:{self.admin}/metrics")
+        if code != 200:
+            raise CheckError(f"/metrics answered {code}")
+        keys: dict[str, set[str]] = {}
+        for line in body.decode().splitlines():
+            m = re.match(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? ", line)
+            if not m or line.startswith("#"):
+                continue
+            name = re.sub(r"_(bucket|count|sum)$", "", m.group(1)) if re.search(r"_(bucket|count|sum)$", m.group(1)) else m.group(1)
+            keys.setdefault(name, set()).update(k for k in re.findall(r'(\w+)="', m.group(2) or "") if k != "le")
+        return keys
+
+    def scrape_count(self, histogram: str) -> float:
+        """Sum of `<histogram>_count` over every series of the admin port's exposition."""
+        code, body = http("GET", f"http://127.0.0.1:{self.admin}/metrics")
+        if code != 200:
+            raise CheckError(f"/metrics answered {code}")
+        return sum(float(line.rsplit(" ", 1)[-1]) for line in body.decode().splitlines()
+                   if re.match(rf"{histogram}_count(\{{| )", line))
+
+    def wait_for_otlp(self, histogram: str, seconds: float = 20) -> dict:
+        """The metrics the service exported over OTLP, once the deltas it sent for `histogram`
+        add up to the count the scrape shows (so every request of the traffic is in them)."""
+        deadline, want, got = time.time() + seconds, None, None
+        while time.time() < deadline:
+            want = self.scrape_count(histogram)
+            metrics = otlp_metrics(self.otlp.requests())
+            got = metrics[histogram].count if histogram in metrics else None
+            if got is not None and got == want:
+                return metrics
+            time.sleep(0.5)
+        if not self.otlp.requests():
+            raise CheckError(f"the service exported no metrics over OTLP to {self.otlp.endpoint} within {seconds:.0f} s "
+                             f"(OTEL_EXPORTER_OTLP_ENDPOINT set, OTEL_METRIC_EXPORT_INTERVAL=1000)")
+        raise CheckError(f"OTLP and /metrics disagree on {histogram}: the exported points add up to {got} requests, the "
+                         f"scrape counts {want} (not delta temporality, or requests missing from the export)")
 
     def query(self, expr: str) -> list:
         url = f"http://127.0.0.1:{self.prom_port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
@@ -627,6 +743,11 @@ def main() -> int:
             time.sleep(2)  # a rule evaluation after the last traffic
             say(f"live service: traffic answered {dict(sorted(codes.items()))}; scrape shows {len(exposition)} names; "
                 f"prometheus on 127.0.0.1:{stack.prom_port} with {len(rules)} rule file(s), {len(recorded)} recording rules")
+            otlp = stack.wait_for_otlp("http_server_request_duration_seconds")
+            series = check_otlp_export(otlp, exposition, stack.scrape_label_keys())
+            say(f"OTLP export: {len(stack.otlp.requests())} metric exports, {len(otlp)} metrics ({sum(1 for m in otlp.values() if m.kind == 'histogram')} "
+                f"histograms with the contract's buckets), all DELTA, {otlp['http_server_request_duration_seconds'].count:g} requests as in the scrape; "
+                f"{stack.otlp.spans} spans; as Datadog maps them: {len(series)} metrics")
 
             allowed_prom = set(exposition) | recorded | listed.get("prometheus", set())
             used_platform: dict[str, set[str]] = {b: set() for b in listed}
@@ -663,22 +784,19 @@ def main() -> int:
                             used_platform["cloud_monitoring"].add(mt)
                         else:
                             unknown.append(f"cloud-monitoring/{n}: {mt} (not emitted, not in platform-metrics.yaml)")
-            # Datadog queries.
+            # Datadog queries (dashboards and the SLOs of alerts/datadog): against what the OTLP
+            # export becomes in Datadog, tags and values included.
             n_dd_q = 0
-            for n, d in dd.items():
-                for q in datadog_queries(d):
-                    n_dd_q += 1
-                    found = datadog_metrics(q)
-                    if not found:
-                        unknown.append(f"datadog/{n}: no metric recognised in query {q}")
-                    for mname in found:
-                        checked_names.add(mname)
-                        if mname in listed.get("datadog", set()):
-                            used_platform["datadog"].add(mname)
-                            continue
-                        prom = datadog_to_prometheus(mname, exposition)
-                        if prom is None or prom.startswith("<unmapped") or prom not in exposition:
-                            unknown.append(f"datadog/{n}: {mname} (maps to {prom})")
+            dd_platform = listed.get("datadog", set())
+            for where, q, variables in datadog_query_sources(dd) + datadog_alert_queries():
+                n_dd_q += 1
+                try:
+                    names = check_query(q, series, dd_platform, variables)
+                except QueryError as e:
+                    unknown.append(f"{where}: {e}")
+                    continue
+                checked_names |= names
+                used_platform["datadog"] |= names & dd_platform
             if unknown:
                 raise CheckError("metrics neither emitted by the service nor listed in dashboards/platform-metrics.yaml:\n  " + "\n  ".join(sorted(set(unknown))))
             stale = {b: sorted(listed[b] - used_platform[b]) for b in listed if listed[b] - used_platform[b]}
@@ -687,7 +805,8 @@ def main() -> int:
             if empty:
                 raise CheckError(f"{len(empty)} PromQL expressions return no data after the known traffic:\n  " + "\n  ".join(empty))
             say(f"metrics: {len(exprs)} PromQL expressions ran on Prometheus, all returned data; {n_filters} Cloud Monitoring filters; "
-                f"{n_dd_q} Datadog queries; {len(checked_names)} distinct names, all emitted or listed "
+                f"{n_dd_q} Datadog queries (dashboards and alerts/datadog), every metric, tag and value in the OTLP export as Datadog maps it; "
+                f"{len(checked_names)} distinct names, all emitted or listed "
                 f"({sum(len(v) for v in used_platform.values())} platform metrics with doc links)")
 
             # Known-bad fixtures against the live stack.
@@ -701,15 +820,17 @@ def main() -> int:
                 if missing:
                     raise CheckError(f"not emitted: {sorted(missing)}")
             rejected.append(expect_rejected("grafana-unknown-metric.json", unknown_metric))
-            dd_bad = json.load(open(f"{FIXTURES}/datadog-unknown-metric.json"))
+            for fixture in ("datadog-unknown-metric.json", "datadog-openmetrics-names.json", "datadog-slo-cumulative-bucket.json"):
+                bad_doc = json.load(open(f"{FIXTURES}/{fixture}"))
 
-            def dd_unknown():
-                for q in datadog_queries(dd_bad):
-                    for mname in datadog_metrics(q):
-                        prom = datadog_to_prometheus(mname, exposition)
-                        if mname not in listed["datadog"] and (prom is None or prom not in exposition):
-                            raise CheckError(f"{mname} maps to {prom}")
-            rejected.append(expect_rejected("datadog-unknown-metric.json", dd_unknown))
+                def dd_unknown(doc=bad_doc, name=fixture):
+                    srcs = datadog_query_sources({name: doc}) if "widgets" in doc else datadog_slo_queries(doc, name)
+                    for where, q, variables in srcs:
+                        try:
+                            check_query(q, series, listed.get("datadog", set()), variables)
+                        except QueryError as e:
+                            raise CheckError(f"{where}: {e}") from e
+                rejected.append(expect_rejected(fixture, dd_unknown))
         say(f"known-bad fixtures: {len(rejected)} rejected as they should be ({'; '.join(rejected)})")
     except CheckError as e:
         print(f"30-dashboards: FAIL: {e}", file=sys.stderr)

@@ -57,6 +57,12 @@ def test_probes_secrets_and_sidecars(configs):
     for key in ("DD_SERVICE", "DD_ENV", "DD_VERSION"):
         assert key in dd_env, key
     assert dd_env["DD_OTLP_CONFIG_RECEIVER_PROTOCOLS_GRPC_ENDPOINT"] == "localhost:4317"
+    # The OTLP metrics take the names dashboards/datadog and alerts/datadog query
+    # (dashboards/datadog/README.md): per-bucket counts plus .count/.sum, and an env tag.
+    assert dd_env["DD_OTLP_CONFIG_METRICS_ENABLED"] == "true"
+    assert dd_env["DD_OTLP_CONFIG_METRICS_HISTOGRAMS_MODE"] == "counters"
+    assert dd_env["DD_OTLP_CONFIG_METRICS_HISTOGRAMS_SEND_AGGREGATION_METRICS"] == "true"
+    assert locs["app_env"]["OTEL_RESOURCE_ATTRIBUTES"] == "deployment.environment.name=${var.env}"
     logs = next(v for v in blocks(tpl["volumes"]) if v["name"] == "shared-logs")
     assert blocks(logs["empty_dir"])[0]["medium"] == "MEMORY"
     # GMP scrapes the admin port, not the public one.

@@ -7,8 +7,9 @@
 #   app            the service; PORT 8080 is the only ingress port; ADMIN_PORT 9464 (/metrics)
 #                  listens on the instance's loopback interface only, never routed by Cloud Run.
 #   datadog-agent  serverless-init as a sidecar: OTLP gRPC receiver on localhost:4317 for the
-#                  app's traces (OTEL_EXPORTER_OTLP_ENDPOINT), log tailing from the shared
-#                  in-memory volume, DD_API_KEY from Secret Manager.
+#                  app's traces and metrics (OTEL_EXPORTER_OTLP_ENDPOINT), log tailing from the
+#                  shared in-memory volume, DD_API_KEY from Secret Manager. How the OTLP metrics
+#                  are named in Datadog: dashboards/datadog/README.md.
 #   gmp-collector  Google's Managed Service for Prometheus sidecar: scrapes localhost:9464
 #                  and writes prometheus.googleapis.com/<name>/<kind> series, which the Cloud
 #                  Monitoring SLOs and dashboards query. Google recommends it for services that
@@ -60,7 +61,11 @@ locals {
     RATE_LIMIT_BURST            = tostring(var.rate_limit_burst)
     OTEL_EXPORTER_OTLP_ENDPOINT = "http://localhost:4317"
     OTEL_SERVICE_NAME           = var.service_label
-    LOG_FORMAT                  = "json"
+    # Resource attributes of the OTLP traces and metrics: the agent maps
+    # deployment.environment.name to the `env` tag (service.name -> service and service.version
+    # -> version come from the app itself). The Datadog dashboards and SLOs select on both.
+    OTEL_RESOURCE_ATTRIBUTES = "deployment.environment.name=${var.env}"
+    LOG_FORMAT               = "json"
     # Unified service tagging: the Datadog tracer and log pipeline read these too.
     DD_SERVICE             = var.service_label
     DD_ENV                 = var.env
@@ -76,8 +81,16 @@ locals {
     DD_HEALTH_PORT         = "5555"
     DD_SERVERLESS_LOG_PATH = "${local.logs_dir}/logs/*.log"
     DD_LOGS_ENABLED        = "true"
-    # OTLP receiver for the app's traces; loopback only, shared by the containers of the instance.
+    # OTLP receiver for the app's traces and metrics; loopback only, shared by the containers of
+    # the instance.
     DD_OTLP_CONFIG_RECEIVER_PROTOCOLS_GRPC_ENDPOINT = "localhost:4317"
+    DD_OTLP_CONFIG_METRICS_ENABLED                  = "true"
+    # Explicit-bucket histograms as per-bucket counts `<name>.bucket{lower_bound,upper_bound}`
+    # plus `<name>.count` / `.sum` (`.min` / `.max`): the latency SLOs count good events as the
+    # buckets at or under their threshold (a bucket boundary) over `.count`. The default,
+    # `distributions`, would give percentiles but no exact count under a threshold.
+    DD_OTLP_CONFIG_METRICS_HISTOGRAMS_MODE                     = "counters"
+    DD_OTLP_CONFIG_METRICS_HISTOGRAMS_SEND_AGGREGATION_METRICS = "true"
   }
 }
 

@@ -11,7 +11,7 @@ use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
 use crate::spec::{CloudMonitoringSli, Matcher, Selector, Service, SliKind, Slo, Tier};
-use crate::units::{datadog_window, json_number, plain, prom_duration};
+use crate::units::{datadog_bound, datadog_window, json_number, plain, prom_duration};
 
 /// Cloud Monitoring's longest burn-rate lookback.
 const CM_MAX_LOOKBACK: u64 = 86_400;
@@ -169,22 +169,38 @@ pub fn cloud_monitoring(svc: &Service, generated_by: &str) -> Result<Value> {
     }))
 }
 
+/// A tag value as Datadog stores it: lowercased, and every character other than alphanumerics,
+/// `_`, `-`, `:`, `.` and `/` replaced by `_` (https://docs.datadoghq.com/getting_started/tagging/).
+/// `keep` is a character the query syntax needs as is (the `*` of a wildcard).
+fn dd_value(v: &str, keep: Option<char>) -> String {
+    v.to_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_-:./".contains(c) || Some(c) == keep {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 fn dd_clause(l: &str, m: &Matcher) -> Result<String> {
     Ok(match m {
         Matcher::In { values, .. } if values.len() == 1 => {
-            format!("{l}:{}", values[0].to_lowercase())
+            format!("{l}:{}", dd_value(&values[0], None))
         }
         Matcher::In { values, .. } => format!(
             "{l} IN ({})",
             values
                 .iter()
-                .map(|v| v.to_lowercase())
+                .map(|v| dd_value(v, None))
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
         Matcher::Regex {
             datadog: Some(w), ..
-        } => format!("{l}:{}", w.to_lowercase()),
+        } => format!("{l}:{}", dd_value(w, Some('*'))),
         Matcher::Regex { regex, .. } => {
             bail!("label {l:?}: regex {regex:?} needs a `datadog` wildcard for Datadog queries")
         }
@@ -256,14 +272,15 @@ pub fn datadog(svc: &Service, generated_by: &str) -> Result<Value> {
                 "query_interval_seconds": ts.query_interval_seconds,
             }});
         } else {
-            let metric =
-                |suffix: &str| format!("{}.{}.{suffix}", svc.datadog_namespace, slo.sli.histogram);
-            let total: Vec<String> = slo
-                .sli
-                .selector
-                .iter()
-                .map(|(l, m)| dd_clause(l, m))
-                .collect::<Result<_>>()?;
+            // The app's OTLP metrics, as the serverless-init sidecar maps them (histograms in
+            // `counters` mode with aggregation metrics; dashboards/datadog/README.md): no
+            // namespace, so the `service` tag (OTLP resource attribute service.name) tells this
+            // service's series from every other service's.
+            let metric = |suffix: &str| format!("{}.{suffix}", slo.sli.histogram);
+            let mut total = vec![format!("service:{}", svc.name)];
+            for (l, m) in &slo.sli.selector {
+                total.push(dd_clause(l, m)?);
+            }
             let numerator = match &slo.sli.kind {
                 SliKind::BadWhere(bad) => {
                     let b: Vec<String> = bad
@@ -279,8 +296,22 @@ pub fn datadog(svc: &Service, generated_by: &str) -> Result<Value> {
                     format!("sum:{}{}.as_count()", metric("count"), dd_filter(&c))
                 }
                 SliKind::GoodUnder(le) => {
+                    // Buckets are per bucket (not cumulative like `le`): the good events are the
+                    // sum of every bucket whose upper bound is at or under the threshold.
+                    let bounds = svc.buckets.get(&slo.sli.histogram).ok_or_else(|| {
+                        anyhow::anyhow!("histogram {} has no buckets", slo.sli.histogram)
+                    })?;
+                    let under: Vec<String> = bounds
+                        .iter()
+                        .filter(|b| *b <= le)
+                        .map(|b| datadog_bound(*b))
+                        .collect::<Result<_>>()?;
                     let mut c = total.clone();
-                    c.push(format!("upper_bound:{}", plain(*le)));
+                    c.push(if under.len() == 1 {
+                        format!("upper_bound:{}", under[0])
+                    } else {
+                        format!("upper_bound IN ({})", under.join(", "))
+                    });
                     format!("sum:{}{}.as_count()", metric("bucket"), dd_filter(&c))
                 }
             };
@@ -358,11 +389,32 @@ mod tests {
         assert_eq!(a["monitors"][3]["threshold_percent_consumed"], 90.0);
         assert_eq!(
             a["query"]["numerator"],
-            "sum:challenge_latam_api.http_server_request_duration_seconds.count{http_route IN \
-             (/challenge-latam-api/ingestdata, /challenge-latam-api/getdata) AND NOT \
-             http_response_status_code:5*}.as_count()"
+            "sum:http_server_request_duration_seconds.count{service:challenge-latam-api AND \
+             http_route IN (/challenge-latam-api/ingestdata, /challenge-latam-api/getdata) AND \
+             NOT http_response_status_code:5*}.as_count()"
         );
         assert_eq!(dd["slos"][3]["type"], "time_slice");
+    }
+
+    #[test]
+    fn datadog_latency_good_events_are_every_bucket_at_or_under_the_threshold() {
+        let dd = datadog(&service(), "test").unwrap();
+        let ingest = &dd["slos"][1]["query"];
+        assert_eq!(
+            ingest["numerator"],
+            "sum:http_server_request_duration_seconds.bucket{service:challenge-latam-api AND \
+             http_request_method:post AND http_route:/challenge-latam-api/ingestdata AND \
+             upper_bound IN (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25)}.as_count()"
+        );
+        assert_eq!(
+            ingest["denominator"],
+            "sum:http_server_request_duration_seconds.count{service:challenge-latam-api AND \
+             http_request_method:post AND http_route:/challenge-latam-api/ingestdata}.as_count()"
+        );
+        // A whole-number threshold is spelled as the agent spells it: 1.0, not 1.
+        let query = dd["slos"][2]["query"]["numerator"].as_str().unwrap();
+        assert!(query.contains(", 0.75, 1.0)}"), "{query}");
+        assert!(!query.contains("2.5"), "{query}");
     }
 
     #[test]

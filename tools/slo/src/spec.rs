@@ -24,8 +24,9 @@ pub struct Service {
     pub out_dir: String,
     /// Alert names start with this (PascalCase).
     pub alert_prefix: String,
-    /// Namespace of the app's metrics in Datadog (the OpenMetrics check's `namespace`).
-    pub datadog_namespace: String,
+    /// Bucket boundaries of each histogram an SLI reads (the `buckets.<histogram>` annotation):
+    /// Datadog counts a latency SLI's good events as the buckets at or under its threshold.
+    pub buckets: BTreeMap<String, Vec<Decimal>>,
     /// Windows are divided by this in the drill profile.
     pub drill_compression: u64,
     /// The SLOs, in spec order.
@@ -533,10 +534,6 @@ fn parse_inner(text: &str, source: &str) -> Result<Service> {
             && alert_prefix.starts_with(|c: char| c.is_ascii_uppercase()),
         "alert-prefix {alert_prefix:?} must be PascalCase letters and digits"
     );
-    let datadog_namespace = ann
-        .get(&format!("{EXT}datadog-namespace"))
-        .cloned()
-        .unwrap_or_else(|| name.replace('-', "_"));
     let drill_compression = match ann.get(&format!("{EXT}drill-compression")) {
         Some(v) => v
             .parse()
@@ -567,9 +564,14 @@ fn parse_inner(text: &str, source: &str) -> Result<Service> {
     for key in ann.keys() {
         if let Some(ext) = key.strip_prefix(EXT) {
             ensure!(
-                ext.starts_with("buckets.")
-                    || ["alert-prefix", "datadog-namespace", "drill-compression"].contains(&ext),
-                "unknown Service annotation {key:?}"
+                ext.starts_with("buckets.") || ["alert-prefix", "drill-compression"].contains(&ext),
+                "unknown Service annotation {key:?}{}",
+                if ext == "datadog-namespace" {
+                    " (the app's metrics reach Datadog over OTLP under their own names, \
+                     selected by the `service` tag: dashboards/datadog/README.md)"
+                } else {
+                    ""
+                }
             );
         }
     }
@@ -686,7 +688,7 @@ fn parse_inner(text: &str, source: &str) -> Result<Service> {
             "alerts".into()
         },
         alert_prefix,
-        datadog_namespace,
+        buckets,
         drill_compression,
         slos,
     })

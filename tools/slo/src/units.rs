@@ -82,6 +82,29 @@ pub fn plain(d: Decimal) -> String {
     d.normalize().to_string()
 }
 
+/// A bucket boundary as Datadog's OTLP ingestion spells it in the `upper_bound` / `lower_bound`
+/// tags of `<histogram>.bucket`: Go's shortest `%g`, with `.0` added to whole numbers (`0.25`,
+/// `1.0`, `60.0`; `formatFloat` in DataDog/opentelemetry-mapping-go, pkg/otlp/metrics). Only the
+/// range where `%g` prints positional digits is supported; anything else is refused rather than
+/// guessed.
+pub fn datadog_bound(d: Decimal) -> anyhow::Result<String> {
+    let d = d.normalize();
+    if d.is_zero() {
+        return Ok("0".into());
+    }
+    let magnitude = d.abs();
+    anyhow::ensure!(
+        magnitude >= Decimal::new(1, 4) && magnitude < Decimal::new(1_000_000, 0),
+        "bucket boundary {d}: Datadog prints it in exponent form, which this generator does not \
+         reproduce"
+    );
+    Ok(if d.fract().is_zero() {
+        format!("{d}.0")
+    } else {
+        d.to_string()
+    })
+}
+
 /// A fraction as a percentage for people: `0.0005` -> `0.05 %`.
 pub fn percent(fraction: Decimal) -> String {
     format!("{} %", plain(fraction * Decimal::ONE_HUNDRED))
@@ -126,6 +149,21 @@ mod tests {
         assert_eq!(prom_duration(4_320), "72m");
         assert_eq!(prom_duration(5), "5s");
         assert_eq!(datadog_window(86_400), "24h");
+        let b = |s: &str| datadog_bound(s.parse().unwrap()).unwrap();
+        assert_eq!(
+            [
+                b("0.005"),
+                b("0.25"),
+                b("1"),
+                b("1.0"),
+                b("60"),
+                b("2.50"),
+                b("0")
+            ],
+            ["0.005", "0.25", "1.0", "1.0", "60.0", "2.5", "0"]
+        );
+        assert!(datadog_bound("0.00001".parse().unwrap()).is_err());
+        assert!(datadog_bound("1000000".parse().unwrap()).is_err());
         assert_eq!(datadog_window(1_800), "30m");
         assert_eq!(human_duration(180_000), "2d 2h");
         assert_eq!(human_duration(1_296), "21m 36s");
