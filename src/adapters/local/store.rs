@@ -61,6 +61,11 @@ pub struct LocalStore {
     path: PathBuf,
     writer: Arc<Mutex<Connection>>,
     readers: Arc<Mutex<Vec<Connection>>>,
+    /// At most `READ_POOL` queries at once: more would each open a connection (with its own
+    /// page cache) on its own blocking thread, growing memory with the number of clients while
+    /// adding no throughput on a few cores. A query past the bound waits here (the request
+    /// deadline still applies).
+    reading: Arc<tokio::sync::Semaphore>,
 }
 
 impl LocalStore {
@@ -73,6 +78,7 @@ impl LocalStore {
             path: path.to_owned(),
             writer: Arc::new(Mutex::new(conn)),
             readers: Arc::new(Mutex::new(Vec::new())),
+            reading: Arc::new(tokio::sync::Semaphore::new(READ_POOL)),
         })
     }
 
@@ -83,7 +89,12 @@ impl LocalStore {
     ) -> Result<T, DependencyError> {
         let readers = self.readers.clone();
         let path = self.path.clone();
+        let permit =
+            self.reading.clone().acquire_owned().await.map_err(|_| {
+                DependencyError::new(ErrorKind::Internal, "store closed".to_string())
+            })?;
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let pooled = readers.lock().expect("reader pool poisoned").pop();
             let conn = match pooled {
                 Some(c) => c,
