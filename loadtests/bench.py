@@ -214,6 +214,8 @@ def main() -> int:
     p.add_argument("--seconds", type=int, default=10, help="wrk duration of each case")
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--rows", type=int, default=ROWS)
+    p.add_argument("--rounds", type=int, default=3,
+                   help="alternating handlers/service runs per case; medians are reported")
     p.add_argument("--capacity", action="store_true", help="also search the SLO capacity with k6")
     p.add_argument("--report", type=Path, help="only print the report of an earlier bench.json")
     args = p.parse_args()
@@ -255,16 +257,32 @@ def main() -> int:
                  "getData": ("/challenge-latam-api/getData", "getdata.lua"),
                  "byCustomer": ("/challenge-latam-api/getData", "customer.lua")}
         figures: dict = {c: {} for c in cases}
+        rounds: dict = {c: [] for c in cases}
         for case, (path, script) in cases.items():
-            for name, proc in procs.items():
-                wrk(proc.url + path, script, 2, args.connections, keys[0])  # warm up
-                r = wrk(proc.url + path, script, args.seconds, args.connections, keys[0])
-                figures[case][name] = r
-                print(f"bench: {case:10} {name:8} {r['rps']:9.0f} req/s  p50 {r['p50_ms']:.2f} ms"
-                      f"  p99 {r['p99_ms']:.2f} ms  non-2xx {r['non_2xx']}"
-                      f"{'  socket errors ' + r['socket_errors'] if r['socket_errors'] else ''}",
-                      flush=True)
+            # bare once; then handlers and service in alternating order, `--rounds` times, so
+            # a slow minute of this shared machine hits both sides of the middleware ratio.
+            order = [("bare",)] + [("handlers", "service") if i % 2 == 0 else ("service", "handlers")
+                                   for i in range(args.rounds)]
+            runs: dict = {n: [] for n in procs}
+            for group in order:
+                got = {}
+                for name in group:
+                    proc = procs[name]
+                    wrk(proc.url + path, script, 2, args.connections, keys[0])  # warm up
+                    r = wrk(proc.url + path, script, args.seconds, args.connections, keys[0])
+                    runs[name].append(r)
+                    got[name] = r["rps"]
+                    print(f"bench: {case:10} {name:8} {r['rps']:9.0f} req/s  p50 {r['p50_ms']:.2f} ms"
+                          f"  p99 {r['p99_ms']:.2f} ms  non-2xx {r['non_2xx']}"
+                          f"{'  socket errors ' + r['socket_errors'] if r['socket_errors'] else ''}",
+                          flush=True)
+                if len(got) == 2:
+                    rounds[case].append(got)
+            # Each server's median run stands for it (its latencies with it).
+            for name, rs in runs.items():
+                figures[case][name] = sorted(rs, key=lambda x: x["rps"])[len(rs) // 2]
         results["figures"] = figures
+        results["rounds"] = rounds
 
         # 2. Publish-to-queryable at half the maximum ingest rate.
         half = max(10, int(figures["ingest"]["service"]["rps"] / 2))
@@ -321,7 +339,10 @@ def report(r: dict) -> str:
                      f"({'met' if ratio >= target else 'MISSED'}) |")
     for case in f:
         ratio = f[case]["service"]["rps"] / f[case]["handlers"]["rps"]
-        lines.append(f"| service (full middleware) / handlers only, {case} | {100 * ratio:.1f} % | "
+        each = ", ".join(f"{100 * g['service'] / g['handlers']:.0f} %"
+                         for g in r.get("rounds", {}).get(case, []))
+        lines.append(f"| service (full middleware) / handlers only, {case} (medians"
+                     f"{'; rounds ' + each if each else ''}) | {100 * ratio:.1f} % | "
                      f">= 90 % ({'met' if ratio >= 0.9 else 'MISSED'}) |")
     e = r["e2e"]
     lo = {0.1: 0.0, 0.25: 0.1, 0.5: 0.25, 1.0: 0.5, 2.5: 1.0, 5.0: 2.5, 10.0: 5.0}.get(e["p99_le_s"], "?")
