@@ -15,12 +15,6 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
 
-/// mimalloc instead of glibc's malloc: a request allocates dozens of small short-lived blocks
-/// across the runtime's threads, where glibc's arenas spent about a quarter of the service's
-/// instructions (callgrind, docs/benchmarks.md). Every binary of the benchmark uses it alike.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// One order, as the contract defines it.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

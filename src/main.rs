@@ -7,12 +7,6 @@ use challenge_latam_api::config::Settings;
 use challenge_latam_api::startup::Application;
 use challenge_latam_api::telemetry::{self, Telemetry};
 
-/// mimalloc instead of glibc's malloc: a request allocates dozens of small short-lived blocks
-/// across the runtime's threads, where glibc's arenas spent about a quarter of the service's
-/// instructions (callgrind, docs/benchmarks.md). Every binary of the benchmark uses it alike.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let settings = match Settings::from_env() {
