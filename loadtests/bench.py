@@ -102,6 +102,12 @@ def parse_wrk(out: str) -> dict:
     return res
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wrk(url: str, script: str, seconds: int, conns: int, auth: str) -> dict:
     cmd = [tool("wrk"), "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "--timeout", "10s",
            "-s", str(WRK_DIR / script), url]
@@ -228,6 +234,11 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     need(svc.BINARY, "cargo build --release --bin challenge-latam-api")
     need(EXAMPLES / "handlers_only", "cargo build --release --example handlers_only")
+    # Both are linked from the same library; a binary relinked after the example means the
+    # example is stale and the ratio would compare two different builds.
+    if (EXAMPLES / "handlers_only").stat().st_mtime < svc.BINARY.stat().st_mtime - 1:
+        raise SystemExit("bench: examples/handlers_only is older than the service binary: run "
+                         "loadtests/bench.sh without BENCH_NO_BUILD")
     tmp = Path(tempfile.mkdtemp(prefix="bench-", dir=os.environ.get("BENCH_TMP")))
     results: dict = {"when": stamp, "machine": machine(), "rows": args.rows,
                      "wrk": {"threads": 1, "connections": args.connections, "seconds": args.seconds}}
@@ -258,6 +269,7 @@ def main() -> int:
                  "byCustomer": ("/challenge-latam-api/getData", "customer.lua")}
         figures: dict = {c: {} for c in cases}
         rounds: dict = {c: [] for c in cases}
+        cpu_rounds: dict = {c: [] for c in cases}
         for case, (path, script) in cases.items():
             # bare once; then handlers and service in alternating order, `--rounds` times, so
             # a slow minute of this shared machine hits both sides of the middleware ratio.
@@ -269,20 +281,27 @@ def main() -> int:
                 for name in group:
                     proc = procs[name]
                     wrk(proc.url + path, script, 2, args.connections, keys[0])  # warm up
+                    cpu = cpu_seconds(proc.pid)
                     r = wrk(proc.url + path, script, args.seconds, args.connections, keys[0])
+                    # CPU per request: what the server spent, whoever else was running (wrk
+                    # shares the two cores), so it is steadier than the rate between rounds.
+                    r["cpu_us"] = 1e6 * (cpu_seconds(proc.pid) - cpu) / max(1, r["requests"])
                     runs[name].append(r)
                     got[name] = r["rps"]
-                    print(f"bench: {case:10} {name:8} {r['rps']:9.0f} req/s  p50 {r['p50_ms']:.2f} ms"
+                    print(f"bench: {case:10} {name:8} {r['rps']:9.0f} req/s  {r['cpu_us']:6.1f} us CPU/req"
+                          f"  p50 {r['p50_ms']:.2f} ms"
                           f"  p99 {r['p99_ms']:.2f} ms  non-2xx {r['non_2xx']}"
                           f"{'  socket errors ' + r['socket_errors'] if r['socket_errors'] else ''}",
                           flush=True)
                 if len(got) == 2:
                     rounds[case].append(got)
+                    cpu_rounds[case].append({n: runs[n][-1]["cpu_us"] for n in group})
             # Each server's median run stands for it (its latencies with it).
             for name, rs in runs.items():
                 figures[case][name] = sorted(rs, key=lambda x: x["rps"])[len(rs) // 2]
         results["figures"] = figures
         results["rounds"] = rounds
+        results["cpu_rounds"] = cpu_rounds
 
         # 2. Publish-to-queryable at half the maximum ingest rate.
         half = max(10, int(figures["ingest"]["service"]["rps"] / 2))
@@ -327,10 +346,12 @@ def report(r: dict) -> str:
     lines = [f"## Benchmark run {r['when']}", "", f"Machine: {r['machine']}. Generator: wrk, "
              f"1 thread, {r['wrk']['connections']} connections, {r['wrk']['seconds']} s per case "
              f"after 2 s of warm-up; store seeded with {r['rows']:,} rows.", "",
-             "| case | server | req/s | p50 ms | p99 ms | non-2xx |", "|---|---|---|---|---|---|"]
+             "| case | server | req/s | CPU us/req | p50 ms | p99 ms | non-2xx |",
+             "|---|---|---|---|---|---|---|"]
     for case, by in f.items():
         for name, x in by.items():
-            lines.append(f"| {case} | {name} | {x['rps']:.0f} | {x['p50_ms']:.2f} | "
+            cpu = f"{x['cpu_us']:.1f}" if "cpu_us" in x else "-"
+            lines.append(f"| {case} | {name} | {x['rps']:.0f} | {cpu} | {x['p50_ms']:.2f} | "
                          f"{x['p99_ms']:.2f} | {x['non_2xx']} |")
     lines += ["", "| ratio | figure | target |", "|---|---|---|"]
     for case, target in (("ingest", 0.30), ("getData", 0.50), ("byCustomer", 0.40)):
@@ -344,6 +365,13 @@ def report(r: dict) -> str:
         lines.append(f"| service (full middleware) / handlers only, {case} (medians"
                      f"{'; rounds ' + each if each else ''}) | {100 * ratio:.1f} % | "
                      f">= 90 % ({'met' if ratio >= 0.9 else 'MISSED'}) |")
+    for case, rs in r.get("cpu_rounds", {}).items():
+        if rs:
+            each = sorted(g["handlers"] / g["service"] for g in rs)
+            lines.append(f"| handlers-only CPU per request / service CPU per request, {case} "
+                         f"(median of rounds {', '.join(f'{100 * x:.0f} %' for x in each)}) | "
+                         f"{100 * each[len(each) // 2]:.1f} % | (what the rate ratio would be "
+                         f"if the server were CPU-bound alone) |")
     e = r["e2e"]
     lo = {0.1: 0.0, 0.25: 0.1, 0.5: 0.25, 1.0: 0.5, 2.5: 1.0, 5.0: 2.5, 10.0: 5.0}.get(e["p99_le_s"], "?")
     lines += ["", f"Publish to queryable while wrk ingests at about {e['rate']}/s (half the maximum "

@@ -9,10 +9,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::header::AUTHORIZATION;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -179,7 +177,7 @@ pub struct Principal {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ClientKey(pub Arc<str>);
 
-/// State of the authentication middleware.
+/// What authentication needs besides the keys.
 #[derive(Clone)]
 pub struct AuthState {
     /// The configured keys.
@@ -188,35 +186,27 @@ pub struct AuthState {
     pub trust_forwarded_for: bool,
 }
 
-/// Authenticates every API request (401 without a known key) and records who is calling for
-/// the rate limiter and the scope checks.
-pub async fn authenticate(
-    State(state): State<AuthState>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    let header = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let principal = match state.auth.authenticate(header) {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
-    };
-    let client = match &principal.key_id {
-        Some(id) => ClientKey(id.clone()),
-        None => ClientKey(
-            client_ip(&req, state.trust_forwarded_for)
-                .to_string()
-                .into(),
-        ),
-    };
-    if let Some(id) = &principal.key_id {
-        tracing::Span::current().record("client.key_id", id.as_ref());
+impl AuthState {
+    /// Authenticates an API request (401 without a known key) and records in its extensions
+    /// who is calling, for the rate limiter ([`ClientKey`]) and the scope check ([`Principal`]).
+    /// The key id goes on the current (request) span; the key itself goes nowhere.
+    pub fn authenticate(&self, req: &mut Request) -> Result<(), ApiError> {
+        let header = req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let principal = self.auth.authenticate(header)?;
+        let client = match &principal.key_id {
+            Some(id) => {
+                tracing::Span::current().record("client.key_id", id.as_ref());
+                ClientKey(id.clone())
+            }
+            None => ClientKey(client_ip(req, self.trust_forwarded_for).to_string().into()),
+        };
+        req.extensions_mut().insert(client);
+        req.extensions_mut().insert(principal);
+        Ok(())
     }
-    req.extensions_mut().insert(client);
-    req.extensions_mut().insert(principal);
-    next.run(req).await
 }
 
 fn client_ip(req: &Request, trust_forwarded_for: bool) -> IpAddr {
@@ -237,16 +227,18 @@ fn client_ip(req: &Request, trust_forwarded_for: bool) -> IpAddr {
         .unwrap_or(IpAddr::from([0, 0, 0, 0]))
 }
 
-/// Route layer: 403 unless the caller has `scope`.
-pub async fn require(scope: Scope, req: Request, next: Next) -> Response {
+/// 403 unless the authenticated caller has `scope` (everything is allowed with auth off; a
+/// request that was never authenticated has no scope at all).
+pub fn require(req: &Request, scope: Scope) -> Result<(), ApiError> {
     let allowed = match req.extensions().get::<Principal>() {
         Some(p) => p.scopes.as_ref().is_none_or(|s| s.contains(&scope)),
         None => false,
     };
-    if !allowed {
-        return ApiError::Forbidden(scope.as_str()).into_response();
+    if allowed {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(scope.as_str()))
     }
-    next.run(req).await
 }
 
 #[cfg(test)]

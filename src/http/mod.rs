@@ -3,38 +3,51 @@
 //!
 //! A request to an API route passes, outermost first:
 //! 1. `observe`: server span (continuing `traceparent`), RED metrics, one log line;
-//! 2. `shed`: at most `MAX_IN_FLIGHT` API requests at once, else 503 at once;
-//! 3. `faults`: injected latency/errors for drills (a no-op unless switched on);
-//! 4. `auth::authenticate`: 401 without a known key;
-//! 5. the rate limiter (tower_governor), keyed by key id or client address: 429;
-//! 6. `auth::require`: 403 without the route's scope;
-//! 7. the handler, whose dependency calls have deadlines (504).
+//! 2. `admission`: at most `MAX_IN_FLIGHT` API requests at once, else 503 at once; drill faults
+//!    (a no-op unless switched on); authentication, 401 without a known key;
+//! 3. the rate limiter (tower_governor), keyed by key id or client address: 429;
+//! 4. `admission::RequireLayer`: 403 without the route's scope;
+//! 5. the handler, whose dependency calls have deadlines (504).
 //!
-//! Health, readiness and the OpenAPI document skip 2-6 so probes work under load.
+//! Health, readiness and the OpenAPI document skip 2-4 so probes work under load. The layers
+//! are plain tower services rather than `axum::middleware::from_fn` functions, which box and
+//! clone the whole stack below them on every request (docs/benchmarks.md).
 
 pub mod admin;
+mod admission;
 pub mod auth;
 pub mod error;
 mod middleware;
+mod observe;
 pub mod routes;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post};
 use axum::Router;
-use tokio::sync::Semaphore;
 
 use crate::adapters::faults::FaultSwitch;
 use crate::ports::{Publisher, RecordQuery};
+use admission::{AdmitLayer, RequireLayer};
 use auth::{Auth, AuthState, Scope};
 pub use middleware::RateLimit;
+use observe::ObserveLayer;
 
 /// Path of the ingest route.
 pub const INGEST: &str = "/challenge-latam-api/ingestData";
 /// Path of the query route.
 pub const GET_DATA: &str = "/challenge-latam-api/getData";
+/// Liveness.
+pub const HEALTHZ: &str = "/healthz";
+/// Readiness.
+pub const READYZ: &str = "/readyz";
+/// The OpenAPI document.
+pub const OPENAPI: &str = "/openapi.json";
+
+/// Every route template of the public router: the `http_route` label values (observe keeps a
+/// metric handle per route, so the router and this list are one list).
+pub(crate) const ROUTES: [&str; 5] = [INGEST, GET_DATA, HEALTHZ, READYZ, OPENAPI];
 
 /// What handlers need; built once in `startup`.
 #[derive(Clone)]
@@ -84,9 +97,9 @@ pub fn api_routes(state: AppState) -> Router {
 
 fn public_routes() -> Router<AppState> {
     Router::new()
-        .route("/healthz", get(routes::health::healthz))
-        .route("/readyz", get(routes::health::readyz))
-        .route("/openapi.json", get(routes::openapi::openapi))
+        .route(HEALTHZ, get(routes::health::healthz))
+        .route(READYZ, get(routes::health::readyz))
+        .route(OPENAPI, get(routes::openapi::openapi))
 }
 
 /// The public router with the full middleware stack (see the module docs for the order).
@@ -96,27 +109,20 @@ pub fn router(state: AppState, protection: Protection) -> Router {
         auth: protection.auth.clone(),
         trust_forwarded_for: protection.trust_forwarded_for,
     };
-    let shed = Arc::new(Semaphore::new(protection.max_in_flight));
     crate::telemetry::metrics::max_active(protection.max_in_flight);
+    let admit = AdmitLayer::new(protection.max_in_flight, protection.faults, auth_state);
 
     let api = Router::new()
         .route(
             INGEST,
-            post(routes::ingest::ingest)
-                .route_layer(from_fn(|r, n| auth::require(Scope::Ingest, r, n))),
+            post(routes::ingest::ingest).route_layer(RequireLayer(Scope::Ingest)),
         )
         .route(
             GET_DATA,
-            get(routes::query::get_data)
-                .route_layer(from_fn(|r, n| auth::require(Scope::Read, r, n))),
+            get(routes::query::get_data).route_layer(RequireLayer(Scope::Read)),
         )
         .layer(limiter)
-        .layer(from_fn_with_state(auth_state, auth::authenticate))
-        .layer(from_fn_with_state(
-            protection.faults.clone(),
-            middleware::faults,
-        ))
-        .layer(from_fn_with_state(shed, middleware::shed));
+        .layer(admit);
 
     Router::new()
         .merge(api)
@@ -124,5 +130,5 @@ pub fn router(state: AppState, protection: Protection) -> Router {
         .fallback(middleware::not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed)
         .with_state(state)
-        .layer(from_fn(middleware::observe))
+        .layer(ObserveLayer::new())
 }

@@ -51,6 +51,10 @@ pub fn from_headers(headers: &http::HeaderMap) -> Context {
 
 /// Writes the span's context into message attributes under both names.
 pub fn inject(span: &tracing::Span, attributes: &mut Attributes) {
+    if !exporting() {
+        // No trace to continue: the producer span does not exist.
+        return;
+    }
     let cx = span.context();
     if !cx.span().span_context().is_valid() {
         return;

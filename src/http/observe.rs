@@ -1,0 +1,329 @@
+//! The outermost layer: a server span, RED metrics and one log line for every request, whatever
+//! its outcome (404, 413, 429 and 503 included). `http_route` is the matched template and is
+//! absent when nothing matched; the method set is bounded.
+//!
+//! A hand-written tower layer rather than `from_fn`: its future wraps the inner one without a
+//! box, and the metric handles of every (method, route, status) are looked up once and kept,
+//! so observing a request builds no metric key (docs/benchmarks.md, "Middleware cost").
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock, RwLock};
+use std::task::{ready, Context, Poll};
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::Method;
+use axum::response::Response;
+use metrics::{gauge, histogram, Gauge, Histogram, Label};
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
+use tracing::instrument::Instrumented;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::telemetry::metrics::{HTTP_ACTIVE, HTTP_DURATION};
+use crate::telemetry::propagation;
+
+/// `http_request_method` values: the known methods, anything else `_OTHER` (the
+/// OpenTelemetry convention), so a client cannot mint label values.
+const METHODS: [&str; 10] = [
+    "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE", "_OTHER",
+];
+
+fn method_index(m: &Method) -> usize {
+    match *m {
+        Method::GET => 0,
+        Method::POST => 1,
+        Method::PUT => 2,
+        Method::DELETE => 3,
+        Method::PATCH => 4,
+        Method::HEAD => 5,
+        Method::OPTIONS => 6,
+        Method::CONNECT => 7,
+        Method::TRACE => 8,
+        _ => 9,
+    }
+}
+
+/// The `http_route` of a request: one of the router's templates ([`super::ROUTES`]), none
+/// (nothing matched), or, should a template ever be added without being listed there, that
+/// template, labelled but not cached.
+#[derive(Clone)]
+enum RouteLabel {
+    Known(usize),
+    Unmatched,
+    Unlisted(Arc<str>),
+}
+
+impl RouteLabel {
+    fn of(req: &Request) -> Self {
+        match req.extensions().get::<MatchedPath>() {
+            None => RouteLabel::Unmatched,
+            Some(m) => match super::ROUTES.iter().position(|r| *r == m.as_str()) {
+                Some(i) => RouteLabel::Known(i),
+                None => RouteLabel::Unlisted(m.as_str().into()),
+            },
+        }
+    }
+
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            RouteLabel::Known(i) => Some(super::ROUTES[*i]),
+            RouteLabel::Unmatched => None,
+            RouteLabel::Unlisted(r) => Some(r),
+        }
+    }
+
+    /// Slot in the handle tables: the listed routes, then "unmatched".
+    fn slot(&self) -> Option<usize> {
+        match self {
+            RouteLabel::Known(i) => Some(*i),
+            RouteLabel::Unmatched => Some(super::ROUTES.len()),
+            RouteLabel::Unlisted(_) => None,
+        }
+    }
+}
+
+/// `http_response_status_code` values, `&'static` (one string per code, made once).
+fn status_label(status: u16) -> &'static str {
+    static CODES: OnceLock<Vec<String>> = OnceLock::new();
+    let codes = CODES.get_or_init(|| (0..1000u16).map(|c| c.to_string()).collect());
+    codes
+        .get(usize::from(status))
+        .map(String::as_str)
+        .unwrap_or("_OTHER")
+}
+
+fn labels(method: usize, route: &RouteLabel) -> Vec<Label> {
+    let mut labels = Vec::with_capacity(3);
+    labels.push(Label::from_static_parts(
+        "http_request_method",
+        METHODS[method],
+    ));
+    match route {
+        RouteLabel::Known(i) => {
+            labels.push(Label::from_static_parts("http_route", super::ROUTES[*i]))
+        }
+        RouteLabel::Unlisted(r) => labels.push(Label::new("http_route", r.to_string())),
+        RouteLabel::Unmatched => {}
+    }
+    labels
+}
+
+/// The RED metric handles, made on first use of each label set and kept: the label sets are
+/// bounded (methods x routes x status codes the service answers), so this stays small.
+struct Handles {
+    active: Vec<OnceLock<Gauge>>,
+    duration: Vec<RwLock<Vec<(u16, Histogram)>>>,
+}
+
+const SLOTS: usize = METHODS.len() * (super::ROUTES.len() + 1);
+
+impl Handles {
+    fn new() -> Self {
+        Self {
+            active: (0..SLOTS).map(|_| OnceLock::new()).collect(),
+            duration: (0..SLOTS).map(|_| RwLock::new(Vec::new())).collect(),
+        }
+    }
+
+    fn active(&self, method: usize, route: &RouteLabel) -> Gauge {
+        match route.slot() {
+            Some(slot) => self.active[method * (super::ROUTES.len() + 1) + slot]
+                .get_or_init(|| gauge!(HTTP_ACTIVE, labels(method, route)))
+                .clone(),
+            None => gauge!(HTTP_ACTIVE, labels(method, route)),
+        }
+    }
+
+    fn duration(&self, method: usize, route: &RouteLabel, status: u16) -> Histogram {
+        let make = || {
+            let mut l = labels(method, route);
+            l.push(Label::from_static_parts(
+                "http_response_status_code",
+                status_label(status),
+            ));
+            histogram!(HTTP_DURATION, l)
+        };
+        let Some(slot) = route.slot() else {
+            return make();
+        };
+        let cell = &self.duration[method * (super::ROUTES.len() + 1) + slot];
+        if let Some((_, h)) = cell
+            .read()
+            .expect("metric handles poisoned")
+            .iter()
+            .find(|(s, _)| *s == status)
+        {
+            return h.clone();
+        }
+        let mut by_status = cell.write().expect("metric handles poisoned");
+        if let Some((_, h)) = by_status.iter().find(|(s, _)| *s == status) {
+            return h.clone();
+        }
+        let h = make();
+        by_status.push((status, h.clone()));
+        h
+    }
+}
+
+/// See the module docs. Build it after the metrics recorder is installed: the handles it
+/// keeps belong to the recorder of that moment.
+#[derive(Clone)]
+pub struct ObserveLayer(Arc<Handles>);
+
+impl ObserveLayer {
+    /// A layer with no handles yet.
+    pub fn new() -> Self {
+        Self(Arc::new(Handles::new()))
+    }
+}
+
+impl Default for ObserveLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Observe {
+            inner,
+            handles: self.0.clone(),
+        }
+    }
+}
+
+/// See [`ObserveLayer`].
+#[derive(Clone)]
+pub struct Observe<S> {
+    inner: S,
+    handles: Arc<Handles>,
+}
+
+impl<S> Service<Request> for Observe<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = ObserveFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let started = Instant::now();
+        let method = method_index(req.method());
+        let route = RouteLabel::of(&req);
+        let active = self.handles.active(method, &route);
+        active.increment(1.0);
+
+        let span = tracing::info_span!(
+            "HTTP request",
+            otel.name = tracing::field::Empty,
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = METHODS[method],
+            http.route = route.as_str(),
+            url.path = req.uri().path(),
+            url.scheme = "http",
+            http.response.status_code = tracing::field::Empty,
+            client.key_id = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        );
+        // With OTLP on, the span continues the caller's trace and logs carry its own ids; with
+        // it off (no OpenTelemetry layer at all) nothing reads OpenTelemetry contexts or the
+        // span name, so neither is built, and logs carry the caller's `traceparent` ids.
+        let ids = if propagation::exporting() {
+            match route.as_str() {
+                Some(r) => span.record("otel.name", format!("{} {r}", METHODS[method])),
+                None => span.record("otel.name", METHODS[method]),
+            };
+            let _ = span.set_parent(propagation::from_headers(req.headers()));
+            propagation::ids(&span)
+        } else {
+            propagation::parse_traceparent(req.headers())
+        };
+        if let Some((trace_id, span_id)) = ids {
+            span.record("trace_id", trace_id.as_str());
+            span.record("span_id", span_id.as_str());
+        }
+
+        // The inner layers decide admission synchronously in `call` (authentication records
+        // the key id on this span), so the call runs inside the span too.
+        let future = span.in_scope(|| self.inner.call(req));
+        ObserveFuture {
+            future: future.instrument(span),
+            started,
+            method,
+            route,
+            active: Some(active),
+            handles: self.handles.clone(),
+        }
+    }
+}
+
+pin_project! {
+    /// The future of [`Observe`].
+    pub struct ObserveFuture<F> {
+        #[pin]
+        future: Instrumented<F>,
+        started: Instant,
+        method: usize,
+        route: RouteLabel,
+        // Decremented when the request ends, however it ends (a dropped connection too).
+        active: Option<Gauge>,
+        handles: Arc<Handles>,
+    }
+
+    impl<F> PinnedDrop for ObserveFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(active) = this.project().active.take() {
+                active.decrement(1.0);
+            }
+        }
+    }
+}
+
+impl<F> Future for ObserveFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let response = match ready!(this.future.as_mut().poll(cx)) {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        let status = response.status();
+        let elapsed = this.started.elapsed();
+        this.handles
+            .duration(*this.method, this.route, status.as_u16())
+            .record(elapsed.as_secs_f64());
+        let span = this.future.span();
+        span.record("http.response.status_code", status.as_u16());
+        if status.is_server_error() {
+            span.record("otel.status_code", "ERROR");
+        }
+        span.in_scope(|| {
+            tracing::info!(
+                http.response.status_code = status.as_u16(),
+                latency_ms = elapsed.as_secs_f64() * 1e3,
+                "request served"
+            )
+        });
+        if let Some(active) = this.active.take() {
+            active.decrement(1.0);
+        }
+        Poll::Ready(Ok(response))
+    }
+}
