@@ -121,8 +121,11 @@ impl LogWriter {
         while b.bytes.len() >= MAX_BUFFERED && !b.closed {
             b = self.0.drained.wait(b).unwrap_or_else(|e| e.into_inner());
         }
+        let before = b.bytes.len();
         b.bytes.extend_from_slice(line);
-        if b.bytes.len() >= FLUSH_AT {
+        // Wake the writer once, on crossing the mark: every notify is a futex syscall, and
+        // lines keep arriving until the writer gets the lock.
+        if before < FLUSH_AT && b.bytes.len() >= FLUSH_AT {
             self.0.full.notify_one();
         }
     }
