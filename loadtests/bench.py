@@ -234,13 +234,6 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     need(svc.BINARY, "cargo build --release --bin challenge-latam-api")
     need(EXAMPLES / "handlers_only", "cargo build --release --example handlers_only")
-    # Both are linked from the same library; one linked before the library last changed is
-    # stale, and the ratio would compare two different builds.
-    lib = ROOT / "target/release/libchallenge_latam_api.rlib"
-    for b in (svc.BINARY, EXAMPLES / "handlers_only"):
-        if lib.exists() and b.stat().st_mtime < lib.stat().st_mtime:
-            raise SystemExit(f"bench: {b} is older than the library it links: run "
-                             "loadtests/bench.sh without BENCH_NO_BUILD")
     tmp = Path(tempfile.mkdtemp(prefix="bench-", dir=os.environ.get("BENCH_TMP")))
     results: dict = {"when": stamp, "machine": machine(), "rows": args.rows,
                      "wrk": {"threads": 1, "connections": args.connections, "seconds": args.seconds}}

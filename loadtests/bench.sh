@@ -6,7 +6,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 export PATH="$root/.tools/venv/bin:$PATH"
-if [ "${BENCH_NO_BUILD:-}" != 1 ]; then
-  cargo build --release --locked --bin challenge-latam-api --example bare --example handlers_only
-fi
+# Always, in one cargo call: the ratios compare builds of the same library, and a binary left
+# from an earlier build (once a mimalloc handlers_only) skews them. A no-op when up to date.
+cargo build --release --locked --bin challenge-latam-api --example bare --example handlers_only
 exec python3 loadtests/bench.py "$@"

@@ -47,8 +47,9 @@ pub const READYZ: &str = "/readyz";
 /// The OpenAPI document.
 pub const OPENAPI: &str = "/openapi.json";
 
-/// Every route template of the public router: the `http_route` label values (observe keeps a
-/// metric handle per route, so the router and this list are one list).
+/// Every route template the router registers (it registers these constants): the
+/// `http_route` label values, for which observe keeps metric handles. A template added to the
+/// router but not here is still labelled, only not cached.
 pub(crate) const ROUTES: [&str; 5] = [INGEST, GET_DATA, HEALTHZ, READYZ, OPENAPI];
 
 /// What handlers need; built once in `startup`.
