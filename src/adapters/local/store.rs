@@ -1,11 +1,12 @@
 //! The embedded store: the table in `store.db`, with the columns of the BigQuery table
 //! (record fields plus the subscription's metadata) and indexes for getData's two queries.
 //!
-//! One connection writes (the pipeline is the only writer); queries use a small pool of
-//! read connections, which WAL lets run beside the writer. All SQL text is fixed here; request
+//! One connection writes (the pipeline is the only writer); queries run on a few reader
+//! threads, each with its own read connection, which WAL lets run beside the writer. All SQL text is fixed here; request
 //! values only ever arrive as bound parameters.
 
-use std::path::{Path, PathBuf};
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -53,72 +54,88 @@ const Q_CUSTOMER_AFTER: &str =
       AND (publish_time, message_id) < (?4, ?5)
     ORDER BY publish_time DESC, message_id DESC LIMIT ?3";
 
-/// Most idle read connections kept open.
-const READ_POOL: usize = 4;
+/// Reader threads, each with its own read-only connection.
+const READERS: usize = 4;
+/// Queries waiting for a reader beyond the ones running; past this, callers wait (async) to
+/// enqueue, so the queue does not grow with the number of clients.
+const READ_QUEUE: usize = 16;
+
+/// A query for a reader thread: it runs `f` and sends the result back, unless the caller
+/// has gone (its request deadline passed) by the time a reader takes it.
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 
 /// The SQLite table and its connections.
 pub struct LocalStore {
-    path: PathBuf,
     writer: Arc<Mutex<Connection>>,
-    readers: Arc<Mutex<Vec<Connection>>>,
-    /// At most `READ_POOL` queries at once: more would each open a connection (with its own
-    /// page cache) on its own blocking thread, growing memory with the number of clients while
-    /// adding no throughput on a few cores. A query past the bound waits here (the request
-    /// deadline still applies).
-    reading: Arc<tokio::sync::Semaphore>,
+    /// Queries go to `READERS` long-lived threads. `spawn_blocking` would do the same work
+    /// but tokio starts a fresh blocking thread whenever none is idle at that instant: under
+    /// load both benchmark builds ran about 30 threads for 4 concurrent reads, and each new
+    /// thread's glibc malloc arena pushed peak RSS past 100 MiB. Fixed threads keep the
+    /// thread count, the connections and their page caches bounded.
+    reads: tokio::sync::mpsc::Sender<ReadJob>,
 }
 
 impl LocalStore {
-    /// Opens (creating if needed) the table and its indexes.
+    /// Opens (creating if needed) the table and its indexes, and starts the reader threads.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         let conn =
             sqlite::open(path).map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
         conn.execute_batch(SCHEMA)?;
+        let (reads, queue) = tokio::sync::mpsc::channel::<ReadJob>(READ_QUEUE);
+        // One receiver shared by the readers: whoever holds the lock waits for the next job
+        // and lets go of the lock before running it.
+        let queue = Arc::new(Mutex::new(queue));
+        for i in 0..READERS {
+            let conn = Connection::open_with_flags(
+                path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(|e| anyhow::anyhow!("opening {} to read: {e}", path.display()))?;
+            conn.busy_timeout(std::time::Duration::from_secs(5))?;
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("store-reader-{i}"))
+                .spawn(move || loop {
+                    let job = queue.lock().expect("read queue poisoned").blocking_recv();
+                    match job {
+                        // A panic in one query fails that query (its answer channel is
+                        // dropped), not the reader: the thread keeps serving.
+                        Some(job) => {
+                            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&conn)));
+                        }
+                        // Every sender is gone: the store was dropped.
+                        None => return,
+                    }
+                })?;
+        }
         Ok(Self {
-            path: path.to_owned(),
             writer: Arc::new(Mutex::new(conn)),
-            readers: Arc::new(Mutex::new(Vec::new())),
-            reading: Arc::new(tokio::sync::Semaphore::new(READ_POOL)),
+            reads,
         })
     }
 
-    /// Runs `f` on a read connection, off the async runtime.
+    /// Runs `f` on a reader thread's connection, off the async runtime.
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, DependencyError> {
-        let readers = self.readers.clone();
-        let path = self.path.clone();
-        let permit =
-            self.reading.clone().acquire_owned().await.map_err(|_| {
-                DependencyError::new(ErrorKind::Internal, "store closed".to_string())
-            })?;
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let pooled = readers.lock().expect("reader pool poisoned").pop();
-            let conn = match pooled {
-                Some(c) => c,
-                None => {
-                    let c = Connection::open_with_flags(
-                        &path,
-                        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
-                            | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                    )
-                    .map_err(sqlite::error)?;
-                    c.busy_timeout(std::time::Duration::from_secs(5))
-                        .map_err(sqlite::error)?;
-                    c
-                }
-            };
-            let result = f(&conn).map_err(sqlite::error);
-            let mut pool = readers.lock().expect("reader pool poisoned");
-            if pool.len() < READ_POOL {
-                pool.push(conn);
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job: ReadJob = Box::new(move |conn| {
+            // A caller that stopped waiting (deadline, client gone) needs no answer.
+            if !done.is_closed() {
+                let _ = done.send(f(conn).map_err(sqlite::error));
             }
-            result
-        })
-        .await
-        .map_err(|e| DependencyError::new(ErrorKind::Internal, format!("query task failed: {e}")))?
+        });
+        let closed = || DependencyError::new(ErrorKind::Internal, "store closed".to_string());
+        self.reads.send(job).await.map_err(|_| closed())?;
+        // A reader that panicked drops the job, and with it the sender.
+        result.await.map_err(|_| {
+            DependencyError::new(
+                ErrorKind::Internal,
+                "query failed on the reader".to_string(),
+            )
+        })?
     }
 }
 
@@ -178,7 +195,7 @@ impl RowWriter for LocalStore {
         .map_err(|e| DependencyError::new(ErrorKind::Internal, format!("insert task failed: {e}")))
         .and_then(|r| r);
         let error = result.as_ref().err().map(|e| e.kind);
-        metrics::db_op("sqlite", DbOp::Insert, error, started.elapsed());
+        metrics::db_op(metrics::DB_LOCAL, DbOp::Insert, error, started.elapsed());
         result
     }
 }
@@ -222,7 +239,7 @@ impl RecordQuery for LocalStore {
             })
             .await;
         let error = result.as_ref().err().map(|e| e.kind);
-        metrics::db_op("sqlite", DbOp::Query, error, started.elapsed());
+        metrics::db_op(metrics::DB_LOCAL, DbOp::Query, error, started.elapsed());
         result
     }
 
