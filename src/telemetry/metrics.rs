@@ -2,9 +2,10 @@
 //! query (CONTRACT.md, "Metrics"). Everything that records a metric goes through the helpers
 //! here, so a label value outside its fixed set cannot be written by accident.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram, Unit};
+use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::ports::ErrorKind;
@@ -102,6 +103,7 @@ pub fn install(otlp: Option<opentelemetry::metrics::Meter>) -> anyhow::Result<Pr
         .map_err(|_| anyhow::anyhow!("a metrics recorder is already installed"))?,
     }
     describe();
+    let _ = HANDLES.set(Handles::new());
     Ok(handle)
 }
 
@@ -160,48 +162,155 @@ fn error_label(error: Option<ErrorKind>) -> &'static str {
     error.map(ErrorKind::as_str).unwrap_or("")
 }
 
-/// Records one broker operation of `system` (`local` or `gcp_pubsub`).
+/// `messaging_system` of the embedded broker.
+pub const MESSAGING_LOCAL: &str = "local";
+/// `messaging_system` of Pub/Sub.
+pub const MESSAGING_GCP: &str = "gcp_pubsub";
+/// `db_system_name` of the embedded store.
+pub const DB_LOCAL: &str = "sqlite";
+/// `db_system_name` of BigQuery.
+pub const DB_GCP: &str = "gcp.bigquery";
+
+/// `error_type` values: none, then each [`ErrorKind`].
+const ERRORS: usize = 6;
+
+fn error_slot(error: Option<ErrorKind>) -> usize {
+    match error {
+        None => 0,
+        Some(ErrorKind::Timeout) => 1,
+        Some(ErrorKind::Unavailable) => 2,
+        Some(ErrorKind::ResourceExhausted) => 3,
+        Some(ErrorKind::Invalid) => 4,
+        Some(ErrorKind::Internal) => 5,
+    }
+}
+
+fn messaging_slot(system: &str) -> Option<usize> {
+    match system {
+        MESSAGING_LOCAL => Some(0),
+        MESSAGING_GCP => Some(1),
+        _ => None,
+    }
+}
+
+fn db_slot(system: &str) -> Option<usize> {
+    match system {
+        DB_LOCAL => Some(0),
+        DB_GCP => Some(1),
+        _ => None,
+    }
+}
+
+/// Handles of the adapters' metrics, made on first use of each label set and kept. The
+/// macros build and hash a key on every call (about 2,000 instructions, several times per
+/// message); a kept handle records with an atomic add. The label sets are fixed (systems x
+/// operations x error types), so every table is a few dozen cells.
+///
+/// Set by [`install`], so a handle always belongs to the installed recorder; before that
+/// (unit tests, tools) the helpers use the macros directly.
+struct Handles {
+    messaging: [OnceLock<Histogram>; 2 * 3 * ERRORS],
+    sent: [OnceLock<Counter>; 2 * ERRORS],
+    db: [OnceLock<Histogram>; 2 * 2 * ERRORS],
+    end_to_end: OnceLock<Histogram>,
+    backlog: OnceLock<Gauge>,
+    dead_lettered: OnceLock<Counter>,
+}
+
+static HANDLES: OnceLock<Handles> = OnceLock::new();
+
+impl Handles {
+    fn new() -> Self {
+        Self {
+            messaging: [const { OnceLock::new() }; 2 * 3 * ERRORS],
+            sent: [const { OnceLock::new() }; 2 * ERRORS],
+            db: [const { OnceLock::new() }; 2 * 2 * ERRORS],
+            end_to_end: OnceLock::new(),
+            backlog: OnceLock::new(),
+            dead_lettered: OnceLock::new(),
+        }
+    }
+}
+
+/// Uses the kept handle of `cell` (made with `make` the first time), or, with no cell, a
+/// handle made for this call. The handle is borrowed, not cloned: a clone would bump a
+/// shared reference count on every call.
+fn with<T>(cell: Option<&OnceLock<T>>, make: impl FnOnce() -> T, f: impl FnOnce(&T)) {
+    match cell {
+        Some(cell) => f(cell.get_or_init(make)),
+        None => f(&make()),
+    }
+}
+
+/// Records one broker operation of `system` ([`MESSAGING_LOCAL`] or [`MESSAGING_GCP`]).
 pub fn messaging_op(
     system: &'static str,
     op: MessagingOp,
     error: Option<ErrorKind>,
     elapsed: Duration,
 ) {
-    histogram!(MESSAGING_DURATION,
-        "messaging_system" => system,
-        "messaging_operation_name" => op.as_str(),
-        "error_type" => error_label(error))
-    .record(elapsed.as_secs_f64());
+    let cell = HANDLES
+        .get()
+        .zip(messaging_slot(system))
+        .map(|(h, s)| &h.messaging[(s * 3 + op as usize) * ERRORS + error_slot(error)]);
+    let make = || {
+        histogram!(MESSAGING_DURATION,
+            "messaging_system" => system,
+            "messaging_operation_name" => op.as_str(),
+            "error_type" => error_label(error))
+    };
+    with(cell, make, |h| h.record(elapsed.as_secs_f64()));
 }
 
 /// Counts `n` messages sent to the broker by `system`.
 pub fn messages_sent(system: &'static str, error: Option<ErrorKind>, n: u64) {
-    counter!(MESSAGING_SENT, "messaging_system" => system, "error_type" => error_label(error))
-        .increment(n);
+    let cell = HANDLES
+        .get()
+        .zip(messaging_slot(system))
+        .map(|(h, s)| &h.sent[s * ERRORS + error_slot(error)]);
+    let make = || counter!(MESSAGING_SENT, "messaging_system" => system, "error_type" => error_label(error));
+    with(cell, make, |c| c.increment(n));
 }
 
-/// Records one store operation of `system` (`sqlite` or `gcp.bigquery`).
+/// Records one store operation of `system` ([`DB_LOCAL`] or [`DB_GCP`]).
 pub fn db_op(system: &'static str, op: DbOp, error: Option<ErrorKind>, elapsed: Duration) {
-    histogram!(DB_DURATION,
-        "db_system_name" => system,
-        "db_operation_name" => op.as_str(),
-        "error_type" => error_label(error))
-    .record(elapsed.as_secs_f64());
+    let cell = HANDLES
+        .get()
+        .zip(db_slot(system))
+        .map(|(h, s)| &h.db[(s * 2 + op as usize) * ERRORS + error_slot(error)]);
+    let make = || {
+        histogram!(DB_DURATION,
+            "db_system_name" => system,
+            "db_operation_name" => op.as_str(),
+            "error_type" => error_label(error))
+    };
+    with(cell, make, |h| h.record(elapsed.as_secs_f64()));
 }
 
 /// Records how long a stored row took from publish to queryable.
 pub fn end_to_end(seconds: f64) {
-    histogram!(PIPELINE_E2E).record(seconds.max(0.0));
+    let cell = HANDLES.get().map(|h| &h.end_to_end);
+    with(
+        cell,
+        || histogram!(PIPELINE_E2E),
+        |h| h.record(seconds.max(0.0)),
+    );
 }
 
 /// Sets the number of unacknowledged messages.
 pub fn backlog(n: u64) {
-    gauge!(PIPELINE_BACKLOG).set(n as f64);
+    let cell = HANDLES.get().map(|h| &h.backlog);
+    with(cell, || gauge!(PIPELINE_BACKLOG), |g| g.set(n as f64));
 }
 
 /// Counts messages moved to the dead-letter table.
 pub fn dead_lettered(n: u64) {
-    counter!(PIPELINE_DEAD_LETTERED).increment(n);
+    let cell = HANDLES.get().map(|h| &h.dead_lettered);
+    with(
+        cell,
+        || counter!(PIPELINE_DEAD_LETTERED),
+        |c| c.increment(n),
+    );
 }
 
 /// Publishes the load-shedding bound.

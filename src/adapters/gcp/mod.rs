@@ -23,9 +23,9 @@ pub use bigquery::BigQueryStore;
 pub use pubsub::{PubSubPublisher, PubSubSubscription};
 
 /// `messaging_system` label value of these adapters.
-pub const MESSAGING_SYSTEM: &str = "gcp_pubsub";
+pub const MESSAGING_SYSTEM: &str = crate::telemetry::metrics::MESSAGING_GCP;
 /// `db_system_name` label value of these adapters.
-pub const DB_SYSTEM: &str = "gcp.bigquery";
+pub const DB_SYSTEM: &str = crate::telemetry::metrics::DB_GCP;
 
 /// Readiness probes give up after this long, so `/readyz` answers quickly even when a
 /// dependency hangs.

@@ -168,12 +168,12 @@ impl Publisher for LocalBroker {
             .await;
         let error = result.as_ref().err().map(|e| e.kind);
         metrics::messaging_op(
-            "local",
+            metrics::MESSAGING_LOCAL,
             metrics::MessagingOp::Publish,
             error,
             started.elapsed(),
         );
-        metrics::messages_sent("local", error, n);
+        metrics::messages_sent(metrics::MESSAGING_LOCAL, error, n);
         result
     }
 
@@ -199,7 +199,7 @@ impl Subscription for LocalBroker {
             let result = self.call(|reply| Command::Pull { max, reply }).await;
             let error = result.as_ref().err().map(|e| e.kind);
             metrics::messaging_op(
-                "local",
+                metrics::MESSAGING_LOCAL,
                 metrics::MessagingOp::Receive,
                 error,
                 started.elapsed(),
@@ -241,7 +241,12 @@ impl AckHandle for LocalAck {
         // A lost ack only means a redelivery, which the store absorbs by message id.
         let sent = self.tx.send(Command::Ack { seq: self.seq }).is_ok();
         let error = (!sent).then_some(ErrorKind::Unavailable);
-        metrics::messaging_op("local", metrics::MessagingOp::Ack, error, started.elapsed());
+        metrics::messaging_op(
+            metrics::MESSAGING_LOCAL,
+            metrics::MessagingOp::Ack,
+            error,
+            started.elapsed(),
+        );
     }
 
     async fn nack(self: Box<Self>, error: String) {

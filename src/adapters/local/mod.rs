@@ -33,7 +33,7 @@ pub fn build(data_dir: &Path, max_delivery_attempts: u32) -> anyhow::Result<Back
             subscription: broker.subscription(),
             writer: store,
         }),
-        messaging_system: "local",
-        db_system: "sqlite",
+        messaging_system: crate::telemetry::metrics::MESSAGING_LOCAL,
+        db_system: crate::telemetry::metrics::DB_LOCAL,
     })
 }
