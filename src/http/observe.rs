@@ -317,7 +317,8 @@ where
         span.in_scope(|| {
             tracing::info!(
                 http.response.status_code = status.as_u16(),
-                latency_ms = elapsed.as_secs_f64() * 1e3,
+                // Whole microseconds: `33.3835`, not `33.383500000000005`.
+                latency_ms = elapsed.as_micros() as f64 / 1e3,
                 "request served"
             )
         });
