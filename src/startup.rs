@@ -19,6 +19,7 @@ use crate::http::auth::Auth;
 use crate::http::{self, AppState, Protection, RateLimit};
 use crate::pipeline;
 use crate::ports::{Backends, Pipeline};
+use crate::telemetry;
 
 /// How often idle rate-limit keys are forgotten.
 const EVICT_EVERY: Duration = Duration::from_secs(30);
@@ -86,6 +87,7 @@ impl Application {
         backends: Backends,
         middleware: bool,
     ) -> anyhow::Result<Self> {
+        telemetry::metrics::spawn_upkeep(metrics.clone(), telemetry::metrics::UPKEEP_EVERY);
         let faults = match settings.backend {
             Backend::Local => Some(Arc::new(FaultSwitch::new(settings.faults))),
             Backend::Gcp => None,

@@ -107,6 +107,25 @@ pub fn install(otlp: Option<opentelemetry::metrics::Meter>) -> anyhow::Result<Pr
     Ok(handle)
 }
 
+/// How often histogram samples are folded into their buckets when nobody scrapes.
+pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Folds recorded histogram samples into their buckets every `every`. The recorder keeps
+/// each sample until a scrape or an upkeep drains it, and `build_recorder` (used so that
+/// `/metrics` is served by our admin router) does not start the exporter's own upkeep task:
+/// without this, memory grew by every sample between scrapes (about 1 MiB/s at 15k req/s),
+/// and without bound when nothing scrapes (the benchmark's peak RSS went past 100 MiB).
+pub fn spawn_upkeep(handle: PrometheusHandle, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            handle.run_upkeep();
+        }
+    })
+}
+
 /// The contract's buckets of each histogram.
 fn buckets(name: &str) -> Option<&'static [f64]> {
     match name {
