@@ -28,7 +28,7 @@ impl Modify for BearerAuth {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .description(Some(
-                        "An API key; the service stores only its SHA-256 hash.",
+                        "An API key; the service is configured with only its SHA-256 hash.",
                     ))
                     .build(),
             ),
