@@ -11,6 +11,7 @@ use std::time::Duration;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -37,6 +38,32 @@ pub struct Telemetry {
     log_writer: Option<logging::LogWriterGuard>,
 }
 
+/// What is logged when `RUST_LOG` is unset or invalid.
+const DEFAULT_FILTER: &str = "info,h2=warn,hyper=warn,tower=warn,tonic=warn";
+
+/// The level filter from `RUST_LOG`: a `Targets` filter when it holds only `target=level`
+/// directives (the default does), else an `EnvFilter`. `Targets` decides once per callsite;
+/// `EnvFilter` also takes a read lock on one shared map on every span enter, exit and close,
+/// which both worker threads contend for several times per request. Span and field
+/// directives (`[span{field=value}]=debug`) still work, through `EnvFilter`.
+fn filter() -> (Option<Targets>, Option<EnvFilter>) {
+    filter_of(std::env::var("RUST_LOG").ok())
+}
+
+fn filter_of(spec: Option<String>) -> (Option<Targets>, Option<EnvFilter>) {
+    let spec = spec.unwrap_or_else(|| DEFAULT_FILTER.into());
+    // `Targets` would take `[span]` as a target name and silently ignore the directive.
+    if !spec.contains(['[', '{']) {
+        if let Ok(targets) = spec.parse::<Targets>() {
+            return (Some(targets), None);
+        }
+    }
+    match EnvFilter::try_new(&spec) {
+        Ok(env) => (None, Some(env)),
+        Err(_) => (DEFAULT_FILTER.parse().ok(), None),
+    }
+}
+
 impl Telemetry {
     /// Installs logging and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, the OTLP span and
     /// metric exporters (metrics every `OTEL_METRIC_EXPORT_INTERVAL` ms, 10 s by default:
@@ -44,8 +71,7 @@ impl Telemetry {
     /// costs nothing beyond the log lines. Must run inside the Tokio runtime (the gRPC
     /// exporter needs it).
     pub fn init(settings: &Settings) -> anyhow::Result<Self> {
-        let filter = EnvFilter::try_from_env("RUST_LOG")
-            .unwrap_or_else(|_| EnvFilter::new("info,h2=warn,hyper=warn,tower=warn,tonic=warn"));
+        let (targets, env_filter) = filter();
         let (fmt, log_writer) = match settings.log_format {
             LogFormat::Json => {
                 let (layer, guard) = logging::json_layer();
@@ -110,7 +136,8 @@ impl Telemetry {
                 .with_error_records_to_exceptions(true)
         });
         tracing_subscriber::registry()
-            .with(filter)
+            .with(targets)
+            .with(env_filter)
             .with(otel)
             .with(fmt)
             .try_init()?;
@@ -166,5 +193,39 @@ async fn flush_spans(provider: SdkTracerProvider, deadline: Duration) {
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "span exporter shutdown failed"),
         Ok(Err(e)) => tracing::warn!(error = %e, "span exporter shutdown panicked"),
         Err(_) => tracing::warn!("span exporter shutdown timed out; some spans are lost"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
+
+    #[test]
+    fn target_level_directives_use_the_lock_free_filter_and_others_keep_working() {
+        let (t, e) = filter_of(None);
+        let t = t.expect("the default is target=level only");
+        assert!(e.is_none());
+        assert!(t.would_enable("challenge_latam_api::http::observe", &Level::INFO));
+        assert!(!t.would_enable("challenge_latam_api::http::observe", &Level::DEBUG));
+        assert!(!t.would_enable("hyper::proto", &Level::INFO));
+        assert!(t.would_enable("hyper::proto", &Level::WARN));
+
+        let (t, e) = filter_of(Some("warn,challenge_latam_api=debug".into()));
+        let t = t.expect("target=level only");
+        assert!(e.is_none());
+        assert!(t.would_enable("challenge_latam_api::pipeline", &Level::DEBUG));
+        assert!(!t.would_enable("tokio", &Level::INFO));
+
+        // A span directive is EnvFilter syntax only.
+        let (t, e) = filter_of(Some("info,[HTTP request]=debug".into()));
+        assert!(t.is_none() && e.is_some());
+
+        // Nonsense falls back to the default rather than logging nothing.
+        let (t, e) = filter_of(Some("=[[".into()));
+        assert!(e.is_none());
+        assert!(t
+            .expect("the default")
+            .would_enable("challenge_latam_api", &Level::INFO));
     }
 }
