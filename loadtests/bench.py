@@ -116,6 +116,32 @@ def wrk(url: str, script: str, seconds: int, conns: int, auth: str) -> dict:
     return parse_wrk(out)
 
 
+def backlog(data_dir: Path) -> int:
+    """Messages the server's broker holds that its pipeline has not yet stored."""
+    db = data_dir / "broker.db"
+    if not db.exists():
+        return 0
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        return conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def settle(data_dirs: list[Path], limit: float = 180.0) -> float:
+    """Waits until no server's pipeline has messages left to store, and returns how long
+    that took. An ingest run leaves a backlog that the pipeline stores afterwards; without
+    this wait, that work ran on the same two cores during the next run of the other server,
+    and the paired ratios swung by tens of points with the order of the pair."""
+    started = time.monotonic()
+    while any(backlog(d) for d in data_dirs):
+        if time.monotonic() - started > limit:
+            left = {str(d): backlog(d) for d in data_dirs}
+            raise RuntimeError(f"pipelines still had messages after {limit:.0f} s: {left}")
+        time.sleep(0.2)
+    return time.monotonic() - started
+
+
 class Proc:
     """A server process of the benchmark with its RSS sampler."""
 
@@ -275,6 +301,10 @@ def main() -> int:
                 got = {}
                 for name in group:
                     proc = procs[name]
+                    waited = settle([full_dir, ho_dir])
+                    if waited > 0.5:
+                        print(f"bench: waited {waited:.1f} s for the pipelines to store their backlog",
+                              flush=True)
                     wrk(proc.url + path, script, 2, args.connections, keys[0])  # warm up
                     cpu = cpu_seconds(proc.pid)
                     r = wrk(proc.url + path, script, args.seconds, args.connections, keys[0])
