@@ -30,6 +30,8 @@ module "slo_data" {
 
   datadog_files = var.slo_files
   repo_root     = var.repo_root
+  # Dev and prod share the Datadog organization: every SLI query counts only this environment.
+  datadog_scope = { env = var.env, project_id = var.project_id }
 }
 
 resource "datadog_service_level_objective" "this" {

@@ -8,6 +8,11 @@ variable "env" {
   }
 }
 
+variable "project_id" {
+  description = "GCP project of this environment: scopes the SLI queries on GCP integration metrics, which carry project_id rather than env."
+  type        = string
+}
+
 variable "dashboards_dir" {
   description = "Directory of Datadog dashboard JSON files (dashboards/datadog); every *.json becomes one dashboard."
   type        = string

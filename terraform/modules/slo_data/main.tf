@@ -70,6 +70,12 @@ locals {
   ]...)
 
   # --- Datadog ------------------------------------------------------------------------------
+  # The scope each SLI filter opens with (var.datadog_scope). The generator opens every filter
+  # with `{service:` (the service's metrics) or `{subscription_id:` (GCP integration metrics);
+  # without a scope these replacements change nothing.
+  dd_service_scope = try("{env:${var.datadog_scope.env} AND service:", "{service:")
+  dd_gcp_scope     = try("{project_id:${var.datadog_scope.project_id} AND subscription_id:", "{subscription_id:")
+
   dd_slos = merge([
     for doc in local.dd_docs : {
       for slo in doc.slos : "${doc.service}/${slo.slo_id}" => {
@@ -81,13 +87,15 @@ locals {
         type        = slo.type
         # type "metric": good/total count queries; type "time_slice": one query compared with
         # a threshold each interval (the generator's freshness SLO on the subscription's backlog age).
-        numerator   = try(slo.query.numerator, null)
-        denominator = try(slo.query.denominator, null)
-        time_slice  = try(slo.sli_specification.time_slice, null)
-        target      = slo.target
-        timeframe   = slo.timeframe
-        tags        = slo.tags
-        monitors    = slo.monitors
+        numerator   = try(replace(replace(slo.query.numerator, "{service:", local.dd_service_scope), "{subscription_id:", local.dd_gcp_scope), null)
+        denominator = try(replace(replace(slo.query.denominator, "{service:", local.dd_service_scope), "{subscription_id:", local.dd_gcp_scope), null)
+        time_slice = try(merge(slo.sli_specification.time_slice, {
+          query = replace(replace(slo.sli_specification.time_slice.query, "{service:", local.dd_service_scope), "{subscription_id:", local.dd_gcp_scope)
+        }), null)
+        target    = slo.target
+        timeframe = slo.timeframe
+        tags      = slo.tags
+        monitors  = slo.monitors
       }
     }
   ]...)

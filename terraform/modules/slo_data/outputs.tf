@@ -57,6 +57,14 @@ output "datadog_slos" {
     ])
     error_message = "a metric SLO needs query.numerator and query.denominator; a time_slice SLO needs sli_specification.time_slice."
   }
+
+  precondition {
+    condition = var.datadog_scope == null ? true : alltrue([for s in values(local.dd_slos) : alltrue([
+      for q in compact([s.numerator, s.denominator, try(s.time_slice.query, null)]) :
+      strcontains(q, local.dd_service_scope) || strcontains(q, local.dd_gcp_scope)
+    ])])
+    error_message = "with datadog_scope set, every SLI query must be scoped to the environment; a generated filter opened with something other than {service: or {subscription_id:."
+  }
 }
 
 output "datadog_monitors" {

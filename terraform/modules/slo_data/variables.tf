@@ -31,3 +31,17 @@ variable "require_runbooks" {
   type        = bool
   default     = true
 }
+
+variable "datadog_scope" {
+  description = <<-EOT
+    The environment the Datadog SLIs are for. Dev and prod report to one Datadog organization
+    and the generated queries name no environment, so each query's filter is scoped: metrics of
+    the service and its agent carry `env` (DD_ENV), the GCP integration's carry `project_id`.
+    null leaves the queries as generated.
+  EOT
+  type = object({
+    env        = string
+    project_id = string
+  })
+  default = null
+}

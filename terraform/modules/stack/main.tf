@@ -156,6 +156,7 @@ module "datadog" {
   count  = var.enable_datadog ? 1 : 0
 
   env              = var.env
+  project_id       = var.project_id
   dashboards_dir   = "${var.repo_root}/dashboards/datadog"
   slo_files        = [for f in fileset("${var.repo_root}/alerts/datadog", "*.json") : "${var.repo_root}/alerts/datadog/${f}"]
   repo_root        = var.repo_root

@@ -105,3 +105,45 @@ run "the_generated_documents_of_this_repository_map_too" {
     error_message = "every generated burn-rate threshold is at least 1"
   }
 }
+
+# Dev and prod share a Datadog organization: with a scope, every SLI query names its
+# environment (env for the service's metrics, project_id for the GCP integration's).
+run "datadog_queries_are_scoped_to_the_environment" {
+  command = plan
+
+  variables {
+    cloud_monitoring_files = []
+    datadog_files          = [for f in fileset("../../../alerts/datadog", "*.json") : "../../../alerts/datadog/${f}"]
+    repo_root              = "../../.."
+    datadog_scope          = { env = "dev", project_id = "challenge-latam-dev" }
+  }
+
+  assert {
+    condition = alltrue([for s in values(output.datadog_slos) : s.type != "metric" || (
+      startswith(split("{", s.numerator)[1], "env:dev AND service:") && startswith(split("{", s.denominator)[1], "env:dev AND service:")
+    )])
+    error_message = "every metric SLI filter opens with env:dev"
+  }
+
+  assert {
+    condition     = alltrue([for s in values(output.datadog_slos) : s.type != "time_slice" || strcontains(s.time_slice.query, "{project_id:challenge-latam-dev AND subscription_id:")])
+    error_message = "the freshness SLI on the GCP integration's metric is scoped by project"
+  }
+
+  assert {
+    condition     = length([for s in values(output.datadog_slos) : s if s.type == "time_slice"]) == 1 && length([for s in values(output.datadog_slos) : s if s.type == "metric"]) >= 2
+    error_message = "the generated document has the metric SLOs and the freshness time_slice SLO"
+  }
+}
+
+# A filter the scoping does not recognise (the sample's `{*}`) is refused rather than left
+# counting every environment.
+run "an_unscoped_query_is_refused" {
+  command = plan
+
+  variables {
+    datadog_scope = { env = "prod", project_id = "challenge-latam-prod" }
+  }
+
+  expect_failures = [output.datadog_slos]
+}
