@@ -26,6 +26,7 @@ import random
 import re
 import shutil
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -130,9 +131,8 @@ def backlog(data_dir: Path) -> int:
 
 def settle(data_dirs: list[Path], limit: float = 180.0) -> float:
     """Waits until no server's pipeline has messages left to store, and returns how long
-    that took. An ingest run leaves a backlog that the pipeline stores afterwards; without
-    this wait, that work ran on the same two cores during the next run of the other server,
-    and the paired ratios swung by tens of points with the order of the pair."""
+    that took. An ingest run can leave a backlog that the pipeline stores afterwards; that
+    work would run on the same two cores during the next run of the other server."""
     started = time.monotonic()
     while any(backlog(d) for d in data_dirs):
         if time.monotonic() - started > limit:
@@ -388,7 +388,7 @@ def report(r: dict) -> str:
         # measured under the same machine conditions; the figure is the median of the rounds.
         pairs = sorted(g["service"] / g["handlers"] for g in r.get("rounds", {}).get(case, []))
         if pairs:
-            ratio = pairs[len(pairs) // 2]
+            ratio = statistics.median(pairs)
             how = "median of paired rounds " + ", ".join(f"{100 * x:.0f} %" for x in pairs)
         else:
             ratio = f[case]["service"]["rps"] / f[case]["handlers"]["rps"]
@@ -400,7 +400,7 @@ def report(r: dict) -> str:
             each = sorted(g["handlers"] / g["service"] for g in rs)
             lines.append(f"| handlers-only CPU per request / service CPU per request, {case} "
                          f"(median of rounds {', '.join(f'{100 * x:.0f} %' for x in each)}) | "
-                         f"{100 * each[len(each) // 2]:.1f} % | (what the rate ratio would be "
+                         f"{100 * statistics.median(each):.1f} % | (what the rate ratio would be "
                          f"if the server were CPU-bound alone) |")
     e = r["e2e"]
     lo = {0.1: 0.0, 0.25: 0.1, 0.5: 0.25, 1.0: 0.5, 2.5: 1.0, 5.0: 2.5, 10.0: 5.0}.get(e["p99_le_s"], "?")

@@ -2,8 +2,8 @@
 //! (record fields plus the subscription's metadata) and indexes for getData's two queries.
 //!
 //! One connection writes (the pipeline is the only writer); queries run on a few reader
-//! threads, each with its own read connection, which WAL lets run beside the writer. All SQL text is fixed here; request
-//! values only ever arrive as bound parameters.
+//! threads, each with its own read connection, which WAL lets run beside the writer. All SQL
+//! text is fixed here; request values only ever arrive as bound parameters.
 
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
@@ -69,9 +69,9 @@ pub struct LocalStore {
     writer: Arc<Mutex<Connection>>,
     /// Queries go to `READERS` long-lived threads. `spawn_blocking` would do the same work
     /// but tokio starts a fresh blocking thread whenever none is idle at that instant: under
-    /// load both benchmark builds ran about 30 threads for 4 concurrent reads, and each new
-    /// thread's glibc malloc arena pushed peak RSS past 100 MiB. Fixed threads keep the
-    /// thread count, the connections and their page caches bounded.
+    /// load both benchmark builds ran about 30 threads (and their malloc arenas) for 4
+    /// concurrent reads. Fixed threads keep the thread count, the connections and their page
+    /// caches bounded, and getData was faster for it (docs/benchmarks.md).
     reads: tokio::sync::mpsc::Sender<ReadJob>,
 }
 
