@@ -36,11 +36,13 @@ failures() { # the panic messages and the list of failed tests, without backtrac
   sed -n '/^failures:$/,/^test result/p' "$1" | tail -20
 }
 
-# Panic messages, not backtraces, in this check's output.
+# Panic messages, not backtraces, in this check's output. `--workspace` as in scripts/test.sh:
+# cargo unifies features over the packages it selects, so without it the library and both
+# test binaries are compiled a second time (minutes, and half a gigabyte of target/).
 export RUST_BACKTRACE=0
 status=0
 echo "60-gcp-emulators: black-box API suite on BACKEND=gcp"
-if TEST_BACKEND=gcp cargo test --release --locked --test api >"$state/api.log" 2>&1; then
+if TEST_BACKEND=gcp cargo test --release --locked --workspace --test api >"$state/api.log" 2>&1; then
   echo "60-gcp-emulators: tests/api on gcp: $(summary "$state/api.log"); skipped on gcp: $(grep -c '^SKIPPED on Gcp' "$state/api.log" || true)"
 else
   status=1
@@ -49,7 +51,7 @@ else
 fi
 
 echo "60-gcp-emulators: fault tests (emulators killed and restarted, dead-letter)"
-if cargo test --release --locked --test gcp_faults >"$state/faults.log" 2>&1; then
+if cargo test --release --locked --workspace --test gcp_faults >"$state/faults.log" 2>&1; then
   echo "60-gcp-emulators: tests/gcp_faults: $(summary "$state/faults.log")"
 else
   status=1
