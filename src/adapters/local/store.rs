@@ -7,6 +7,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -56,13 +57,51 @@ const Q_CUSTOMER_AFTER: &str =
 
 /// Reader threads, each with its own read-only connection.
 const READERS: usize = 4;
-/// Queries waiting for a reader beyond the ones running; past this, callers wait (async) to
-/// enqueue, so the queue does not grow with the number of clients.
-const READ_QUEUE: usize = 16;
+/// Queries waiting for each reader beyond the one it runs (16 in all); past this, callers wait
+/// (async) to enqueue, so the queues do not grow with the number of clients.
+const READ_QUEUE: usize = 4;
 
 /// A query for a reader thread: it runs `f` and sends the result back, unless the caller
 /// has gone (its request deadline passed) by the time a reader takes it.
 type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
+/// One queue per reader thread. A shared queue needed a lock around its receiver: every query
+/// woke the reader holding the lock and then, through the lock, the next one, and under load
+/// that hand-off cost more CPU per query than the query (docs/benchmarks.md). Here a query
+/// goes to the reader with the fewest queries queued or running, so it does not wait behind a
+/// slow one while another reader is idle, and wakes exactly that reader.
+struct Readers {
+    queues: Vec<tokio::sync::mpsc::Sender<ReadJob>>,
+    /// Per reader: queries sent to it and not yet finished.
+    pending: Arc<[AtomicUsize; READERS]>,
+}
+
+impl Readers {
+    /// Queues `job` on the least busy reader; waits (async) while that reader's queue is full.
+    /// `Err` when the readers are gone.
+    async fn submit(&self, job: ReadJob) -> Result<(), ()> {
+        let least = (0..READERS)
+            .min_by_key(|&i| self.pending[i].load(Ordering::Relaxed))
+            .unwrap_or(0);
+        // Counted before the send so that concurrent callers spread out; uncounted again if
+        // the send fails or this future is dropped while waiting (its request's deadline).
+        let claim = Claim(&self.pending[least]);
+        claim.0.fetch_add(1, Ordering::Relaxed);
+        self.queues[least].send(job).await.map_err(|_| ())?;
+        // Sent: the reader uncounts it when the query has run.
+        std::mem::forget(claim);
+        Ok(())
+    }
+}
+
+/// A query counted on a reader that has not reached its queue yet.
+struct Claim<'a>(&'a AtomicUsize);
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// The SQLite table and its connections.
 pub struct LocalStore {
@@ -72,7 +111,7 @@ pub struct LocalStore {
     /// load both benchmark builds ran about 30 threads (and their malloc arenas) for 4
     /// concurrent reads. Fixed threads keep the thread count, the connections and their page
     /// caches bounded, and getData was faster for it (docs/benchmarks.md).
-    reads: tokio::sync::mpsc::Sender<ReadJob>,
+    readers: Arc<Readers>,
 }
 
 impl LocalStore {
@@ -81,10 +120,8 @@ impl LocalStore {
         let conn =
             sqlite::open(path).map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
         conn.execute_batch(SCHEMA)?;
-        let (reads, queue) = tokio::sync::mpsc::channel::<ReadJob>(READ_QUEUE);
-        // One receiver shared by the readers: whoever holds the lock waits for the next job
-        // and lets go of the lock before running it.
-        let queue = Arc::new(Mutex::new(queue));
+        let mut queues = Vec::with_capacity(READERS);
+        let pending: Arc<[AtomicUsize; READERS]> = Arc::new(Default::default());
         for i in 0..READERS {
             let conn = Connection::open_with_flags(
                 path,
@@ -93,25 +130,24 @@ impl LocalStore {
             )
             .map_err(|e| anyhow::anyhow!("opening {} to read: {e}", path.display()))?;
             conn.busy_timeout(std::time::Duration::from_secs(5))?;
-            let queue = queue.clone();
+            let (jobs, mut queue) = tokio::sync::mpsc::channel::<ReadJob>(READ_QUEUE);
+            queues.push(jobs);
+            let pending = pending.clone();
             std::thread::Builder::new()
                 .name(format!("store-reader-{i}"))
-                .spawn(move || loop {
-                    let job = queue.lock().expect("read queue poisoned").blocking_recv();
-                    match job {
+                // Ends when every sender is gone: the store was dropped.
+                .spawn(move || {
+                    while let Some(job) = queue.blocking_recv() {
                         // A panic in one query fails that query (its answer channel is
                         // dropped), not the reader: the thread keeps serving.
-                        Some(job) => {
-                            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&conn)));
-                        }
-                        // Every sender is gone: the store was dropped.
-                        None => return,
+                        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&conn)));
+                        pending[i].fetch_sub(1, Ordering::Relaxed);
                     }
                 })?;
         }
         Ok(Self {
             writer: Arc::new(Mutex::new(conn)),
-            reads,
+            readers: Arc::new(Readers { queues, pending }),
         })
     }
 
@@ -128,7 +164,7 @@ impl LocalStore {
             }
         });
         let closed = || DependencyError::new(ErrorKind::Internal, "store closed".to_string());
-        self.reads.send(job).await.map_err(|_| closed())?;
+        self.readers.submit(job).await.map_err(|()| closed())?;
         // A reader that panicked drops the job, and with it the sender.
         result.await.map_err(|_| {
             DependencyError::new(
