@@ -67,9 +67,10 @@ type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 
 /// One queue per reader thread. A shared queue needed a lock around its receiver: every query
 /// woke the reader holding the lock and then, through the lock, the next one, and under load
-/// that hand-off cost more CPU per query than the query (docs/benchmarks.md). Here a query
-/// goes to the reader with the fewest queries queued or running, so it does not wait behind a
-/// slow one while another reader is idle, and wakes exactly that reader.
+/// that hand-off made some benchmark runs much slower (docs/benchmarks.md). Here a query goes
+/// to the reader with the fewest queries queued or running at that moment and wakes exactly
+/// that reader; once queued it stays there, so it can still wait behind a slow query while
+/// another reader has become idle (an MPMC channel would avoid that; not done yet).
 struct Readers {
     queues: Vec<tokio::sync::mpsc::Sender<ReadJob>>,
     /// Per reader: queries sent to it and not yet finished.
