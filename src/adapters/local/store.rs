@@ -7,7 +7,6 @@
 
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -57,50 +56,64 @@ const Q_CUSTOMER_AFTER: &str =
 
 /// Reader threads, each with its own read-only connection.
 const READERS: usize = 4;
-/// Queries waiting for each reader beyond the one it runs (16 in all); past this, callers wait
-/// (async) to enqueue, so the queues do not grow with the number of clients.
-const READ_QUEUE: usize = 4;
+/// Queries admitted at once: one running on each reader plus 16 waiting for the next free one.
+/// Past this, callers wait (async) for a slot, so the queue does not grow with the number of
+/// clients, and a caller whose deadline passes while it waits has taken nothing.
+const READ_SLOTS: usize = READERS + 16;
 
-/// A query for a reader thread: it runs `f` and sends the result back, unless the caller
-/// has gone (its request deadline passed) by the time a reader takes it.
-type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+/// A query for a reader thread: it runs on that thread's connection and sends the result back,
+/// unless the caller has gone (its request deadline passed) by the time a reader takes it.
+type ReadJob<C> = Box<dyn FnOnce(&C) + Send>;
 
-/// One queue per reader thread. A shared queue needed a lock around its receiver: every query
-/// woke the reader holding the lock and then, through the lock, the next one, and under load
-/// that hand-off made some benchmark runs much slower (docs/benchmarks.md). Here a query goes
-/// to the reader with the fewest queries queued or running at that moment and wakes exactly
-/// that reader; once queued it stays there, so it can still wait behind a slow query while
-/// another reader has become idle (an MPMC channel would avoid that; not done yet).
-struct Readers {
-    queues: Vec<tokio::sync::mpsc::Sender<ReadJob>>,
-    /// Per reader: queries sent to it and not yet finished.
-    pending: Arc<[AtomicUsize; READERS]>,
+/// The reader threads and the one queue they all take from: whichever reader is free takes the
+/// next query, so a query never waits behind a slow one while another reader is idle.
+///
+/// Two earlier designs were worse (docs/benchmarks.md). One tokio receiver behind a lock: every
+/// query woke the reader holding the lock and then, through the lock, the next one, a convoy
+/// that made some benchmark runs much slower. One queue per reader, filled by least-busy
+/// counters: a queued query stayed behind a slow one on its reader. A crossbeam channel is
+/// multi-consumer without a lock around the receiver and wakes one waiting reader per query.
+struct Readers<C> {
+    jobs: crossbeam_channel::Sender<ReadJob<C>>,
+    /// `READ_SLOTS` permits; a query holds one from admission until it has run (or panicked,
+    /// or been dropped unrun), so the count cannot drift.
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
-impl Readers {
-    /// Queues `job` on the least busy reader; waits (async) while that reader's queue is full.
-    /// `Err` when the readers are gone.
-    async fn submit(&self, job: ReadJob) -> Result<(), ()> {
-        let least = (0..READERS)
-            .min_by_key(|&i| self.pending[i].load(Ordering::Relaxed))
-            .unwrap_or(0);
-        // Counted before the send so that concurrent callers spread out; uncounted again if
-        // the send fails or this future is dropped while waiting (its request's deadline).
-        let claim = Claim(&self.pending[least]);
-        claim.0.fetch_add(1, Ordering::Relaxed);
-        self.queues[least].send(job).await.map_err(|_| ())?;
-        // Sent: the reader uncounts it when the query has run.
-        std::mem::forget(claim);
-        Ok(())
+impl<C: Send + 'static> Readers<C> {
+    /// Starts one reader thread per connection. The threads end when the `Readers` is dropped
+    /// (the last sender goes) after running the queries already queued.
+    fn start(connections: Vec<C>) -> std::io::Result<Self> {
+        let (jobs, queue) = crossbeam_channel::unbounded::<ReadJob<C>>();
+        for (i, conn) in connections.into_iter().enumerate() {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("store-reader-{i}"))
+                .spawn(move || {
+                    for job in queue {
+                        // A panic in one query fails that query (its answer channel is
+                        // dropped), not the reader: the thread keeps serving.
+                        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&conn)));
+                    }
+                })?;
+        }
+        Ok(Self {
+            jobs,
+            slots: Arc::new(tokio::sync::Semaphore::new(READ_SLOTS)),
+        })
     }
-}
 
-/// A query counted on a reader that has not reached its queue yet.
-struct Claim<'a>(&'a AtomicUsize);
-
-impl Drop for Claim<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+    /// Queues `job` for the next free reader, waiting (async) while every slot is taken.
+    /// `Err` when the readers are gone.
+    async fn submit(&self, job: impl FnOnce(&C) + Send + 'static) -> Result<(), ()> {
+        let slot = self.slots.clone().acquire_owned().await.map_err(|_| ())?;
+        self.jobs
+            .send(Box::new(move |conn| {
+                // Released when the query returns or unwinds.
+                let _slot = slot;
+                job(conn)
+            }))
+            .map_err(|_| ())
     }
 }
 
@@ -112,7 +125,7 @@ pub struct LocalStore {
     /// load both benchmark builds ran about 30 threads (and their malloc arenas) for 4
     /// concurrent reads. Fixed threads keep the thread count, the connections and their page
     /// caches bounded, and getData was faster for it (docs/benchmarks.md).
-    readers: Arc<Readers>,
+    readers: Readers<Connection>,
 }
 
 impl LocalStore {
@@ -121,34 +134,21 @@ impl LocalStore {
         let conn =
             sqlite::open(path).map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
         conn.execute_batch(SCHEMA)?;
-        let mut queues = Vec::with_capacity(READERS);
-        let pending: Arc<[AtomicUsize; READERS]> = Arc::new(Default::default());
-        for i in 0..READERS {
-            let conn = Connection::open_with_flags(
-                path,
-                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
-                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )
-            .map_err(|e| anyhow::anyhow!("opening {} to read: {e}", path.display()))?;
-            conn.busy_timeout(std::time::Duration::from_secs(5))?;
-            let (jobs, mut queue) = tokio::sync::mpsc::channel::<ReadJob>(READ_QUEUE);
-            queues.push(jobs);
-            let pending = pending.clone();
-            std::thread::Builder::new()
-                .name(format!("store-reader-{i}"))
-                // Ends when every sender is gone: the store was dropped.
-                .spawn(move || {
-                    while let Some(job) = queue.blocking_recv() {
-                        // A panic in one query fails that query (its answer channel is
-                        // dropped), not the reader: the thread keeps serving.
-                        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&conn)));
-                        pending[i].fetch_sub(1, Ordering::Relaxed);
-                    }
-                })?;
-        }
+        let connections = (0..READERS)
+            .map(|_| {
+                let conn = Connection::open_with_flags(
+                    path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(|e| anyhow::anyhow!("opening {} to read: {e}", path.display()))?;
+                conn.busy_timeout(std::time::Duration::from_secs(5))?;
+                Ok(conn)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Self {
             writer: Arc::new(Mutex::new(conn)),
-            readers: Arc::new(Readers { queues, pending }),
+            readers: Readers::start(connections)?,
         })
     }
 
@@ -158,12 +158,12 @@ impl LocalStore {
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, DependencyError> {
         let (done, result) = tokio::sync::oneshot::channel();
-        let job: ReadJob = Box::new(move |conn| {
+        let job = move |conn: &Connection| {
             // A caller that stopped waiting (deadline, client gone) needs no answer.
             if !done.is_closed() {
                 let _ = done.send(f(conn).map_err(sqlite::error));
             }
-        });
+        };
         let closed = || DependencyError::new(ErrorKind::Internal, "store closed".to_string());
         self.readers.submit(job).await.map_err(|()| closed())?;
         // A reader that panicked drops the job, and with it the sender.
@@ -283,5 +283,125 @@ impl RecordQuery for LocalStore {
     async fn check(&self) -> Result<(), DependencyError> {
         self.read(|conn| conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(())))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    /// Polls until every slot is free again; the last permit is released just after the last
+    /// query returns, on the reader thread.
+    async fn all_slots_free(readers: &Readers<()>) {
+        let free = async {
+            while readers.slots.available_permits() != READ_SLOTS {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(WAIT, free)
+            .await
+            .unwrap_or_else(|_| panic!("{} slots free", readers.slots.available_permits()));
+    }
+
+    #[tokio::test]
+    async fn a_free_reader_takes_the_next_query() {
+        let readers = Readers::start(vec![(); READERS]).unwrap();
+        // Occupy every reader, each query held by its own gate.
+        let (started, running) = std::sync::mpsc::channel();
+        let mut gates = Vec::new();
+        for _ in 0..READERS {
+            let (open, gate) = std::sync::mpsc::channel::<()>();
+            let started = started.clone();
+            readers
+                .submit(move |_| {
+                    started.send(()).unwrap();
+                    let _ = gate.recv();
+                })
+                .await
+                .unwrap();
+            gates.push(open);
+        }
+        for _ in 0..READERS {
+            running.recv_timeout(WAIT).expect("a reader did not start");
+        }
+        let (done, answer) = tokio::sync::oneshot::channel();
+        readers
+            .submit(move |_| done.send(()).unwrap())
+            .await
+            .unwrap();
+        // Free every reader except the one running the first query: the queued query must
+        // run on one of them rather than wait for that one.
+        let first = gates.remove(0);
+        drop(gates);
+        tokio::time::timeout(WAIT, answer)
+            .await
+            .expect("the queued query waited behind a busy reader while others were free")
+            .unwrap();
+        drop(first);
+        all_slots_free(&readers).await;
+    }
+
+    #[tokio::test]
+    async fn slots_come_back_after_panics_and_abandoned_waits() {
+        let readers = Readers::start(vec![(); READERS]).unwrap();
+        // Panicking queries fail alone (resume_unwind: a panic without the hook's message).
+        for _ in 0..2 * READ_SLOTS {
+            readers
+                .submit(|_| std::panic::resume_unwind(Box::new("query failed")))
+                .await
+                .unwrap();
+        }
+        let (done, answer) = tokio::sync::oneshot::channel();
+        readers
+            .submit(move |_| done.send(()).unwrap())
+            .await
+            .unwrap();
+        tokio::time::timeout(WAIT, answer)
+            .await
+            .expect("the readers stopped serving after panics")
+            .unwrap();
+        all_slots_free(&readers).await;
+
+        // Every slot held: the next caller waits, and one that gives up takes nothing.
+        let (open, gate) = crossbeam_channel::bounded::<()>(0);
+        for _ in 0..READ_SLOTS {
+            let gate = gate.clone();
+            readers
+                .submit(move |_| {
+                    let _ = gate.recv();
+                })
+                .await
+                .unwrap();
+        }
+        assert_eq!(readers.slots.available_permits(), 0);
+        let waited = tokio::time::timeout(Duration::from_millis(50), readers.submit(|_| {})).await;
+        assert!(waited.is_err(), "a query past READ_SLOTS was admitted");
+        drop(open);
+        all_slots_free(&readers).await;
+    }
+
+    #[tokio::test]
+    async fn dropping_the_readers_ends_their_threads() {
+        let token = Arc::new(());
+        let readers = Readers::start(vec![token.clone(); READERS]).unwrap();
+        let (done, answer) = tokio::sync::oneshot::channel();
+        readers
+            .submit(move |_| done.send(()).unwrap())
+            .await
+            .unwrap();
+        answer.await.unwrap();
+        drop(readers);
+        // Each thread owns one clone; it goes when the thread returns.
+        let ended = async {
+            while Arc::strong_count(&token) > 1 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(WAIT, ended)
+            .await
+            .expect("reader threads still running after the store was dropped");
     }
 }
