@@ -11,11 +11,8 @@ use challenge_latam_api::config::Settings;
 use challenge_latam_api::startup::Application;
 use challenge_latam_api::telemetry;
 
-/// mimalloc instead of glibc's malloc: a request allocates dozens of small short-lived blocks
-/// across the runtime's threads, where glibc's arenas spent about a quarter of the service's
-/// instructions (callgrind, docs/benchmarks.md). Every binary of the benchmark uses it alike.
-/// It was dropped once for a peak RSS over 100 MiB that turned out to be unscraped histogram
-/// samples (fixed by the metrics upkeep); with that fixed the service peaks at 55-60 MiB.
+/// The service's allocator (see src/main.rs for why and what it costs): both builds of the
+/// benchmark must allocate alike for the comparison to isolate the middleware.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
