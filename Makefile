@@ -1,8 +1,11 @@
 # The two commands a newcomer needs (see README): `make run` and `make test`.
 .PHONY: run test bootstrap
 
+# The same build selection as `make test` (scripts/test.sh): cargo unifies features over the
+# packages it builds, so `cargo run --bin` alone would compile the library a second time.
 run: ## Run the whole system on the embedded default (no cloud needed).
-	cargo run --release --bin challenge-latam-api
+	cargo build --release --locked --workspace --bins --examples
+	exec target/release/challenge-latam-api
 
 test: ## Every check CI runs: fmt, clippy, tests, rules, dashboards, terraform, workflows.
 	scripts/test.sh

@@ -164,7 +164,7 @@ class Proc:
 
 
 def start_bare(port: int, log: Path) -> subprocess.Popen:
-    binary = need(EXAMPLES / "bare", "cargo build --release --example bare")
+    binary = need(EXAMPLES / "bare", "cargo build --release --workspace --bins --examples")
     p = subprocess.Popen([str(binary)], env={"PORT": str(port)}, stdout=open(log, "wb"),
                          stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 10
@@ -258,8 +258,8 @@ def main() -> int:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out = ROOT / "loadtests/results" / f"bench-{stamp}"
     out.mkdir(parents=True, exist_ok=True)
-    need(svc.BINARY, "cargo build --release --bin challenge-latam-api")
-    need(EXAMPLES / "handlers_only", "cargo build --release --example handlers_only")
+    need(svc.BINARY, "cargo build --release --workspace --bins --examples")
+    need(EXAMPLES / "handlers_only", "cargo build --release --workspace --bins --examples")
     tmp = Path(tempfile.mkdtemp(prefix="bench-", dir=os.environ.get("BENCH_TMP")))
     results: dict = {"when": stamp, "machine": machine(), "rows": args.rows,
                      "wrk": {"threads": 1, "connections": args.connections, "seconds": args.seconds}}

@@ -12,10 +12,15 @@ step() { printf '\n==> %s\n' "$*"; }
 step "bootstrap tools"
 # The build and the tools take about 6 GiB (target/ 3.5, .tools/ 1.5, emulators); a full disk
 # shows up much later as a linker killed by SIGBUS, so say how much there is up front.
-free_kib=$(df -Pk . | awk 'NR == 2 { print $4 }')
-echo "disk: $((free_kib / 1024 / 1024)) GiB free in $PWD"
-if [ "$free_kib" -lt $((6 * 1024 * 1024)) ]; then
-  echo "warning: less than 6 GiB free; the release build may fail for lack of space" >&2
+# Informational only: a df that fails or prints something unexpected must not stop the run.
+free_kib=$(df -Pk . 2>/dev/null | awk 'NR == 2 { print $4 }' || true)
+if [[ "$free_kib" =~ ^[0-9]+$ ]]; then
+  echo "disk: $((free_kib / 1024 / 1024)) GiB free in $PWD"
+  if [ "$free_kib" -lt $((6 * 1024 * 1024)) ]; then
+    echo "warning: less than 6 GiB free; the release build may fail for lack of space" >&2
+  fi
+else
+  echo "disk: free space unknown (df gave '${free_kib}')"
 fi
 scripts/bootstrap.sh
 

@@ -2,7 +2,7 @@
 # Rehearses deploy.yml's `verify` job on this machine: the release binary on loopback with a
 # fresh API key (scopes ingest, read) in its keys file, then exactly the two post-deploy steps
 # against its URL: the black-box suite with TEST_BASE_URL/TEST_API_KEY/TEST_ID_TOKEN, and the
-# k6 smoke with API_KEYS. Stops the service by its PID. Needs `cargo build --release` first and
+# k6 smoke with API_KEYS. Stops the service by its PID. Needs `cargo build --release --workspace --bins --examples` first and
 # the k6 from scripts/bootstrap.sh.
 #
 #   .github/scripts/rehearse-post-deploy.sh [PATH_TO_BINARY]
@@ -39,7 +39,7 @@ done
 status=0
 echo "== black-box suite against $url (TEST_BASE_URL mode)"
 TEST_BASE_URL="$url" TEST_API_KEY="$key" TEST_ID_TOKEN="rehearsal-token" \
-  cargo test --release --locked --test api || status=1
+  cargo test --release --locked --workspace --test api || status=1
 echo "== k6 smoke against $url"
 API_KEYS="$key" ID_TOKEN="rehearsal-token" loadtests/run.sh smoke --url "$url" || status=1
 exit "$status"

@@ -91,7 +91,7 @@ class Service:
     def start(self, wait_ready: float = 30.0, reuse_ports: bool = True) -> "Service":
         if not self.binary.exists():
             raise SystemExit(f"{self.binary} is missing: build it with "
-                             "`cargo build --release --bin challenge-latam-api`")
+                             "`cargo build --release --workspace --bins --examples`")
         if not reuse_ports:
             self.port, self.admin_port = free_port(), free_port()
         env = {
