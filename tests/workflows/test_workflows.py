@@ -151,7 +151,7 @@ def test_post_deploy_runs_the_one_integration_suite_against_the_url():
     verify = workflow("deploy.yml")["jobs"]["verify"]
     steps = {s.get("name"): s for s in verify["steps"]}
     suite = steps["Black-box suite against the deployed URL"]
-    assert suite["run"] == "cargo test --release --locked --test api"
+    assert suite["run"] == "cargo test --release --locked --workspace --test api"
     assert set(suite["env"]) == {"TEST_BASE_URL", "TEST_ID_TOKEN"}
     assert "TEST_API_KEY=" in steps["Test API key from Secret Manager"]["run"]
     assert "::add-mask::" in steps["Test API key from Secret Manager"]["run"]
