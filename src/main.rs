@@ -10,7 +10,7 @@ use challenge_latam_api::telemetry::{self, Telemetry};
 /// mimalloc instead of glibc's malloc: a request allocates dozens of small short-lived blocks
 /// across the runtime's threads. Callgrind counted 7-9 % fewer instructions per request with it
 /// (service 267.5k to 248.5k, handlers-only 247k to 225k; docs/benchmarks.md). The price is
-/// memory: under the benchmark the service peaks at about 58-62 MiB against 35-38 MiB with
+/// memory: under the benchmark the service peaks at about 57-62 MiB against 35-38 MiB with
 /// glibc, well inside the 100 MiB target. (It was dropped once for a peak over 100 MiB that
 /// turned out to be unscraped histogram samples, since fixed by the metrics upkeep.)
 #[global_allocator]

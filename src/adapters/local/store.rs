@@ -291,7 +291,8 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    const WAIT: Duration = Duration::from_secs(5);
+    /// Only reached when a test fails; generous for a loaded CI machine.
+    const WAIT: Duration = Duration::from_secs(30);
 
     /// Polls until every slot is free again; the last permit is released just after the last
     /// query returns, on the reader thread.
@@ -306,42 +307,50 @@ mod tests {
             .unwrap_or_else(|_| panic!("{} slots free", readers.slots.available_permits()));
     }
 
+    /// `submit` with a deadline: a broken slot count would otherwise hang the test, and
+    /// `cargo test` has no per-test timeout.
+    async fn submit(readers: &Readers<()>, job: impl FnOnce(&()) + Send + 'static) {
+        tokio::time::timeout(WAIT, readers.submit(job))
+            .await
+            .expect("no slot came free")
+            .expect("readers gone");
+    }
+
     #[tokio::test]
     async fn a_free_reader_takes_the_next_query() {
         let readers = Readers::start(vec![(); READERS]).unwrap();
-        // Occupy every reader, each query held by its own gate.
-        let (started, running) = std::sync::mpsc::channel();
-        let mut gates = Vec::new();
-        for _ in 0..READERS {
-            let (open, gate) = std::sync::mpsc::channel::<()>();
-            let started = started.clone();
-            readers
-                .submit(move |_| {
+        // Once for each reader left busy, so a design that pins queued queries to one reader
+        // fails whichever reader it would pick.
+        for busy in 0..READERS {
+            // Occupy every reader, each query held by its own gate.
+            let (started, running) = std::sync::mpsc::channel();
+            let mut gates = Vec::new();
+            for _ in 0..READERS {
+                let (open, gate) = std::sync::mpsc::channel::<()>();
+                let started = started.clone();
+                submit(&readers, move |_| {
                     started.send(()).unwrap();
                     let _ = gate.recv();
                 })
+                .await;
+                gates.push(open);
+            }
+            for _ in 0..READERS {
+                running.recv_timeout(WAIT).expect("a reader did not start");
+            }
+            let (done, answer) = tokio::sync::oneshot::channel();
+            submit(&readers, move |_| done.send(()).unwrap()).await;
+            // Free every reader except one: the queued query must run on a freed one rather
+            // than wait for the busy one.
+            let held = gates.remove(busy);
+            drop(gates);
+            tokio::time::timeout(WAIT, answer)
                 .await
+                .unwrap_or_else(|_| panic!("the queued query waited for busy reader {busy}"))
                 .unwrap();
-            gates.push(open);
+            drop(held);
+            all_slots_free(&readers).await;
         }
-        for _ in 0..READERS {
-            running.recv_timeout(WAIT).expect("a reader did not start");
-        }
-        let (done, answer) = tokio::sync::oneshot::channel();
-        readers
-            .submit(move |_| done.send(()).unwrap())
-            .await
-            .unwrap();
-        // Free every reader except the one running the first query: the queued query must
-        // run on one of them rather than wait for that one.
-        let first = gates.remove(0);
-        drop(gates);
-        tokio::time::timeout(WAIT, answer)
-            .await
-            .expect("the queued query waited behind a busy reader while others were free")
-            .unwrap();
-        drop(first);
-        all_slots_free(&readers).await;
     }
 
     #[tokio::test]
@@ -349,16 +358,13 @@ mod tests {
         let readers = Readers::start(vec![(); READERS]).unwrap();
         // Panicking queries fail alone (resume_unwind: a panic without the hook's message).
         for _ in 0..2 * READ_SLOTS {
-            readers
-                .submit(|_| std::panic::resume_unwind(Box::new("query failed")))
-                .await
-                .unwrap();
+            submit(&readers, |_| {
+                std::panic::resume_unwind(Box::new("query failed"))
+            })
+            .await;
         }
         let (done, answer) = tokio::sync::oneshot::channel();
-        readers
-            .submit(move |_| done.send(()).unwrap())
-            .await
-            .unwrap();
+        submit(&readers, move |_| done.send(()).unwrap()).await;
         tokio::time::timeout(WAIT, answer)
             .await
             .expect("the readers stopped serving after panics")
@@ -369,12 +375,10 @@ mod tests {
         let (open, gate) = crossbeam_channel::bounded::<()>(0);
         for _ in 0..READ_SLOTS {
             let gate = gate.clone();
-            readers
-                .submit(move |_| {
-                    let _ = gate.recv();
-                })
-                .await
-                .unwrap();
+            submit(&readers, move |_| {
+                let _ = gate.recv();
+            })
+            .await;
         }
         assert_eq!(readers.slots.available_permits(), 0);
         let waited = tokio::time::timeout(Duration::from_millis(50), readers.submit(|_| {})).await;
@@ -392,7 +396,10 @@ mod tests {
             .submit(move |_| done.send(()).unwrap())
             .await
             .unwrap();
-        answer.await.unwrap();
+        tokio::time::timeout(WAIT, answer)
+            .await
+            .expect("the query did not run")
+            .unwrap();
         drop(readers);
         // Each thread owns one clone; it goes when the thread returns.
         let ended = async {
