@@ -1,10 +1,10 @@
 # The two commands a newcomer needs (see README): `make run` and `make test`.
 .PHONY: run test bootstrap
 
-# The same build selection as `make test` (scripts/test.sh): cargo unifies features over the
-# packages it builds, so `cargo run --bin` alone would compile the library a second time.
+# scripts/build.sh is the build `make test` runs too: cargo unifies features over the packages
+# it builds, so `cargo run --bin` alone would compile the library a second time.
 run: ## Run the whole system on the embedded default (no cloud needed).
-	cargo build --release --locked --workspace --bins --examples
+	scripts/build.sh
 	exec target/release/challenge-latam-api
 
 test: ## Every check CI runs: fmt, clippy, tests, rules, dashboards, terraform, workflows.

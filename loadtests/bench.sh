@@ -7,7 +7,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 export PATH="$root/.tools/venv/bin:$PATH"
 # Always, in one cargo call: the ratios compare builds of the same library, and a binary left
-# from an earlier build (once a mimalloc handlers_only) skews them. The same selection as
-# `make test`'s build, so the same features and a no-op after it (a narrower one recompiles).
-cargo build --release --locked --workspace --bins --examples
+# from an earlier build (once a mimalloc handlers_only) skews them. scripts/build.sh is
+# `make test`'s build, so the same features and a no-op after it.
+scripts/build.sh
 exec python3 loadtests/bench.py "$@"

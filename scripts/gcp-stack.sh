@@ -43,7 +43,7 @@ fi
 export API_KEYS_FILE
 
 bin=target/release/challenge-latam-api
-[ -x "$bin" ] || cargo build --release --locked --workspace --bins --examples
+[ -x "$bin" ] || scripts/build.sh
 BACKEND=gcp HOST=127.0.0.1 PORT="${PORT:-8080}" ADMIN_PORT="${ADMIN_PORT:-9464}" \
   LOG_FORMAT="${LOG_FORMAT:-pretty}" "$bin" &
 app_pid=$!

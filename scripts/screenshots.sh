@@ -28,7 +28,7 @@ for tool in prometheus k6 python3 curl; do
 done
 if [ ! -x "$bin" ]; then
   say "building $bin"
-  cargo build --release --locked --workspace --bins --examples
+  scripts/build.sh
 fi
 
 tmp=$(mktemp -d)

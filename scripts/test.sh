@@ -31,7 +31,7 @@ step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo build --release (the binary the black-box tests, drills and load tests run)"
-cargo build --release --locked --workspace --bins --examples
+scripts/build.sh
 
 step "cargo test"
 cargo test --workspace --locked --release

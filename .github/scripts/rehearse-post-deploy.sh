@@ -2,7 +2,7 @@
 # Rehearses deploy.yml's `verify` job on this machine: the release binary on loopback with a
 # fresh API key (scopes ingest, read) in its keys file, then exactly the two post-deploy steps
 # against its URL: the black-box suite with TEST_BASE_URL/TEST_API_KEY/TEST_ID_TOKEN, and the
-# k6 smoke with API_KEYS. Stops the service by its PID. Needs `cargo build --release --workspace --bins --examples` first and
+# k6 smoke with API_KEYS. Stops the service by its PID. Needs `scripts/build.sh` first and
 # the k6 from scripts/bootstrap.sh.
 #
 #   .github/scripts/rehearse-post-deploy.sh [PATH_TO_BINARY]

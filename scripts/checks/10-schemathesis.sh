@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PATH="$PWD/.tools/venv/bin:$PATH"
 bin=${BIN:-target/release/challenge-latam-api}
-[ -x "$bin" ] || { echo "missing $bin: run cargo build --release --workspace --bins --examples first" >&2; exit 1; }
+[ -x "$bin" ] || { echo "missing $bin: run scripts/build.sh first" >&2; exit 1; }
 command -v schemathesis >/dev/null || { echo "schemathesis is not installed: run scripts/bootstrap.sh" >&2; exit 1; }
 
 work=$(mktemp -d)

