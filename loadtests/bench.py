@@ -14,6 +14,12 @@ latency (pipeline_end_to_end_latency_seconds) while k6 ingests at half the measu
 and, with --capacity, the highest k6 rate at which every SLO threshold holds for ingest,
 getData and a 50/50 mix. Resident memory is sampled throughout.
 
+CPUs: the servers run on one core, as the app container does on Cloud Run (app_cpu = "1"),
+and the generators (wrk, k6) on the others (--no-pin: everything anywhere, as before
+2026-11-28 21:30). Unpinned, a server could borrow time on the generator's core, so its rate
+hid part of what its threads cost; pinned, the rate follows CPU per request. Pinning did not
+make single rounds steadier on this shared machine (docs/benchmarks.md).
+
 Results: printed, and written to loadtests/results/bench-<time>/bench.json and bench.md.
 """
 
@@ -47,6 +53,24 @@ def need(path: Path, how: str) -> Path:
     if not path.exists():
         raise SystemExit(f"bench: {path} is missing: {how}")
     return path
+
+
+# Set by main(): `taskset -c <cpus>` prefixes for the servers and the load generators.
+PIN: dict = {"server": None, "generator": None}
+
+
+def pinned(role: str, cmd: list[str]) -> list[str]:
+    cpus = PIN[role]
+    return (["taskset", "-c", cpus] if cpus else []) + cmd
+
+
+def cpu_split(pin: bool) -> tuple[str | None, str | None]:
+    """One CPU for the servers, the rest for the generators; (None, None) when not pinning or
+    when this process may use fewer than two CPUs."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if not pin or len(cpus) < 2:
+        return None, None
+    return str(cpus[0]), ",".join(map(str, cpus[1:]))
 
 
 def tool(name: str) -> str:
@@ -110,8 +134,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 def wrk(url: str, script: str, seconds: int, conns: int, auth: str) -> dict:
-    cmd = [tool("wrk"), "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "--timeout", "10s",
-           "-s", str(WRK_DIR / script), url]
+    cmd = pinned("generator", [tool("wrk"), "-t1", f"-c{conns}", f"-d{seconds}s", "--latency",
+                                "--timeout", "10s", "-s", str(WRK_DIR / script), url])
     out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "AUTH": auth},
                          timeout=seconds + 30).stdout
     return parse_wrk(out)
@@ -164,8 +188,8 @@ class Proc:
 
 
 def start_bare(port: int, log: Path) -> subprocess.Popen:
-    binary = need(EXAMPLES / "bare", "cargo build --release --workspace --bins --examples")
-    p = subprocess.Popen([str(binary)], env={"PORT": str(port)}, stdout=open(log, "wb"),
+    binary = need(EXAMPLES / "bare", "run scripts/build.sh")
+    p = subprocess.Popen(pinned("server", [str(binary)]), env={"PORT": str(port)}, stdout=open(log, "wb"),
                          stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -185,8 +209,8 @@ def e2e_under_load(service: svc.Service, rate: int, seconds: int, keys: list[str
     conns = 32
 
     def paced(delay_ms: float, secs: int) -> dict:
-        cmd = [tool("wrk"), "-t1", f"-c{conns}", f"-d{secs}s", "--latency", "-s",
-               str(WRK_DIR / "ingest.lua"), url]
+        cmd = pinned("generator", [tool("wrk"), "-t1", f"-c{conns}", f"-d{secs}s", "--latency",
+                                   "-s", str(WRK_DIR / "ingest.lua"), url])
         env = {**os.environ, "AUTH": keys[0], "DELAY_MS": str(max(1, int(delay_ms)))}
         return parse_wrk(subprocess.run(cmd, capture_output=True, text=True, env=env,
                                         timeout=secs + 30).stdout)
@@ -220,8 +244,9 @@ def capacity(service: svc.Service, keys: list[str], ceiling: float, mix: float, 
                "MIX": str(mix), "BATCH_SHARE": "0", "DURATION": f"{seconds}s",
                "API_KEYS": ",".join(keys), "MAX_VUS": "400", "K6_NO_USAGE_REPORT": "true",
                "RUN_ID": f"cap{int(time.time())}"}
-        code = subprocess.run([tool("k6"), "run", "--quiet", "--no-color", "--summary-export",
-                               str(summary), str(ROOT / "loadtests/k6/api.js")],
+        code = subprocess.run(pinned("generator", [tool("k6"), "run", "--quiet", "--no-color",
+                                                   "--summary-export", str(summary),
+                                                   str(ROOT / "loadtests/k6/api.js")]),
                               env=env, capture_output=True, text=True).returncode
         m = json.loads(summary.read_text())["metrics"]
         row = {"rate": rate, "held": code == 0, "achieved_rps": m["http_reqs"]["rate"],
@@ -249,6 +274,9 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3,
                    help="alternating handlers/service runs per case; medians are reported")
     p.add_argument("--capacity", action="store_true", help="also search the SLO capacity with k6")
+    p.add_argument("--no-pin", dest="pin", action="store_false",
+                   help="run servers and generators on any CPU (default: servers on one core, "
+                        "generators on the rest)")
     p.add_argument("--report", type=Path, help="only print the report of an earlier bench.json")
     args = p.parse_args()
     if args.report:
@@ -258,10 +286,15 @@ def main() -> int:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out = ROOT / "loadtests/results" / f"bench-{stamp}"
     out.mkdir(parents=True, exist_ok=True)
-    need(svc.BINARY, "cargo build --release --workspace --bins --examples")
-    need(EXAMPLES / "handlers_only", "cargo build --release --workspace --bins --examples")
+    need(svc.BINARY, "run scripts/build.sh")
+    need(EXAMPLES / "handlers_only", "run scripts/build.sh")
     tmp = Path(tempfile.mkdtemp(prefix="bench-", dir=os.environ.get("BENCH_TMP")))
+    PIN["server"], PIN["generator"] = cpu_split(args.pin)
+    if PIN["server"] is None and args.pin:
+        print("bench: fewer than two CPUs available: servers and generators are NOT pinned",
+              flush=True)
     results: dict = {"when": stamp, "machine": machine(), "rows": args.rows,
+                     "cpus": {"server": PIN["server"], "generator": PIN["generator"]},
                      "wrk": {"threads": 1, "connections": args.connections, "seconds": args.seconds}}
     try:
         # 1. Store with 1,000,000 rows: the service creates the schema, then rows go in directly.
@@ -276,9 +309,9 @@ def main() -> int:
 
         keys_file, keys = svc.make_keys(tmp, 2)
         high = {"RATE_LIMIT_PER_SECOND": "1000000", "RATE_LIMIT_BURST": "1000000"}
-        service = svc.Service(data_dir=full_dir, log=out / "service.log",
+        service = svc.Service(data_dir=full_dir, log=out / "service.log", cpus=PIN["server"],
                               env={"API_KEYS_FILE": str(keys_file), **high}).start()
-        handlers = svc.Service(data_dir=ho_dir, log=out / "handlers_only.log",
+        handlers = svc.Service(data_dir=ho_dir, log=out / "handlers_only.log", cpus=PIN["server"],
                                binary=EXAMPLES / "handlers_only").start()
         bare_port = svc.free_port()
         bare = start_bare(bare_port, out / "bare.log")
@@ -366,11 +399,19 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), Linux {os.uname().release}"
 
 
+def pinning(r: dict) -> str:
+    cpus = r.get("cpus") or {}
+    if not cpus.get("server"):
+        return "Servers and generators were not pinned (any CPU)."
+    return (f"Servers pinned to CPU {cpus['server']} (one core, like Cloud Run's app_cpu = 1), "
+            f"generators to CPU {cpus['generator']}.")
+
+
 def report(r: dict) -> str:
     f = r["figures"]
     lines = [f"## Benchmark run {r['when']}", "", f"Machine: {r['machine']}. Generator: wrk, "
              f"1 thread, {r['wrk']['connections']} connections, {r['wrk']['seconds']} s per case "
-             f"after 2 s of warm-up; store seeded with {r['rows']:,} rows.", "",
+             f"after 2 s of warm-up; store seeded with {r['rows']:,} rows. {pinning(r)}", "",
              "| case | server | req/s | CPU us/req | p50 ms | p99 ms | non-2xx |",
              "|---|---|---|---|---|---|---|"]
     for case, by in f.items():

@@ -66,8 +66,10 @@ class Service:
     """One run of the release binary: `start()`, use `url`/`admin_url`, `stop()`."""
 
     def __init__(self, data_dir: Path | None = None, env: dict | None = None,
-                 log: Path | None = None, binary: Path = BINARY):
+                 log: Path | None = None, binary: Path = BINARY, cpus: str | None = None):
         self.binary = Path(binary)
+        # CPUs the process may run on (`taskset -c` syntax, e.g. "0"); None: any.
+        self.cpus = cpus
         self._tmp = None
         if data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="latam-svc-")
@@ -91,7 +93,7 @@ class Service:
     def start(self, wait_ready: float = 30.0, reuse_ports: bool = True) -> "Service":
         if not self.binary.exists():
             raise SystemExit(f"{self.binary} is missing: build it with "
-                             "`cargo build --release --workspace --bins --examples`")
+                             "`scripts/build.sh`")
         if not reuse_ports:
             self.port, self.admin_port = free_port(), free_port()
         env = {
@@ -110,7 +112,9 @@ class Service:
         env.update(self.env)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._log_file = open(self.log, "ab")
-        self.proc = subprocess.Popen([str(self.binary)], env=env, stdout=self._log_file,
+        # taskset execs the binary, so the pid is the service's own.
+        cmd = (["taskset", "-c", self.cpus] if self.cpus else []) + [str(self.binary)]
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log_file,
                                      stderr=subprocess.STDOUT)
         if wait_ready:
             self.wait_ready(wait_ready)
