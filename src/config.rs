@@ -122,6 +122,10 @@ pub struct Settings {
     pub service_name: String,
     /// `LOG_FORMAT`: `json` (default) or `pretty`.
     pub log_format: LogFormat,
+    /// `LOG_FILE`: also append the JSON lines to this file (rotated, see
+    /// `telemetry::logging`), for a log shipper that tails files: on Cloud Run the Datadog
+    /// sidecar reads the shared volume, not the app's stdout.
+    pub log_file: Option<PathBuf>,
     /// `FAULT_*`: initial fault injection (drills only).
     pub faults: Faults,
 }
@@ -246,6 +250,7 @@ impl Settings {
                 .unwrap_or("challenge-latam-api")
                 .to_owned(),
             log_format,
+            log_file: get("LOG_FILE").map(PathBuf::from),
             faults,
         };
         s.check()?;
@@ -270,6 +275,12 @@ impl Settings {
         }
         if self.max_delivery_attempts == 0 {
             return bad("MAX_DELIVERY_ATTEMPTS", "must be at least 1");
+        }
+        if self.log_file.is_some() && self.log_format != LogFormat::Json {
+            return bad(
+                "LOG_FILE",
+                "needs LOG_FORMAT=json (the file is for a log shipper)",
+            );
         }
         if self.port != 0 && self.port == self.admin_port {
             return bad("ADMIN_PORT", "must differ from PORT");
@@ -327,6 +338,13 @@ mod tests {
         assert_eq!(e.name, "BACKEND");
         let e = settings(&[("FAULT_HTTP_ERROR_RATE", "2")]).unwrap_err();
         assert_eq!(e.name, "FAULT_*");
+        let e = settings(&[("LOG_FILE", "/tmp/a.log"), ("LOG_FORMAT", "pretty")]).unwrap_err();
+        assert_eq!(e.name, "LOG_FILE");
+        let s = settings(&[("LOG_FILE", "/tmp/a.log")]).unwrap();
+        assert_eq!(
+            s.log_file.as_deref(),
+            Some(std::path::Path::new("/tmp/a.log"))
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@
 
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -24,13 +25,91 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
-/// The JSON log layer, writing to stdout through a background thread. `GCP_PROJECT`, when
-/// set, qualifies trace ids the way Cloud Logging links them (`projects/P/traces/T`). Keep the
-/// guard until exit: dropping it writes out what is still buffered.
-pub fn json_layer() -> (CloudLogging, LogWriterGuard) {
+/// The JSON log layer, writing to stdout (and to `log_file`, when given) through a background
+/// thread. `GCP_PROJECT`, when set, qualifies trace ids the way Cloud Logging links them
+/// (`projects/P/traces/T`). Keep the guard until exit: dropping it writes out what is still
+/// buffered. Fails only when `log_file` cannot be opened.
+pub fn json_layer(log_file: Option<&Path>) -> std::io::Result<(CloudLogging, LogWriterGuard)> {
     let project = std::env::var("GCP_PROJECT").ok().filter(|p| !p.is_empty());
-    let (writer, guard) = LogWriter::spawn(std::io::stdout());
-    (CloudLogging::new(project, writer), guard)
+    let file = match log_file {
+        Some(path) => Some(RotatingFile::open(path, LOG_FILE_MAX_BYTES)?),
+        None => None,
+    };
+    let (writer, guard) = LogWriter::spawn(Sinks {
+        out: std::io::stdout(),
+        file,
+    });
+    Ok((CloudLogging::new(project, writer), guard))
+}
+
+/// The log file is rotated at this size, and one rotated file is kept: at most 32 MiB of the
+/// 64 MiB in-memory volume it shares with the Datadog sidecar on Cloud Run (terraform).
+const LOG_FILE_MAX_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Where the writer thread puts each batch of lines.
+struct Sinks<W> {
+    out: W,
+    file: Option<RotatingFile>,
+}
+
+impl<W: std::io::Write> Sinks<W> {
+    fn write(&mut self, batch: &[u8]) {
+        // Nowhere to report a failed write; the next batch tries again. The file failing (its
+        // volume full, say) never holds up stdout, which Cloud Logging reads.
+        let _ = self.out.write_all(batch).and_then(|()| self.out.flush());
+        if let Some(file) = &mut self.file {
+            let _ = file.write(batch);
+        }
+    }
+}
+
+/// A log file for a shipper that tails files (on Cloud Run, the Datadog sidecar reads
+/// `/shared-logs/logs/*.log`). When the next batch would take it past `max_bytes` it is
+/// renamed to `<name>.1`, replacing the previous one, and a new file starts: the two stay under
+/// 2 x `max_bytes`, and a batch holds whole lines, so no line is split across files. A tailer
+/// that follows renames reads the old file to its end; `*.1` does not match `*.log`, so nothing
+/// is read twice.
+struct RotatingFile {
+    path: PathBuf,
+    file: std::fs::File,
+    written: u64,
+    max_bytes: u64,
+}
+
+impl RotatingFile {
+    fn open(path: &Path, max_bytes: u64) -> std::io::Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = Self::append(path)?;
+        Ok(Self {
+            path: path.to_owned(),
+            written: file.metadata()?.len(),
+            file,
+            max_bytes,
+        })
+    }
+
+    fn append(path: &Path) -> std::io::Result<std::fs::File> {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+    }
+
+    fn write(&mut self, batch: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        if self.written > 0 && self.written + batch.len() as u64 > self.max_bytes {
+            let mut rotated = self.path.clone().into_os_string();
+            rotated.push(".1");
+            std::fs::rename(&self.path, rotated)?;
+            self.file = Self::append(&self.path)?;
+            self.written = 0;
+        }
+        self.file.write_all(batch)?;
+        self.written += batch.len() as u64;
+        Ok(())
+    }
 }
 
 /// Lines wait at most this long in memory before they are written.
@@ -67,7 +146,7 @@ pub struct LogWriterGuard {
 }
 
 impl LogWriter {
-    fn spawn(mut out: impl std::io::Write + Send + 'static) -> (Self, LogWriterGuard) {
+    fn spawn<W: std::io::Write + Send + 'static>(mut sinks: Sinks<W>) -> (Self, LogWriterGuard) {
         let shared = Arc::new(Shared {
             buffer: Mutex::new(Buffer {
                 bytes: Vec::with_capacity(FLUSH_AT),
@@ -96,8 +175,7 @@ impl LogWriter {
                     };
                     theirs.drained.notify_all();
                     if !batch.is_empty() {
-                        // Nowhere to report a failed stdout; the next batch tries again.
-                        let _ = out.write_all(&batch).and_then(|()| out.flush());
+                        sinks.write(&batch);
                         batch.clear();
                         if batch.capacity() > 4 * FLUSH_AT {
                             batch = Vec::with_capacity(FLUSH_AT);
@@ -626,7 +704,10 @@ mod tests {
 
     fn capture(project: Option<&str>, f: impl FnOnce()) -> Vec<serde_json::Value> {
         let sink = Sink::default();
-        let (writer, guard) = LogWriter::spawn(sink.clone());
+        let (writer, guard) = LogWriter::spawn(Sinks {
+            out: sink.clone(),
+            file: None,
+        });
         let layer = CloudLogging::new(project.map(str::to_owned), writer);
         let subscriber = tracing_subscriber::registry().with(layer);
         tracing::subscriber::with_default(subscriber, f);
@@ -681,6 +762,50 @@ mod tests {
         assert!(l.get("trace_id").is_none());
         let time = l["time"].as_str().unwrap();
         assert!(chrono::DateTime::parse_from_rfc3339(time).is_ok(), "{time}");
+    }
+
+    /// Every line reaches stdout and the file; the file rotates at its size, keeps one
+    /// predecessor, and never splits a line.
+    #[test]
+    fn the_log_file_gets_every_line_and_rotates_at_its_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("logs/app.log");
+        let sink = Sink::default();
+        let (writer, guard) = LogWriter::spawn(Sinks {
+            out: sink.clone(),
+            file: Some(RotatingFile::open(&path, 1000).unwrap()),
+        });
+        let lines: Vec<String> = (0..300).map(|i| format!("{{\"n\":{i:03}}}\n")).collect();
+        for (i, line) in lines.iter().enumerate() {
+            writer.write_line(line.as_bytes());
+            if i % 13 == 0 {
+                // Let batches form at different points.
+                std::thread::sleep(FLUSH_EVERY + Duration::from_millis(5));
+            }
+        }
+        drop(guard);
+        let all = lines.concat();
+        assert_eq!(
+            String::from_utf8(sink.0.lock().unwrap().clone()).unwrap(),
+            all
+        );
+        let current = std::fs::read_to_string(&path).unwrap();
+        let previous = std::fs::read_to_string(dir.path().join("logs/app.log.1")).unwrap();
+        for file in [&current, &previous] {
+            assert!(file.len() <= 1000, "{} bytes", file.len());
+            assert!(file.ends_with('\n') && !file.is_empty());
+        }
+        // The two files are the newest lines, in order, starting at a line boundary.
+        let kept = previous + &current;
+        assert!(all.ends_with(&kept), "not a suffix of the lines written");
+        assert!(kept.starts_with("{\"n\":"));
+        assert!(kept.len() > 1000, "rotation kept only {} bytes", kept.len());
+        // Reopening continues the file rather than truncating it.
+        let mut again = RotatingFile::open(&path, 1000).unwrap();
+        again.write(b"{}\n").unwrap();
+        assert!(std::fs::read_to_string(&path)
+            .unwrap()
+            .starts_with(&current));
     }
 
     #[test]

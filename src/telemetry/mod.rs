@@ -74,7 +74,8 @@ impl Telemetry {
         let (targets, env_filter) = filter();
         let (fmt, log_writer) = match settings.log_format {
             LogFormat::Json => {
-                let (layer, guard) = logging::json_layer();
+                let (layer, guard) = logging::json_layer(settings.log_file.as_deref())
+                    .map_err(|e| anyhow::anyhow!("LOG_FILE: cannot open it: {e}"))?;
                 (layer.boxed(), Some(guard))
             }
             LogFormat::Pretty => (

@@ -139,6 +139,8 @@ pub async fn spawn_with(opts: Options) -> TestApp {
         .env("ADMIN_PORT", "0")
         .env("DATA_DIR", &data_dir)
         .env("LOG_FORMAT", "json")
+        // As on Cloud Run, where the Datadog sidecar tails this file (see `log_file`).
+        .env("LOG_FILE", data_dir.join("logs/app.log"))
         .env("RATE_LIMIT_PER_SECOND", "1000")
         .env("RATE_LIMIT_BURST", "1000")
         .env("SHUTDOWN_TIMEOUT_MS", "5000")
@@ -428,6 +430,11 @@ impl TestApp {
 
     pub fn logs(&self) -> String {
         self.output.lock().unwrap().clone()
+    }
+
+    /// What the app wrote to its `LOG_FILE` so far.
+    pub fn log_file(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("logs/app.log")).unwrap_or_default()
     }
 }
 

@@ -317,6 +317,17 @@ async fn log_lines_are_json_with_cloud_logging_fields_and_one_line_per_request()
         "{logged}"
     );
     assert!(line["logging.googleapis.com/spanId"].is_string());
+    // LOG_FILE (what the Datadog sidecar tails on Cloud Run) gets the same lines as stdout.
+    let file = app.log_file();
+    let in_file: Vec<Value> = file
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let served_in_file: Vec<&Value> = in_file
+        .iter()
+        .filter(|l| l["message"] == "request served")
+        .collect();
+    assert_eq!(served_in_file, vec![line], "LOG_FILE differs from stdout");
 }
 
 #[derive(Default, Clone)]

@@ -242,7 +242,13 @@ async fn no_api_key_ever_appears_in_the_logs() {
         logs.lines().count() >= 5,
         "expected request log lines:\n{logs}"
     );
+    let file = app.log_file();
+    assert!(
+        file.lines().count() >= 5,
+        "expected the lines in LOG_FILE too"
+    );
     for secret in [KEY_ALL, KEY_INGEST, KEY_OTHER, leaked] {
         assert!(!logs.contains(secret), "a key appeared in the logs");
+        assert!(!file.contains(secret), "a key appeared in LOG_FILE");
     }
 }

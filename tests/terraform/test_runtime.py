@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import json
 import os
@@ -65,6 +66,14 @@ def test_probes_secrets_and_sidecars(configs):
     assert locs["app_env"]["OTEL_RESOURCE_ATTRIBUTES"] == "deployment.environment.name=${var.env}"
     logs = next(v for v in blocks(tpl["volumes"]) if v["name"] == "shared-logs")
     assert blocks(logs["empty_dir"])[0]["medium"] == "MEMORY"
+    # The app writes its log lines where the sidecar tails them: LOG_FILE matches the agent's
+    # DD_SERVERLESS_LOG_PATH glob, on the shared volume both containers mount.
+    log_file, tail_glob = locs["app_env"]["LOG_FILE"], dd_env["DD_SERVERLESS_LOG_PATH"]
+    assert fnmatch.fnmatchcase(log_file, tail_glob), (log_file, tail_glob)
+    assert not fnmatch.fnmatchcase(log_file + ".1", tail_glob), "the rotated file would be read twice"
+    for c in (app, dd):
+        mount = next(m for m in blocks(c["volume_mounts"]) if m["name"] == "shared-logs")
+        assert mount["mount_path"] == "${local.logs_dir}" and log_file.startswith("${local.logs_dir}/")
     # GMP scrapes the admin port, not the public one.
     assert "var.admin_port" in str(locs["gmp_config"])
 

@@ -66,6 +66,10 @@ locals {
     # -> version come from the app itself). The Datadog dashboards and SLOs select on both.
     OTEL_RESOURCE_ATTRIBUTES = "deployment.environment.name=${var.env}"
     LOG_FORMAT               = "json"
+    # The same JSON lines as stdout (Cloud Logging), into the volume the Datadog sidecar tails
+    # (DD_SERVERLESS_LOG_PATH below): without it Datadog would get traces but no logs. The app
+    # rotates the file at 16 MiB and keeps one old file, so it stays under 32 of the 64 MiB.
+    LOG_FILE = "${local.logs_dir}/logs/app.log"
     # Unified service tagging: the Datadog tracer and log pipeline read these too.
     DD_SERVICE             = var.service_label
     DD_ENV                 = var.env
