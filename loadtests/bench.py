@@ -60,8 +60,7 @@ PIN: dict = {"server": None, "generator": None}
 
 
 def pinned(role: str, cmd: list[str]) -> list[str]:
-    cpus = PIN[role]
-    return (["taskset", "-c", cpus] if cpus else []) + cmd
+    return svc.pinned(PIN[role], cmd)
 
 
 def cpu_split(pin: bool) -> tuple[str | None, str | None]:

@@ -62,6 +62,12 @@ def http(method: str, url: str, body: bytes | None = None, headers: dict | None 
         return 0, {}, b""
 
 
+def pinned(cpus: str | None, cmd: list[str]) -> list[str]:
+    """`cmd` limited to `cpus` (`taskset -c` syntax, e.g. "0"), or unchanged for None. taskset
+    execs the command, so a process started this way keeps its own pid."""
+    return (["taskset", "-c", cpus] if cpus else []) + cmd
+
+
 class Service:
     """One run of the release binary: `start()`, use `url`/`admin_url`, `stop()`."""
 
@@ -112,9 +118,8 @@ class Service:
         env.update(self.env)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._log_file = open(self.log, "ab")
-        # taskset execs the binary, so the pid is the service's own.
-        cmd = (["taskset", "-c", self.cpus] if self.cpus else []) + [str(self.binary)]
-        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log_file,
+        self.proc = subprocess.Popen(pinned(self.cpus, [str(self.binary)]), env=env,
+                                     stdout=self._log_file,
                                      stderr=subprocess.STDOUT)
         if wait_ready:
             self.wait_ready(wait_ready)

@@ -97,6 +97,9 @@ pub fn binary() -> &'static str {
 }
 
 /// Spawns the app with default options.
+/// Where a spawned app writes its `LOG_FILE`, under its data directory.
+const LOG_FILE: &str = "logs/app.log";
+
 pub async fn spawn_app() -> TestApp {
     spawn_with(Options::default()).await
 }
@@ -140,7 +143,7 @@ pub async fn spawn_with(opts: Options) -> TestApp {
         .env("DATA_DIR", &data_dir)
         .env("LOG_FORMAT", "json")
         // As on Cloud Run, where the Datadog sidecar tails this file (see `log_file`).
-        .env("LOG_FILE", data_dir.join("logs/app.log"))
+        .env("LOG_FILE", data_dir.join(LOG_FILE))
         .env("RATE_LIMIT_PER_SECOND", "1000")
         .env("RATE_LIMIT_BURST", "1000")
         .env("SHUTDOWN_TIMEOUT_MS", "5000")
@@ -434,7 +437,7 @@ impl TestApp {
 
     /// What the app wrote to its `LOG_FILE` so far.
     pub fn log_file(&self) -> String {
-        std::fs::read_to_string(self.data_dir.join("logs/app.log")).unwrap_or_default()
+        std::fs::read_to_string(self.data_dir.join(LOG_FILE)).unwrap_or_default()
     }
 }
 

@@ -180,8 +180,8 @@ fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
     // The query planner stability guarantee: one plan per statement, whatever the bound
     // values. Without it SQLite treats `LIMIT ?3` as a value the plan may depend on, and
     // rebinding it expires the cached statement, so every getData re-parsed and re-planned its
-    // SQL (handlers-only getData went from 77-95 to 68-70 us of CPU per request without it,
-    // docs/benchmarks.md). The indexes decide the plan anyway.
+    // SQL. With it, handlers-only getData went from 77-95 to 68-70 us of CPU per request
+    // (docs/benchmarks.md). The indexes decide the plan anyway.
     conn.set_db_config(
         rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
         true,
