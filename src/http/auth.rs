@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
+use crate::telemetry::logging;
 
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -214,7 +215,8 @@ pub struct AuthState {
 impl AuthState {
     /// Authenticates an API request (401 without a known key) and records in its extensions
     /// who is calling, for the rate limiter ([`ClientKey`]) and the scope check ([`Principal`]).
-    /// The key id goes on the current (request) span; the key itself goes nowhere.
+    /// The key id goes into the request's log fields (and its span); the key itself goes
+    /// nowhere.
     pub fn authenticate(&self, req: &mut Request) -> Result<(), ApiError> {
         let header = req
             .headers()
@@ -223,7 +225,7 @@ impl AuthState {
         let principal = self.auth.authenticate(header)?;
         let client = match &principal.key_id {
             Some(id) => {
-                tracing::Span::current().record("client.key_id", id.as_ref());
+                logging::record_key_id(id);
                 ClientKey(id.clone())
             }
             None => ClientKey(client_ip(req, self.trust_forwarded_for).to_string().into()),

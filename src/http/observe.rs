@@ -1,11 +1,18 @@
-//! The outermost layer: a server span, RED metrics and one log line for every request, whatever
-//! its outcome (404, 413, 429 and 503 included). `http_route` is the matched template and is
-//! absent when nothing matched; the method set is bounded.
+//! The outermost layer: RED metrics, one log line and (with OTLP on) a server span for every
+//! request, whatever its outcome (404, 413, 429 and 503 included). `http_route` is the matched
+//! template and is absent when nothing matched; the method set is bounded.
+//!
+//! The request's log fields travel as [`RequestFields`] in this layer's future, made current
+//! around every poll, so any line logged inside the request carries them. With OTLP off no
+//! span is made: tracing is on (events and their filters, the same lines), but a per-request
+//! span would only be allocated, entered and closed for nothing to read it (issue #3's
+//! middleware budget; docs/benchmarks.md).
 //!
 //! A hand-written tower layer rather than `from_fn`: its future wraps the inner one without a
 //! box, and the metric handles of every (method, route, status) are looked up once and kept,
 //! so observing a request builds no metric key (docs/benchmarks.md, "Middleware cost").
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -19,10 +26,10 @@ use axum::response::Response;
 use metrics::{gauge, histogram, Gauge, Histogram, Label};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
-use tracing::instrument::Instrumented;
-use tracing::Instrument;
+use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use crate::telemetry::logging::{RequestFields, RequestScope};
 use crate::telemetry::metrics::{HTTP_ACTIVE, HTTP_DURATION};
 use crate::telemetry::propagation;
 
@@ -73,6 +80,15 @@ impl RouteLabel {
             RouteLabel::Known(i) => Some(super::ROUTES[*i]),
             RouteLabel::Unmatched => None,
             RouteLabel::Unlisted(r) => Some(r),
+        }
+    }
+
+    /// The route for logs: the listed templates are `'static`.
+    fn name(&self) -> Option<Cow<'static, str>> {
+        match self {
+            RouteLabel::Known(i) => Some(Cow::Borrowed(super::ROUTES[*i])),
+            RouteLabel::Unmatched => None,
+            RouteLabel::Unlisted(r) => Some(Cow::Owned(r.to_string())),
         }
     }
 
@@ -224,43 +240,55 @@ where
         let active = self.handles.active(method, &route);
         active.increment(1.0);
 
-        let span = tracing::info_span!(
-            "HTTP request",
-            otel.name = tracing::field::Empty,
-            otel.kind = "server",
-            otel.status_code = tracing::field::Empty,
-            http.request.method = METHODS[method],
-            http.route = route.as_str(),
-            url.path = req.uri().path(),
-            url.scheme = "http",
-            http.response.status_code = tracing::field::Empty,
-            client.key_id = tracing::field::Empty,
-            trace_id = tracing::field::Empty,
-            span_id = tracing::field::Empty,
-        );
-        // With OTLP on, the span continues the caller's trace and logs carry its own ids; with
-        // it off (no OpenTelemetry layer at all) nothing reads OpenTelemetry contexts or the
-        // span name, so neither is built, and logs carry the caller's `traceparent` ids.
-        let ids = if propagation::exporting() {
+        let mut fields = Some(RequestFields {
+            method: METHODS[method],
+            route: route.name(),
+            path: req.uri().path().to_owned(),
+            key_id: None,
+            trace: None,
+        });
+        // With OTLP on, the server span continues the caller's trace and the logs carry its
+        // ids; with it off there is no span, and the logs carry the caller's `traceparent`.
+        let span = propagation::exporting().then(|| {
+            let span = tracing::info_span!(
+                "HTTP request",
+                otel.name = tracing::field::Empty,
+                otel.kind = "server",
+                otel.status_code = tracing::field::Empty,
+                http.request.method = METHODS[method],
+                http.route = route.as_str(),
+                url.path = req.uri().path(),
+                url.scheme = "http",
+                http.response.status_code = tracing::field::Empty,
+                client.key_id = tracing::field::Empty,
+            );
             match route.as_str() {
                 Some(r) => span.record("otel.name", format!("{} {r}", METHODS[method])),
                 None => span.record("otel.name", METHODS[method]),
             };
             let _ = span.set_parent(propagation::from_headers(req.headers()));
-            propagation::ids(&span)
-        } else {
-            propagation::parse_traceparent(req.headers())
-        };
-        if let Some((trace_id, span_id)) = ids {
-            span.record("trace_id", trace_id.as_str());
-            span.record("span_id", span_id.as_str());
+            span
+        });
+        if let Some(f) = fields.as_mut() {
+            f.trace = match &span {
+                Some(span) => propagation::ids(span),
+                None => propagation::parse_traceparent(req.headers()),
+            };
         }
 
         // The inner layers decide admission synchronously in `call` (authentication records
-        // the key id on this span), so the call runs inside the span too.
-        let future = span.in_scope(|| self.inner.call(req));
+        // the key id), so the call runs inside the request too.
+        let future = {
+            let _request = RequestScope::enter(&mut fields);
+            match &span {
+                Some(span) => span.in_scope(|| self.inner.call(req)),
+                None => self.inner.call(req),
+            }
+        };
         ObserveFuture {
-            future: future.instrument(span),
+            future,
+            fields,
+            span,
             started,
             method,
             route,
@@ -274,7 +302,10 @@ pin_project! {
     /// The future of [`Observe`].
     pub struct ObserveFuture<F> {
         #[pin]
-        future: Instrumented<F>,
+        future: F,
+        // The request's log fields (current while `future` runs) and, with OTLP on, its span.
+        fields: Option<RequestFields>,
+        span: Option<Span>,
         started: Instant,
         method: usize,
         route: RouteLabel,
@@ -300,7 +331,12 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let response = match ready!(this.future.as_mut().poll(cx)) {
+        let polled = {
+            let _request = RequestScope::enter(this.fields);
+            let _span = this.span.as_ref().map(Span::enter);
+            this.future.as_mut().poll(cx)
+        };
+        let response = match ready!(polled) {
             Ok(response) => response,
             Err(never) => match never {},
         };
@@ -309,23 +345,38 @@ where
         this.handles
             .duration(*this.method, this.route, status.as_u16())
             .record(elapsed.as_secs_f64());
-        let span = this.future.span();
-        // For the exported span only: the log line below carries the status itself, and
-        // recording a span field re-renders it for the logs (about 1,000 instructions).
-        if propagation::exporting() {
-            span.record("http.response.status_code", status.as_u16());
-            if status.is_server_error() {
-                span.record("otel.status_code", "ERROR");
-            }
-        }
-        span.in_scope(|| {
+        // The line names the request itself rather than relying on the scope, so the pretty
+        // (terminal) format, which knows nothing of [`RequestFields`], shows it too.
+        let served = |f: &RequestFields| {
             tracing::info!(
+                http.request.method = f.method,
+                http.route = f.route.as_deref(),
+                url.path = f.path.as_str(),
+                client.key_id = f.key_id.as_deref(),
+                trace_id = f.trace.as_ref().map(|t| t.0.as_str()),
+                span_id = f.trace.as_ref().map(|t| t.1.as_str()),
                 http.response.status_code = status.as_u16(),
                 // Whole microseconds: `33.3835`, not `33.383500000000005`.
                 latency_ms = elapsed.as_micros() as f64 / 1e3,
                 "request served"
             )
-        });
+        };
+        // Always there: the scope puts them back when the inner poll returns or unwinds.
+        if let Some(f) = this.fields.as_ref() {
+            match this.span.as_ref() {
+                Some(span) => {
+                    span.record("http.response.status_code", status.as_u16());
+                    if let Some(key) = &f.key_id {
+                        span.record("client.key_id", key.as_ref());
+                    }
+                    if status.is_server_error() {
+                        span.record("otel.status_code", "ERROR");
+                    }
+                    span.in_scope(|| served(f));
+                }
+                None => served(f),
+            }
+        }
         if let Some(active) = this.active.take() {
             active.decrement(1.0);
         }

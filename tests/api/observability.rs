@@ -330,6 +330,63 @@ async fn log_lines_are_json_with_cloud_logging_fields_and_one_line_per_request()
     assert_eq!(served_in_file, vec![line], "LOG_FILE differs from stdout");
 }
 
+/// An error logged inside a request (here a failing store) names the request it belongs to:
+/// route, path, key id and the caller's trace, as the request's own line does.
+#[tokio::test]
+async fn a_line_logged_inside_a_request_carries_the_request_context() {
+    if skip_unless(
+        &[Target::Local],
+        "logs",
+        "fails the store with fault injection, which gcp refuses",
+    ) {
+        return;
+    }
+    let app = spawn_with(Options::default().env("FAULT_STORE_ERROR_RATE", "1")).await;
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let r = app
+        .client
+        .get(app.url("/challenge-latam-api/getData?limit=1"))
+        .bearer_auth(KEY_ALL)
+        .header("traceparent", format!("00-{trace}-b7ad6b7169203331-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let lines: Vec<Value> = app
+        .logs()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let one = |message: &str| {
+        let found: Vec<&Value> = lines.iter().filter(|l| l["message"] == message).collect();
+        assert_eq!(found.len(), 1, "{message}: {found:?}");
+        found[0].clone()
+    };
+    let failed = one("dependency call failed");
+    let served = one("request served");
+    assert_eq!(failed["severity"], "ERROR");
+    assert_eq!(failed["dependency"], "store");
+    assert_eq!(served["http.response.status_code"], 503);
+    for key in [
+        "http.request.method",
+        "http.route",
+        "url.path",
+        "client.key_id",
+        "logging.googleapis.com/trace",
+        "logging.googleapis.com/spanId",
+    ] {
+        assert!(failed[key].is_string(), "{key} missing: {failed}");
+        assert_eq!(failed[key], served[key], "{key}");
+    }
+    assert_eq!(failed["http.route"], "/challenge-latam-api/getData");
+    assert_eq!(failed["client.key_id"], "client-all");
+    assert!(failed["logging.googleapis.com/trace"]
+        .as_str()
+        .unwrap()
+        .ends_with(trace));
+}
+
 #[derive(Default, Clone)]
 struct Collector(Arc<Mutex<Vec<Span>>>);
 
@@ -441,6 +498,11 @@ async fn one_trace_continues_from_the_caller_through_the_broker_to_the_store() {
         Some("200")
     );
     assert_eq!(server_span.name, "POST /challenge-latam-api/ingestData");
+    // Who called, never the key itself.
+    assert_eq!(
+        attr(server_span, "client.key_id").as_deref(),
+        Some("client-all")
+    );
 
     let producer = find(SpanKind::Producer, &|_| true);
     assert_eq!(
