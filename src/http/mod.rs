@@ -2,7 +2,8 @@
 //! which a request meets them is readable top to bottom.
 //!
 //! A request to an API route passes, outermost first:
-//! 1. `observe`: server span (continuing `traceparent`), RED metrics, one log line;
+//! 1. `observe`: the request's log fields, RED metrics, one log line, and with OTLP on the
+//!    server span (continuing `traceparent`);
 //! 2. `admission`: at most `MAX_IN_FLIGHT` API requests at once, else 503 at once; drill faults
 //!    (a no-op unless switched on); authentication, 401 without a known key;
 //! 3. the rate limiter (tower_governor), keyed by key id or client address: 429;

@@ -270,7 +270,7 @@ struct SpanFields {
 }
 
 impl SpanFields {
-    /// Sized for the request span (a dozen fields, under 200 bytes of values), so recording
+    /// Sized for the server span (a dozen fields, under 200 bytes of values), so recording
     /// its fields does not grow either allocation.
     fn new() -> Self {
         Self {

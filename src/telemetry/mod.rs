@@ -19,9 +19,10 @@ use tracing_subscriber::{EnvFilter, Layer};
 use crate::config::{LogFormat, Settings};
 
 /// A span that exists only for traces (producer, consumer, database client): made when spans
-/// are exported, `Span::none()` otherwise, so with OTLP off a request pays for exactly one span
-/// (the server span, whose fields its log line carries). Events inside such spans name what
-/// they are about themselves (message ids), so logs lose nothing.
+/// are exported, `Span::none()` otherwise, so with OTLP off a request makes no span at all (the
+/// server span is made the same way in `http::observe`; the request's log fields do not need
+/// it). Events inside such spans name what they are about themselves (message ids), so logs
+/// lose nothing.
 pub fn trace_span(make: impl FnOnce() -> tracing::Span) -> tracing::Span {
     if propagation::exporting() {
         make()
