@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Instructions per request of the service and of handlers-only, under callgrind: the
+deterministic companion of bench.py's rate ratio, which this shared machine makes noisy.
+
+Each server runs under `valgrind --tool=callgrind` on 127.0.0.1 with an empty DATA_DIR; one
+keep-alive connection sends --warmup requests, the counters are zeroed
+(`callgrind_control -z`), --requests more are sent one at a time, the pipeline gets 3 s to store
+what was published, and the counters are dumped (`callgrind_control -d`). Instructions of every
+thread (workers, readers, pipeline, log writer) divided by the request count. Both servers get
+the same bytes (handlers-only ignores the key) and run the same release build
+(scripts/build.sh). Stops only the processes it started, by PID.
+
+Usage: loadtests/instructions.py [--requests 1500] [--warmup 200] [ingest] [getdata]
+getData reads an empty store here, so its ratio shows the stack's fixed cost against a
+handler that does almost nothing, not the benchmark's 1,000,000-row query.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "lib"))
+import service as svc  # noqa: E402
+
+RELEASE = svc.ROOT / "target/release"
+HIGH_LIMIT = {"RATE_LIMIT_PER_SECOND": "1000000", "RATE_LIMIT_BURST": "1000000"}
+
+
+def wait_healthy(port: int, limit: float = 120.0) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            c.request("GET", "/healthz")
+            if c.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"instructions: server on {port} not healthy after {limit:.0f} s")
+
+
+def measure(binary: Path, env: dict, case: str, key: str, warmup: int, n: int, work: Path) -> float:
+    """Instructions per request of `binary` serving `n` requests of `case`."""
+    port, admin = svc.free_port(), svc.free_port()
+    work.mkdir()
+    out = work / "callgrind.out"
+    proc = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no",
+         str(binary)],
+        env={**os.environ, "PORT": str(port), "ADMIN_PORT": str(admin), "DATA_DIR": str(work),
+             **env},
+        stdout=open(work / "server.log", "wb"), stderr=subprocess.STDOUT)
+    try:
+        wait_healthy(port)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+
+        def one(i: int) -> None:
+            if case == "ingest":
+                body = json.dumps({"customerId": f"cg-{i % 50}", "name": "Callgrind",
+                                   "orders": [{"orderId": f"o-{i}", "total": 5.0}],
+                                   "revenue": 5.0})
+                conn.request("POST", svc.INGEST, body=body, headers=headers)
+            else:
+                conn.request("GET", svc.GET_DATA, headers=headers)
+            r = conn.getresponse()
+            r.read()
+            if r.status != 200:
+                raise SystemExit(f"instructions: {case} answered {r.status}; see {work}")
+
+        for i in range(warmup):
+            one(i)
+        time.sleep(2)
+        subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True,
+                       capture_output=True, timeout=60)
+        for i in range(warmup, warmup + n):
+            one(i)
+        time.sleep(3)  # the pipeline stores what was published: part of what a request costs
+        subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True,
+                       capture_output=True, timeout=60)
+        dump = Path(f"{out}.1")
+        deadline = time.monotonic() + 30
+        while not dump.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for line in dump.read_text().splitlines():
+            if line.startswith(("summary:", "totals:")):
+                return int(line.split()[1]) / n
+        raise SystemExit(f"instructions: no totals in {dump}")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("cases", nargs="*", default=["ingest"], choices=["ingest", "getdata"])
+    ap.add_argument("--requests", type=int, default=1500)
+    ap.add_argument("--warmup", type=int, default=200)
+    args = ap.parse_args()
+    for tool in ("valgrind", "callgrind_control"):
+        if not shutil.which(tool):
+            raise SystemExit(f"instructions: needs {tool} (apt-get install valgrind)")
+    service_bin = svc.BINARY
+    handlers_bin = RELEASE / "examples/handlers_only"
+    for b in (service_bin, handlers_bin):
+        if not b.exists():
+            raise SystemExit(f"instructions: {b} missing; run scripts/build.sh")
+    tmp = Path(tempfile.mkdtemp(prefix="instructions-"))
+    try:
+        keys_file, keys = svc.make_keys(tmp, 1)
+        for case in args.cases:
+            h = measure(handlers_bin, {}, case, keys[0], args.warmup, args.requests,
+                        tmp / f"handlers-{case}")
+            s = measure(service_bin, {"API_KEYS_FILE": str(keys_file), **HIGH_LIMIT}, case,
+                        keys[0], args.warmup, args.requests, tmp / f"service-{case}")
+            print(f"{case}: handlers-only {h / 1000:.1f} k instructions per request, service "
+                  f"{s / 1000:.1f} k, handlers / service {100 * h / s:.1f} % "
+                  f"({args.requests} requests after {args.warmup})", flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
