@@ -345,8 +345,8 @@ where
         this.handles
             .duration(*this.method, this.route, status.as_u16())
             .record(elapsed.as_secs_f64());
-        // The line names the request itself rather than relying on the scope, so the pretty
-        // (terminal) format, which knows nothing of [`RequestFields`], shows it too.
+        // Without a span the line names the request itself rather than relying on the scope,
+        // so the pretty (terminal) format, which knows nothing of [`RequestFields`], shows it.
         let served = |f: &RequestFields| {
             tracing::info!(
                 http.request.method = f.method,
@@ -361,20 +361,32 @@ where
                 "request served"
             )
         };
-        // Always there: the scope puts them back when the inner poll returns or unwinds.
-        if let Some(f) = this.fields.as_ref() {
-            match this.span.as_ref() {
-                Some(span) => {
-                    span.record("http.response.status_code", status.as_u16());
-                    if let Some(key) = &f.key_id {
-                        span.record("client.key_id", key.as_ref());
-                    }
-                    if status.is_server_error() {
-                        span.record("otel.status_code", "ERROR");
-                    }
-                    span.in_scope(|| served(f));
+        match this.span.as_ref() {
+            Some(span) => {
+                span.record("http.response.status_code", status.as_u16());
+                if let Some(key) = this.fields.as_ref().and_then(|f| f.key_id.as_ref()) {
+                    span.record("client.key_id", key.as_ref());
                 }
-                None => served(f),
+                if status.is_server_error() {
+                    span.record("otel.status_code", "ERROR");
+                }
+                // The span has the request's attributes already; an event repeating them would
+                // repeat them in the exported trace too. The log line gets them, and the
+                // span's ids, from the request's fields.
+                let _request = RequestScope::enter(this.fields);
+                span.in_scope(|| {
+                    tracing::info!(
+                        http.response.status_code = status.as_u16(),
+                        latency_ms = elapsed.as_micros() as f64 / 1e3,
+                        "request served"
+                    )
+                });
+            }
+            // Always there: the scope puts them back when the inner poll returns or unwinds.
+            None => {
+                if let Some(f) = this.fields.as_ref() {
+                    served(f);
+                }
             }
         }
         if let Some(active) = this.active.take() {

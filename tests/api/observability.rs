@@ -524,4 +524,24 @@ async fn one_trace_continues_from_the_caller_through_the_broker_to_the_store() {
         "the store write continues the consumer"
     );
     assert_eq!(attr(insert, "db.system.name").as_deref(), Some("sqlite"));
+
+    // With OTLP on, the request's log line links to the server span, not the caller's.
+    let served: Vec<Value> = app
+        .logs()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| {
+            l["message"] == "request served" && l["http.route"] == "/challenge-latam-api/ingestData"
+        })
+        .collect();
+    assert_eq!(served.len(), 1, "{served:?}");
+    assert!(served[0]["logging.googleapis.com/trace"]
+        .as_str()
+        .unwrap()
+        .ends_with(trace));
+    assert_eq!(
+        served[0]["logging.googleapis.com/spanId"],
+        hex::encode(&server_span.span_id)
+    );
+    assert_eq!(served[0]["client.key_id"], "client-all");
 }
