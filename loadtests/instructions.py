@@ -10,7 +10,7 @@ thread (workers, readers, pipeline, log writer) divided by the request count. Bo
 the same bytes (handlers-only ignores the key) and run the same release build
 (scripts/build.sh). Stops only the processes it started, by PID.
 
-Usage: loadtests/instructions.py [--requests 1500] [--warmup 200] [ingest] [getdata]
+Usage: loadtests/instructions.py [--requests 1500] [--warmup 200] [--limit 900] [ingest] [getdata]
 getData reads an empty store here, so its ratio shows the stack's fixed cost against a
 handler that does almost nothing, not the benchmark's 1,000,000-row query.
 """
@@ -35,9 +35,14 @@ RELEASE = svc.ROOT / "target/release"
 HIGH_LIMIT = {"RATE_LIMIT_PER_SECOND": "1000000", "RATE_LIMIT_BURST": "1000000"}
 
 
-def wait_healthy(port: int, limit: float = 120.0) -> None:
-    deadline = time.monotonic() + limit
+class Failed(Exception):
+    """A measurement went wrong; the work directory is kept for its logs."""
+
+
+def wait_healthy(proc: subprocess.Popen, port: int, deadline: float) -> None:
     while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise Failed(f"the server exited with {proc.returncode} before it was healthy")
         try:
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
             c.request("GET", "/healthz")
@@ -46,63 +51,81 @@ def wait_healthy(port: int, limit: float = 120.0) -> None:
         except OSError:
             pass
         time.sleep(0.5)
-    raise SystemExit(f"instructions: server on {port} not healthy after {limit:.0f} s")
+    raise Failed(f"the server on {port} was not healthy in time")
 
 
-def measure(binary: Path, env: dict, case: str, key: str, warmup: int, n: int, work: Path) -> float:
+def measure(binary: Path, env: dict, case: str, key: str, warmup: int, n: int, work: Path,
+            deadline: float) -> float:
     """Instructions per request of `binary` serving `n` requests of `case`."""
-    port, admin = svc.free_port(), svc.free_port()
+    port = svc.free_port()
+    admin = svc.free_port()
+    while admin == port:
+        admin = svc.free_port()
     work.mkdir()
     out = work / "callgrind.out"
-    proc = subprocess.Popen(
-        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no",
-         str(binary)],
-        env={**os.environ, "PORT": str(port), "ADMIN_PORT": str(admin), "DATA_DIR": str(work),
-             **env},
-        stdout=open(work / "server.log", "wb"), stderr=subprocess.STDOUT)
-    try:
-        wait_healthy(port)
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-
-        def one(i: int) -> None:
-            if case == "ingest":
-                body = json.dumps({"customerId": f"cg-{i % 50}", "name": "Callgrind",
-                                   "orders": [{"orderId": f"o-{i}", "total": 5.0}],
-                                   "revenue": 5.0})
-                conn.request("POST", svc.INGEST, body=body, headers=headers)
-            else:
-                conn.request("GET", svc.GET_DATA, headers=headers)
-            r = conn.getresponse()
-            r.read()
-            if r.status != 200:
-                raise SystemExit(f"instructions: {case} answered {r.status}; see {work}")
-
-        for i in range(warmup):
-            one(i)
-        time.sleep(2)
-        subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True,
-                       capture_output=True, timeout=60)
-        for i in range(warmup, warmup + n):
-            one(i)
-        time.sleep(3)  # the pipeline stores what was published: part of what a request costs
-        subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True,
-                       capture_output=True, timeout=60)
-        dump = Path(f"{out}.1")
-        deadline = time.monotonic() + 30
-        while not dump.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        for line in dump.read_text().splitlines():
-            if line.startswith(("summary:", "totals:")):
-                return int(line.split()[1]) / n
-        raise SystemExit(f"instructions: no totals in {dump}")
-    finally:
-        proc.terminate()
+    # Only what the server needs, as loadtests/lib/service.py does: nothing from the caller's
+    # environment (an OTLP endpoint, BACKEND=gcp, FAULT_*) reaches it, and it listens on
+    # 127.0.0.1 only.
+    server_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "BACKEND": "local",
+                  "HOST": "127.0.0.1", "PORT": str(port), "ADMIN_PORT": str(admin),
+                  "DATA_DIR": str(work), "LOG_FORMAT": "json", **env}
+    # callgrind_control finds the server through a file valgrind names after USER and HOST:
+    # both sides must see the same values.
+    for name in ("USER", "LOGNAME"):
+        server_env[name] = os.environ.get(name, "nobody")
+    control = {k: server_env[k] for k in ("PATH", "USER", "LOGNAME", "HOST")}
+    with open(work / "server.log", "wb") as log:
+        proc = subprocess.Popen(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no",
+             str(binary)],
+            env=server_env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            wait_healthy(proc, port, min(deadline, time.monotonic() + 120))
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+
+            def one(i: int) -> None:
+                if time.monotonic() > deadline:
+                    raise Failed("out of time (--limit)")
+                if case == "ingest":
+                    body = json.dumps({"customerId": f"cg-{i % 50}", "name": "Callgrind",
+                                       "orders": [{"orderId": f"o-{i}", "total": 5.0}],
+                                       "revenue": 5.0})
+                    conn.request("POST", svc.INGEST, body=body, headers=headers)
+                else:
+                    conn.request("GET", svc.GET_DATA, headers=headers)
+                r = conn.getresponse()
+                r.read()
+                if r.status != 200:
+                    raise Failed(f"{case} answered {r.status}")
+
+            for i in range(warmup):
+                one(i)
+            time.sleep(2)
+            subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True,
+                           capture_output=True, timeout=60, env=control)
+            for i in range(warmup, warmup + n):
+                one(i)
+            time.sleep(3)  # the pipeline stores what was published: part of a request's cost
+            subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True,
+                           capture_output=True, timeout=60, env=control)
+            dump = Path(f"{out}.1")
+            wait_until = time.monotonic() + 30
+            while not dump.exists() and time.monotonic() < wait_until:
+                time.sleep(0.2)
+            if not dump.exists():
+                raise Failed(f"callgrind wrote no dump at {dump}")
+            for line in dump.read_text().splitlines():
+                if line.startswith(("summary:", "totals:")):
+                    return int(line.split()[1]) / n
+            raise Failed(f"no totals in {dump}")
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def main() -> None:
@@ -110,7 +133,10 @@ def main() -> None:
     ap.add_argument("cases", nargs="*", default=["ingest"], choices=["ingest", "getdata"])
     ap.add_argument("--requests", type=int, default=1500)
     ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--limit", type=float, default=900.0,
+                    help="seconds the whole measurement may take (default 900)")
     args = ap.parse_args()
+    deadline = time.monotonic() + args.limit
     for tool in ("valgrind", "callgrind_control"):
         if not shutil.which(tool):
             raise SystemExit(f"instructions: needs {tool} (apt-get install valgrind)")
@@ -124,14 +150,15 @@ def main() -> None:
         keys_file, keys = svc.make_keys(tmp, 1)
         for case in args.cases:
             h = measure(handlers_bin, {}, case, keys[0], args.warmup, args.requests,
-                        tmp / f"handlers-{case}")
+                        tmp / f"handlers-{case}", deadline)
             s = measure(service_bin, {"API_KEYS_FILE": str(keys_file), **HIGH_LIMIT}, case,
-                        keys[0], args.warmup, args.requests, tmp / f"service-{case}")
+                        keys[0], args.warmup, args.requests, tmp / f"service-{case}", deadline)
             print(f"{case}: handlers-only {h / 1000:.1f} k instructions per request, service "
                   f"{s / 1000:.1f} k, handlers / service {100 * h / s:.1f} % "
                   f"({args.requests} requests after {args.warmup})", flush=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except Failed as e:
+        raise SystemExit(f"instructions: {e}; logs kept in {tmp}") from None
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -215,8 +215,8 @@ pub struct AuthState {
 impl AuthState {
     /// Authenticates an API request (401 without a known key) and records in its extensions
     /// who is calling, for the rate limiter ([`ClientKey`]) and the scope check ([`Principal`]).
-    /// The key id goes into the request's log fields (and its span); the key itself goes
-    /// nowhere.
+    /// The key id goes into the request's log fields (and, with OTLP on, onto its span when
+    /// the request ends); the key itself goes nowhere.
     pub fn authenticate(&self, req: &mut Request) -> Result<(), ApiError> {
         let header = req
             .headers()

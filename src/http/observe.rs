@@ -3,10 +3,12 @@
 //! template and is absent when nothing matched; the method set is bounded.
 //!
 //! The request's log fields travel as [`RequestFields`] in this layer's future, made current
-//! around every poll, so any line logged inside the request carries them. With OTLP off no
-//! span is made: tracing is on (events and their filters, the same lines), but a per-request
-//! span would only be allocated, entered and closed for nothing to read it (issue #3's
-//! middleware budget; docs/benchmarks.md).
+//! around every poll, so any JSON line logged inside the request carries them. With OTLP off
+//! no span is made: tracing is on (events, their filters, the same JSON lines), but a
+//! per-request span would only be allocated, entered and closed for nothing to read it
+//! (issue #3's middleware budget; docs/benchmarks.md). The pretty (terminal) format knows
+//! nothing of [`RequestFields`]: there the request line names the request, and lines logged
+//! inside it do not.
 //!
 //! A hand-written tower layer rather than `from_fn`: its future wraps the inner one without a
 //! box, and the metric handles of every (method, route, status) are looked up once and kept,
@@ -243,6 +245,7 @@ where
         let mut fields = Some(RequestFields {
             method: METHODS[method],
             route: route.name(),
+            scheme: "http",
             path: req.uri().path().to_owned(),
             key_id: None,
             trace: None,
@@ -351,6 +354,7 @@ where
             tracing::info!(
                 http.request.method = f.method,
                 http.route = f.route.as_deref(),
+                url.scheme = f.scheme,
                 url.path = f.path.as_str(),
                 client.key_id = f.key_id.as_deref(),
                 trace_id = f.trace.as_ref().map(|t| t.0.as_str()),
@@ -383,15 +387,60 @@ where
                 });
             }
             // Always there: the scope puts them back when the inner poll returns or unwinds.
-            None => {
-                if let Some(f) = this.fields.as_ref() {
-                    served(f);
-                }
-            }
+            None => served(this.fields.as_ref().expect("the scope restores the fields")),
         }
         if let Some(active) = this.active.take() {
             active.decrement(1.0);
         }
         Poll::Ready(Ok(response))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::body::Body;
+    use tower::service_fn;
+    use tracing_subscriber::layer::{Context as LayerContext, SubscriberExt};
+
+    use super::*;
+
+    /// Counts what reaches the subscriber.
+    #[derive(Clone, Default)]
+    struct Count(Arc<(AtomicUsize, AtomicUsize)>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Count {
+        fn on_new_span(
+            &self,
+            _: &tracing::span::Attributes<'_>,
+            _: &tracing::span::Id,
+            _: LayerContext<'_, S>,
+        ) {
+            self.0 .0.fetch_add(1, Ordering::Relaxed);
+        }
+        fn on_event(&self, _: &tracing::Event<'_>, _: LayerContext<'_, S>) {
+            self.0 .1.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Without an exporter (nothing in these tests installs one) a request makes no span and
+    /// logs exactly one line: "costs nothing" (issue #3).
+    #[tokio::test]
+    async fn without_otlp_a_request_makes_no_span_and_one_line() {
+        assert!(!propagation::exporting());
+        let count = Count::default();
+        let _guard =
+            tracing::subscriber::set_default(tracing_subscriber::registry().with(count.clone()));
+        let mut service = ObserveLayer::new().layer(service_fn(|_req: Request| async {
+            Ok::<_, Infallible>(Response::new(Body::empty()))
+        }));
+        let response = service
+            .call(Request::new(Body::empty()))
+            .await
+            .expect("infallible");
+        assert_eq!(response.status(), 200);
+        assert_eq!(count.0 .0.load(Ordering::Relaxed), 0, "spans made");
+        assert_eq!(count.0 .1.load(Ordering::Relaxed), 1, "lines logged");
     }
 }

@@ -270,8 +270,8 @@ struct SpanFields {
 }
 
 impl SpanFields {
-    /// Sized for the server span (a dozen fields, under 200 bytes of values), so recording
-    /// its fields does not grow either allocation.
+    /// Sized for the largest span we make (the server span with OTLP on: a dozen fields,
+    /// under 200 bytes of values), so recording its fields does not grow either allocation.
     fn new() -> Self {
         Self {
             json: String::with_capacity(192),
@@ -581,6 +581,8 @@ pub struct RequestFields {
     pub method: &'static str,
     /// `http.route`: the matched template; none when nothing matched.
     pub route: Option<Cow<'static, str>>,
+    /// `url.scheme`.
+    pub scheme: &'static str,
     /// `url.path`.
     pub path: String,
     /// `client.key_id`, once authentication has identified the caller.
@@ -596,6 +598,7 @@ impl RequestFields {
         if let Some(route) = &self.route {
             line.field("http.route", Val::Str(route));
         }
+        line.field("url.scheme", Val::Str(self.scheme));
         line.field("url.path", Val::Str(&self.path));
         if let Some(key) = &self.key_id {
             line.field("client.key_id", Val::Str(key));
@@ -905,6 +908,7 @@ mod tests {
             Some(RequestFields {
                 method: "GET",
                 route: Some(Cow::Borrowed("/r")),
+                scheme: "http",
                 path: path.to_owned(),
                 key_id: None,
                 trace: Some((
