@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Instructions per request of the service and of handlers-only, under callgrind: the
-deterministic companion of bench.py's rate ratio, which this shared machine makes noisy.
+"""Instructions per request of the service and of handlers-only, under callgrind: a far
+less noisy companion of bench.py's rate ratio on this shared machine. Not fully
+deterministic: how the pipeline batches what was published depends on timing.
 
 Each server runs under `valgrind --tool=callgrind` on 127.0.0.1 with an empty DATA_DIR; one
 keep-alive connection sends --warmup requests, the counters are zeroed
