@@ -40,93 +40,64 @@ class Failed(Exception):
     """A measurement went wrong; the work directory is kept for its logs."""
 
 
-def wait_healthy(proc: subprocess.Popen, port: int, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise Failed(f"the server exited with {proc.returncode} before it was healthy")
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            c.request("GET", "/healthz")
-            if c.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise Failed(f"the server on {port} was not healthy in time")
-
-
 def measure(binary: Path, env: dict, case: str, key: str, warmup: int, n: int, work: Path,
             deadline: float) -> float:
     """Instructions per request of `binary` serving `n` requests of `case`."""
-    port = svc.free_port()
-    admin = svc.free_port()
-    while admin == port:
-        admin = svc.free_port()
-    work.mkdir()
     out = work / "callgrind.out"
-    # Only what the server needs, as loadtests/lib/service.py does: nothing from the caller's
-    # environment (an OTLP endpoint, BACKEND=gcp, FAULT_*) reaches it, and it listens on
-    # 127.0.0.1 only.
-    server_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "BACKEND": "local",
-                  "HOST": "127.0.0.1", "PORT": str(port), "ADMIN_PORT": str(admin),
-                  "DATA_DIR": str(work), "LOG_FORMAT": "json", **env}
     # callgrind_control finds the server through a file valgrind names after USER and HOST:
-    # both sides must see the same values.
-    for name in ("USER", "LOGNAME"):
-        server_env[name] = os.environ.get(name, "nobody")
-    control = {k: server_env[k] for k in ("PATH", "USER", "LOGNAME", "HOST")}
-    with open(work / "server.log", "wb") as log:
-        proc = subprocess.Popen(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no",
-             str(binary)],
-            env=server_env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            wait_healthy(proc, port, min(deadline, time.monotonic() + 120))
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    # both sides must see the same values (Service gives the server HOST=127.0.0.1 and
+    # nothing else of the caller's environment).
+    user = {name: os.environ.get(name, "nobody") for name in ("USER", "LOGNAME")}
+    control = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOST": "127.0.0.1", **user}
+    server = svc.Service(data_dir=work, env={**user, **env}, binary=binary,
+                         wrap=["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                               "--dump-instr=no"])
+    try:
+        server.start(wait_ready=max(1.0, min(120.0, deadline - time.monotonic())))
+    except RuntimeError as e:
+        server.stop(60)
+        raise Failed(str(e)) from None
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
 
-            def one(i: int) -> None:
-                if time.monotonic() > deadline:
-                    raise Failed("out of time (--limit)")
-                if case == "ingest":
-                    body = json.dumps({"customerId": f"cg-{i % 50}", "name": "Callgrind",
-                                       "orders": [{"orderId": f"o-{i}", "total": 5.0}],
-                                       "revenue": 5.0})
-                    conn.request("POST", svc.INGEST, body=body, headers=headers)
-                else:
-                    conn.request("GET", svc.GET_DATA, headers=headers)
-                r = conn.getresponse()
-                r.read()
-                if r.status != 200:
-                    raise Failed(f"{case} answered {r.status}")
+        def one(i: int) -> None:
+            if time.monotonic() > deadline:
+                raise Failed("out of time (--limit)")
+            if case == "ingest":
+                body = json.dumps({"customerId": f"cg-{i % 50}", "name": "Callgrind",
+                                   "orders": [{"orderId": f"o-{i}", "total": 5.0}],
+                                   "revenue": 5.0})
+                conn.request("POST", svc.INGEST, body=body, headers=headers)
+            else:
+                conn.request("GET", svc.GET_DATA, headers=headers)
+            r = conn.getresponse()
+            r.read()
+            if r.status != 200:
+                raise Failed(f"{case} answered {r.status}")
 
-            for i in range(warmup):
-                one(i)
-            time.sleep(2)
-            subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True,
-                           capture_output=True, timeout=60, env=control)
-            for i in range(warmup, warmup + n):
-                one(i)
-            time.sleep(3)  # the pipeline stores what was published: part of a request's cost
-            subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True,
-                           capture_output=True, timeout=60, env=control)
-            dump = Path(f"{out}.1")
-            wait_until = time.monotonic() + 30
-            while not dump.exists() and time.monotonic() < wait_until:
-                time.sleep(0.2)
-            if not dump.exists():
-                raise Failed(f"callgrind wrote no dump at {dump}")
-            for line in dump.read_text().splitlines():
-                if line.startswith(("summary:", "totals:")):
-                    return int(line.split()[1]) / n
-            raise Failed(f"no totals in {dump}")
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        for i in range(warmup):
+            one(i)
+        time.sleep(2)
+        subprocess.run(["callgrind_control", "-z", str(server.pid)], check=True,
+                       capture_output=True, timeout=60, env=control)
+        for i in range(warmup, warmup + n):
+            one(i)
+        time.sleep(3)  # the pipeline stores what was published: part of a request's cost
+        subprocess.run(["callgrind_control", "-d", str(server.pid)], check=True,
+                       capture_output=True, timeout=60, env=control)
+        dump = Path(f"{out}.1")
+        wait_until = time.monotonic() + 30
+        while not dump.exists() and time.monotonic() < wait_until:
+            time.sleep(0.2)
+        if not dump.exists():
+            raise Failed(f"callgrind wrote no dump at {dump}")
+        for line in dump.read_text().splitlines():
+            if line.startswith(("summary:", "totals:")):
+                return int(line.split()[1]) / n
+        raise Failed(f"no totals in {dump}")
+    finally:
+        server.stop(60)
 
 
 def main() -> None:

@@ -72,8 +72,11 @@ class Service:
     """One run of the release binary: `start()`, use `url`/`admin_url`, `stop()`."""
 
     def __init__(self, data_dir: Path | None = None, env: dict | None = None,
-                 log: Path | None = None, binary: Path = BINARY, cpus: str | None = None):
+                 log: Path | None = None, binary: Path = BINARY, cpus: str | None = None,
+                 wrap: list[str] | None = None):
         self.binary = Path(binary)
+        # A command the binary runs under (valgrind); it must keep the binary's pid.
+        self.wrap = list(wrap or [])
         # CPUs the process may run on (`taskset -c` syntax, e.g. "0"); None: any.
         self.cpus = cpus
         self._tmp = None
@@ -118,7 +121,7 @@ class Service:
         env.update(self.env)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._log_file = open(self.log, "ab")
-        self.proc = subprocess.Popen(pinned(self.cpus, [str(self.binary)]), env=env,
+        self.proc = subprocess.Popen(pinned(self.cpus, [*self.wrap, str(self.binary)]), env=env,
                                      stdout=self._log_file,
                                      stderr=subprocess.STDOUT)
         if wait_ready:

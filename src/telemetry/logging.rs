@@ -1,7 +1,7 @@
 //! JSON log lines in the shape Cloud Logging reads: `severity`, `message`, `time`, and
 //! `logging.googleapis.com/trace` / `spanId` so a log line links to its trace. Fields of the
 //! enclosing spans are merged in, and so are the fields of the request being served
-//! ([`RequestFields`]: method, route, path, key id, trace ids), so every line of a request
+//! ([`RequestFields`]: method, route, scheme, path, key id, trace ids), so every line of a request
 //! carries its context.
 //!
 //! The request's fields are not a span's: with OTLP off, a request makes no span at all.
@@ -575,7 +575,7 @@ fn push_time(buf: &mut String, now: std::time::SystemTime) {
 /// The fields every log line of one request carries. The request's future owns them and
 /// moves them into a thread-local while it runs ([`RequestScope`]), so an event anywhere
 /// inside the request (an error from a handler) gets them without a span.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug)]
 pub struct RequestFields {
     /// `http.request.method`.
     pub method: &'static str,

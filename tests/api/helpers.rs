@@ -435,10 +435,22 @@ impl TestApp {
         self.output.lock().unwrap().clone()
     }
 
+    /// The log lines so far, each parsed as JSON (a line that is not JSON fails the test).
+    pub fn log_json(&self) -> Vec<Value> {
+        json_lines(&self.logs())
+    }
+
     /// What the app wrote to its `LOG_FILE` so far.
     pub fn log_file(&self) -> String {
         std::fs::read_to_string(self.data_dir.join(LOG_FILE)).unwrap_or_default()
     }
+}
+
+/// Every line of `text` as JSON; panics naming the first line that is not.
+pub fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
 }
 
 pub fn urlencode(s: &str) -> String {

@@ -290,11 +290,7 @@ async fn log_lines_are_json_with_cloud_logging_fields_and_one_line_per_request()
         .unwrap();
     assert_eq!(r.status(), 200);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let logs = app.logs();
-    let lines: Vec<Value> = logs
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect();
+    let lines = app.log_json();
     assert!(lines
         .iter()
         .all(|l| l["severity"].is_string() && l["message"].is_string() && l["time"].is_string()));
@@ -318,11 +314,7 @@ async fn log_lines_are_json_with_cloud_logging_fields_and_one_line_per_request()
     );
     assert!(line["logging.googleapis.com/spanId"].is_string());
     // LOG_FILE (what the Datadog sidecar tails on Cloud Run) gets the same lines as stdout.
-    let file = app.log_file();
-    let in_file: Vec<Value> = file
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect();
+    let in_file = json_lines(&app.log_file());
     let served_in_file: Vec<&Value> = in_file
         .iter()
         .filter(|l| l["message"] == "request served")
@@ -353,11 +345,7 @@ async fn a_line_logged_inside_a_request_carries_the_request_context() {
         .unwrap();
     assert_eq!(r.status(), 503);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let lines: Vec<Value> = app
-        .logs()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect();
+    let lines = app.log_json();
     let one = |message: &str| {
         let found: Vec<&Value> = lines.iter().filter(|l| l["message"] == message).collect();
         assert_eq!(found.len(), 1, "{message}: {found:?}");
@@ -527,9 +515,8 @@ async fn one_trace_continues_from_the_caller_through_the_broker_to_the_store() {
 
     // With OTLP on, the request's log line links to the server span, not the caller's.
     let served: Vec<Value> = app
-        .logs()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .log_json()
+        .into_iter()
         .filter(|l| {
             l["message"] == "request served" && l["http.route"] == "/challenge-latam-api/ingestData"
         })
