@@ -4,7 +4,10 @@
 mod query;
 mod record;
 
-pub use query::{Cursor, QueryError, RecordFilter, DEFAULT_LIMIT, DEFAULT_WINDOW, MAX_LIMIT};
+pub use query::{
+    Cursor, FilterKey, MovingBounds, QueryError, RecordFilter, DEFAULT_LIMIT, DEFAULT_WINDOW,
+    MAX_LIMIT,
+};
 pub use record::{
     parse_records, FieldError, Order, ParseError, Record, StoredRecord, MAX_BATCH, MAX_ORDERS,
 };

@@ -400,6 +400,21 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Patches the drill faults through `PUT /admin/faults` (a JSON object of the fields to
+    /// change), asserting that the process took them.
+    pub async fn set_faults(&self, patch: &str) {
+        let admin = self.admin.as_ref().expect("faults need a local process");
+        let r = self
+            .client
+            .put(format!("{admin}/admin/faults"))
+            .header("content-type", "application/json")
+            .body(patch.to_owned())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{patch}: {}", r.text().await.unwrap());
+    }
+
     /// Sum of a metric's samples whose labels include every `labels` pair.
     pub async fn metric_sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         metric_sum(&self.metrics().await, name, labels)

@@ -10,6 +10,7 @@
 
 mod helpers;
 
+mod cache;
 mod durability;
 mod ingest;
 mod observability;

@@ -507,6 +507,7 @@ mod tests {
             from_us: 0,
             to_us: 1_000_000,
             after,
+            moving: Default::default(),
         }
     }
 
