@@ -7,7 +7,7 @@ import glob
 import json
 import os
 
-from conftest import REPO, blocks
+from conftest import APP, ENVIRONMENTS, REPO, backend_config, blocks, env_values
 
 
 def service(configs):
@@ -90,10 +90,16 @@ def test_secret_values_never_enter_terraform(resources):
 
 
 def test_state_lives_in_gcs_with_the_bucket_given_at_init(configs):
-    for d in ("envs/dev", "envs/prod", "envs/shared", "bootstrap"):
+    for d in (APP, "envs/shared", "bootstrap"):
         backends = [b for t in configs[d].terraform for b in blocks(t.get("backend"))]
         assert len(backends) == 1 and "gcs" in backends[0], d
         assert "bucket" not in (backends[0]["gcs"] or {}), f"{d} hard-codes the state bucket"
+    # One root for every environment: a prefix written in it would put dev and prod in one state.
+    app_backend = [b for t in configs[APP].terraform for b in blocks(t.get("backend"))][0]
+    assert not app_backend["gcs"], "envs/app's backend must be partial: the prefix comes from <env>.backend.hcl"
+    for env in ENVIRONMENTS:
+        # The prefixes of the former per-environment roots, so existing state is found where it was.
+        assert backend_config(env) == {"prefix": f"challenge-latam-api/{env}"}, env
     bucket = next(r for r in configs["modules/state_bucket"].resources if r.type == "google_storage_bucket")
     assert bucket.body["uniform_bucket_level_access"] is True
     assert bucket.body["public_access_prevention"] == "enforced"
@@ -101,19 +107,20 @@ def test_state_lives_in_gcs_with_the_bucket_given_at_init(configs):
 
 
 def test_prod_keeps_a_warm_instance_and_dev_scales_to_zero(configs):
-    assert configs["envs/prod"].modules["stack"]["min_instances"] >= 1
-    assert configs["envs/dev"].modules["stack"]["min_instances"] == 0
-    for env in ("dev", "prod"):
-        stack = configs[f"envs/{env}"].modules["stack"]
-        assert stack["env"] == env and stack["image"] == "${var.image}"
-        assert stack["max_instances"] >= stack["min_instances"]
-    assert configs["modules/stack"].variables["enable_edge"]["default"] is False
+    assert env_values("prod")["min_instances"] >= 1
+    assert env_values("dev")["min_instances"] == 0
+    for env in ENVIRONMENTS:
+        values = env_values(env)
+        assert values["env"] == env
+        assert values["max_instances"] >= values["min_instances"]
+    assert configs[APP].modules["cloud_run"]["image"] == "${var.image}"
+    assert configs[APP].variables["enable_edge"]["default"] is False
 
 
 def test_dashboards_and_slos_are_read_from_the_repository_with_fileset(configs):
-    stack = configs["modules/stack"]
-    assert stack.modules["monitoring"]["dashboards_dir"] == "${var.repo_root}/dashboards/cloud-monitoring"
-    assert stack.modules["datadog"]["dashboards_dir"] == "${var.repo_root}/dashboards/datadog"
+    stack = configs[APP]
+    assert stack.modules["monitoring"]["dashboards_dir"] == "${local.repo_root}/dashboards/cloud-monitoring"
+    assert stack.modules["datadog"]["dashboards_dir"] == "${local.repo_root}/dashboards/datadog"
     assert "alerts/cloud-monitoring" in stack.modules["monitoring"]["slo_files"]
     assert "alerts/datadog" in stack.modules["datadog"]["slo_files"]
     for d, rtype in (("modules/monitoring", "google_monitoring_dashboard"), ("modules/datadog", "datadog_dashboard_json")):
