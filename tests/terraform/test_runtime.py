@@ -78,6 +78,24 @@ def test_probes_secrets_and_sidecars(configs):
     assert "var.admin_port" in str(locs["gmp_config"])
 
 
+def test_every_probe_times_out_before_its_next_period(configs):
+    """The provider's reference for google_cloud_run_v2_service: timeout_seconds "must be smaller
+    than periodSeconds" (the API itself says period >= timeout; strictly smaller satisfies both)."""
+    _, cs = containers(service(configs))
+    probes = 0
+    for name, c in cs.items():
+        for kind in ("startup_probe", "liveness_probe"):
+            for probe in blocks(c.get(kind)):
+                probes += 1
+                timeout, period = probe.get("timeout_seconds", 1), probe.get("period_seconds", 10)
+                assert timeout < period, f"{name} {kind}: timeout {timeout} s is not below the period {period} s"
+    assert probes == 3, "app: startup and liveness; datadog-agent: startup"
+    # The time each container has to start is what it was before the timeouts were shortened.
+    window = {n: blocks(c["startup_probe"])[0]["failure_threshold"] * blocks(c["startup_probe"])[0]["period_seconds"]
+              for n, c in cs.items() if c.get("startup_probe")}
+    assert window == {"app": 60, "datadog-agent": 30}
+
+
 def test_secret_values_never_enter_terraform(resources):
     versions = [r.address for r in resources if r.type == "google_secret_manager_secret_version"]
     # The one version is the GMP sidecar's scrape configuration, which is not secret.

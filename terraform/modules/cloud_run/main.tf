@@ -310,12 +310,15 @@ resource "google_cloud_run_v2_service" "api" {
         mount_path = local.logs_dir
       }
 
-      # Ready only when broker and store answer (CONTRACT.md: /readyz).
+      # Ready only when broker and store answer (CONTRACT.md: /readyz). The timeout stays below
+      # the period: the provider's reference says timeout_seconds "must be smaller than
+      # periodSeconds" (the API's "period >= timeout" allows equal; smaller satisfies both).
+      # 20 probes x 3 s keep the 60 s the instance had to become ready.
       startup_probe {
         initial_delay_seconds = 0
-        period_seconds        = 2
+        period_seconds        = 3
         timeout_seconds       = 2
-        failure_threshold     = 30
+        failure_threshold     = 20
         http_get {
           path = "/readyz"
           port = 8080
@@ -369,9 +372,11 @@ resource "google_cloud_run_v2_service" "api" {
         mount_path = local.logs_dir
       }
 
+      # A TCP connect on the health port: 1 s is plenty and stays below the 2 s period
+      # (15 x 2 s = 30 s, as before).
       startup_probe {
         period_seconds    = 2
-        timeout_seconds   = 2
+        timeout_seconds   = 1
         failure_threshold = 15
         tcp_socket {
           port = 5555
