@@ -78,6 +78,15 @@ def test_probes_secrets_and_sidecars(configs):
     assert "var.admin_port" in str(locs["gmp_config"])
 
 
+def resolve(run, expr):
+    """A literal, or the value a ${local.x} / ${var.x} (its default) stands for in modules/cloud_run."""
+    if isinstance(expr, str) and expr.startswith("${local."):
+        return run.locals[expr[len("${local."):-1]]
+    if isinstance(expr, str) and expr.startswith("${var."):
+        return run.variables[expr[len("${var."):-1]]["default"]
+    return expr
+
+
 def test_every_probe_times_out_before_its_next_period(configs):
     """The provider's reference for google_cloud_run_v2_service: timeout_seconds "must be smaller
     than periodSeconds" (the API itself says period >= timeout; strictly smaller satisfies both)."""
@@ -94,6 +103,26 @@ def test_every_probe_times_out_before_its_next_period(configs):
     window = {n: blocks(c["startup_probe"])[0]["failure_threshold"] * blocks(c["startup_probe"])[0]["period_seconds"]
               for n, c in cs.items() if c.get("startup_probe")}
     assert window == {"app": 60, "datadog-agent": 30}
+
+
+def test_every_container_gets_whole_vcpus(configs):
+    """Cloud Run allows less than 1 vCPU only with maximum concurrency 1 and request-based billing
+    ("Configure CPU limits for services"). This service runs many requests at once with CPU always
+    allocated, so each container, the sidecars included, gets a whole number of vCPUs."""
+    run = configs["modules/cloud_run"]
+    assert run.variables["concurrency"]["default"] > 1 and run.variables["cpu_always_allocated"]["default"] is True
+    _, cs = containers(service(configs))
+    total = 0
+    for name, c in cs.items():
+        limits = blocks(c["resources"])[0]["limits"]
+        cpu = resolve(run, limits["cpu"])
+        assert cpu in ("1", "2", "4", "6", "8"), f"{name}: cpu {cpu!r} is not a whole number of vCPUs"
+        total += int(cpu)
+        assert resolve(run, limits["memory"]) in ("512Mi", "1Gi", "2Gi"), f"{name}: memory {limits['memory']}"
+    assert total == 3, "app + Datadog + GMP sidecars; terraform/README.md prices 3 vCPU per warm instance"
+    # The app's own CPU is a variable: its validation refuses fractions too.
+    conditions = " ".join(v["condition"] for v in blocks(run.variables["app_cpu"].get("validation")))
+    assert '"1"' in conditions and '"0.5"' not in conditions
 
 
 def test_secret_values_never_enter_terraform(resources):

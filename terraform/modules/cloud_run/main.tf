@@ -27,6 +27,13 @@ terraform {
 }
 
 locals {
+  # Each sidecar's limits. Cloud Run ("Configure CPU limits for services") allows less than 1 vCPU
+  # only with maximum concurrency 1 and request-based billing; this service takes 80 concurrent
+  # requests with CPU always allocated, so every container gets whole vCPUs. The instance is
+  # app + 2 sidecars = 3 vCPU and 1.5 GiB (terraform/README.md, "What it costs").
+  sidecar_cpu    = "1"
+  sidecar_memory = "512Mi"
+
   api_keys_dir  = "/secrets/api-keys"
   api_keys_file = "${local.api_keys_dir}/keys.json"
   logs_dir      = "/shared-logs"
@@ -360,10 +367,13 @@ resource "google_cloud_run_v2_service" "api" {
         }
       }
 
+      # A whole vCPU, as Datadog's own Cloud Run module gives this sidecar (cpu "1", 512Mi):
+      # Cloud Run allows less than 1 vCPU only with maximum concurrency 1 and request-based
+      # billing, and this service runs 80 concurrent requests with CPU always allocated.
       resources {
         limits = {
-          cpu    = "0.5"
-          memory = "256Mi"
+          cpu    = local.sidecar_cpu
+          memory = local.sidecar_memory
         }
       }
 
@@ -391,10 +401,11 @@ resource "google_cloud_run_v2_service" "api" {
         image      = var.gmp_image
         depends_on = ["app"]
 
+        # A whole vCPU for the same reason as the Datadog sidecar's.
         resources {
           limits = {
-            cpu    = "0.5"
-            memory = "256Mi"
+            cpu    = local.sidecar_cpu
+            memory = local.sidecar_memory
           }
         }
 
