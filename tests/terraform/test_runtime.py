@@ -6,6 +6,7 @@ import fnmatch
 import glob
 import json
 import os
+import re
 
 from conftest import APP, ENVIRONMENTS, REPO, backend_config, blocks, env_values
 
@@ -211,6 +212,23 @@ def test_burn_rate_policies_combine_a_long_and_a_short_window(configs):
     uptime = next(r for r in mon.resources if r.type == "google_monitoring_uptime_check_config")
     http = blocks(uptime.body["http_check"])[0]
     assert http["path"] == "/healthz" and blocks(http["service_agent_authentication"])[0]["type"] == "OIDC_TOKEN"
+
+
+def test_the_export_alert_reads_the_bigquery_subscription_state(configs):
+    """Both subscriptions are BigQuery (export) subscriptions: push metrics describe a push
+    endpoint they do not have. Cloud Monitoring's pubsub metrics list gives export subscriptions
+    subscription/export_push_subscription_details (labels subscription_type, subscription_state);
+    the error states are BigQueryConfig.State's."""
+    pipeline = configs["modules/monitoring"].locals["pipeline_alerts"]
+    for name, alert in pipeline.items():
+        assert "push_request" not in alert["filter"], f"{name}: a push metric on a BigQuery subscription"
+    export = pipeline["export_failing"]
+    assert 'pubsub.googleapis.com/subscription/export_push_subscription_details' in export["filter"]
+    assert "${local.sub_filter}" in export["filter"] and export["aligner"] == "ALIGN_MAX"
+    states = re.search(r'subscription_state=monitoring\.regex\.full_match\(\\?"\(\?i\)\(([a-z_|]+)\)\\?"\)', export["filter"])
+    assert states, export["filter"]
+    assert set(states.group(1).split("|")) >= {"permission_denied", "not_found", "schema_mismatch"}
+    assert "active" not in states.group(1).split("|")
 
 
 def test_checkov_skips_carry_a_reason(resources):
