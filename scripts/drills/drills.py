@@ -8,7 +8,10 @@ bounded load from a few client threads, does one bad thing to it, prints what it
 what it saw, and fails (exit 1) when the service broke a promise:
 
   sigkill   SIGKILL under load, three times over one DATA_DIR: every message id the API
-            acknowledged is in the store after the restarts (acknowledged vs stored).
+            acknowledged is in the store after the restarts (acknowledged vs stored); the kills
+            cut requests off mid-flight (at least one over the rounds, at most one per client
+            thread a round), and the only records stored without an answer are those of the
+            requests cut off (at most their count times the batch size).
   sigterm   SIGTERM under load with requests in flight: they complete (200), nothing answers
             5xx, the process exits 0 within SHUTDOWN_TIMEOUT_MS, and what was acknowledged is
             stored after a restart.
@@ -178,30 +181,55 @@ def drill_sigkill() -> None:
         data = Path(tmp) / "data"
         service = svc.Service(data_dir=data, log=Path(tmp) / "service.log", env=UNLIMITED)
         acked: set[str] = set()
+        threads = 6
+        cut_off_total = cut_off_records = 0
         for n in range(1, rounds + 1):
+            batch = 1 if n % 2 else 10
             service.start()
-            load = Load(service, tag, threads=6, batch=1 if n % 2 else 10).start()
+            load = Load(service, tag, threads=threads, batch=batch).start()
             time.sleep(2.0)
-            service.kill()
+            signalled = time.monotonic()
+            service.kill()  # returns once the process is gone
             killed_at = time.monotonic()
             load.stop()
             got = load.acknowledged()
-            in_flight = sum(1 for r in load.results if r[0] < killed_at and r[2] == 0)
+            # Sent before the signal and never answered: in flight when the process died.
+            in_flight = sum(1 for r in load.results if r[0] < signalled and r[2] == 0)
+            # Any request sent before the process was surely gone may have been committed
+            # unanswered (those sent after the signal met a dying process: counting them only
+            # loosens the bound on stored records below).
+            may_have_committed = sum(1 for r in load.results if r[0] < killed_at and r[2] == 0)
+            cut_off_total += in_flight
+            cut_off_records += may_have_committed * batch
             acked |= got
             say(d, f"round {n}: SIGKILL pid {service.pid} after 2 s of load: "
                    f"{len(got)} records acknowledged, answers {load.statuses()}, "
-                   f"{in_flight} requests cut off without an answer")
+                   f"{in_flight} requests cut off without an answer (at most {threads}: one per client thread)")
             expect(not any(500 <= s for s in load.statuses() if s != 503),
                    f"round {n}: a 5xx other than 503 before the kill")
+            # Each client thread waits for its answer before it sends again, so no more than
+            # `threads` requests can be left unanswered by one kill; more means the load
+            # accounting (and so every figure above) is wrong.
+            expect(in_flight <= threads,
+                   f"round {n}: {in_flight} requests cut off, more than the {threads} that can be in flight")
         service.start()
         have = wait_stored(data, tag, acked, timeout=60)
         service.stop()
         missing = acked - have
+        unanswered = have - acked
         say(d, f"after {rounds} kills and a restart: acknowledged {len(acked)}, stored "
-               f"{len(have)} (of which {len(have - acked)} committed but cut off before the "
-               f"answer), missing {len(missing)}")
+               f"{len(have)} (of which {len(unanswered)} committed but cut off before the "
+               f"answer: at most the {cut_off_records} records of the requests left unanswered at the kills), "
+               f"missing {len(missing)}")
         expect(len(acked) > 0, "nothing was acknowledged: the load did not run")
+        expect(cut_off_total > 0,
+               f"no request was in flight at any of the {rounds} kills: the drill proved nothing about them")
         expect(not missing, f"{len(missing)} acknowledged records lost, e.g. {sorted(missing)[:3]}")
+        # A stored record nobody was told about can only come from a request the kill cut off:
+        # one answered with an error (503) must have stored nothing (a batch is all-or-nothing).
+        expect(len(unanswered) <= cut_off_records,
+               f"{len(unanswered)} records stored without a 200, more than the {cut_off_records} records "
+               f"of the requests left unanswered at the kills: a request answered with an error stored records")
 
 
 def drill_sigterm() -> None:
