@@ -10,8 +10,10 @@
 #   6. the tests can fail: rules with a loosened threshold or without the low-traffic guard fail
 #      them, and so does a budget-exhausted alert with a loosened threshold or no event guard;
 #   7. every runbook has its four sections, and every runbook_url of every rule leads to one;
-#   8. the live drill (scripts/drills/slo-burn-drill.py): a real Prometheus and Alertmanager
-#      against the release binary, fault injection on, page received, fault off, resolved.
+#   8. the live drill (scripts/drills/slo-burn-drill.py): a real Prometheus and an Alertmanager
+#      running alerts/alertmanager/ against the release binary, fault injection on, page received,
+#      the same SLO's tickets inhibited, fault off, resolved, the held-back ticket received.
+#      (scripts/checks/25-alertmanager.sh checks that configuration offline.)
 # Exits non-zero on the first failure; prints what it checked, with counts.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
