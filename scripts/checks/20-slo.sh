@@ -11,10 +11,12 @@
 #      in both spellings, `1` (Prometheus 2) and `1.0` (Prometheus 3), as `le=~"1|1\\.0"` does
 #      (tests/dashboards/le_matchers.py), and the check refuses rules with `le="1"`;
 #   7. the tests can fail: rules with a loosened threshold or without the low-traffic guard fail
-#      them;
+#      them, and so does a budget-exhausted alert with a loosened threshold or no event guard;
 #   8. every runbook has its four sections, and every runbook_url of every rule leads to one;
-#   9. the live drill (scripts/drills/slo-burn-drill.py): a real Prometheus and Alertmanager
-#      against the release binary, fault injection on, page received, fault off, resolved.
+#   9. the live drill (scripts/drills/slo-burn-drill.py): a real Prometheus and an Alertmanager
+#      running alerts/alertmanager/ against the release binary, fault injection on, page received,
+#      the same SLO's tickets inhibited, fault off, resolved, the held-back ticket received.
+#      (scripts/checks/25-alertmanager.sh checks that configuration offline.)
 # Exits non-zero on the first failure; prints what it checked, with counts.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -62,6 +64,10 @@ expect_refused "a Datadog namespace (the OTLP metrics keep their own names)" "se
   "sed -i 's|^    slo.challenge-latam.dev/alert-prefix: .*|&\\n    slo.challenge-latam.dev/datadog-namespace: challenge_latam_api|' slo/challenge-latam-api.yaml"
 expect_refused "an alert without a runbook" "has no runbook" \
   "rm alerts/runbooks/ChallengeLatamApiFreshnessBudgetBurn.md"
+expect_refused "a budget-exhausted alert without a runbook" "has no runbook" \
+  "rm alerts/runbooks/ChallengeLatamApiQueryLatencyBudgetExhausted.md"
+expect_refused "a tier over the whole period (the budget-exhausted alert's job)" "budget-exhausted alert" \
+  "sed -i 's/lookbackWindow: 3d/lookbackWindow: 30d/' slo/challenge-latam-api.yaml"
 
 # 4. promtool check rules ----------------------------------------------------------------------------
 mapfile -t rule_files < <(find alerts -name '*.rules.yml' | sort)
@@ -106,6 +112,9 @@ mutant "the fast tier's threshold 10x too high" availability.fast.test.yml 's/> 
 mutant "no low-traffic guard" availability.steady.test.yml 's/>= 20$/>= 0/'
 mutant "a selector that lets other routes in" availability.steady.test.yml \
   's|http_route=~"/challenge-latam-api/ingestData[|]/challenge-latam-api/getData"|http_route=~".+"|g'
+exhausted='/alert: ChallengeLatamApiAvailabilityBudgetExhausted/,/runbook_url/'
+mutant "the budget-exhausted threshold 10x too high" availability.budget.test.yml "$exhausted s/> 0.0005\$/> 0.005/"
+mutant "no event guard on the budget-exhausted alert" availability.budget.test.yml "$exhausted s/>= 20\$/>= 0/"
 
 # 8. Runbooks ------------------------------------------------------------------------------------------
 mapfile -t runbooks < <(find alerts -path '*/runbooks/*.md' | sort)
