@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::domain::FieldError;
+use crate::domain::{FieldError, IDEMPOTENCY_KEY_HEADER};
 use crate::ports::{DependencyError, ErrorKind};
 
 /// An RFC 9457 problem document.
@@ -48,6 +48,8 @@ pub enum ApiError {
     UnsupportedMediaType,
     /// 422: JSON that breaks the schema.
     Invalid(Vec<FieldError>),
+    /// 409: the idempotency key was already used with another body; never retry as is.
+    KeyReused,
     /// 429: over the client's rate; retry after this many seconds.
     RateLimited(u64),
     /// 503: shedding load.
@@ -121,6 +123,12 @@ impl ApiError {
                 "Validation error",
                 "the records do not match the schema; nothing was published".into(),
             ),
+            KeyReused => (
+                StatusCode::CONFLICT,
+                "idempotency-key-reused",
+                "Idempotency key reused",
+                "this Idempotency-Key was already used with a different body; nothing was published".into(),
+            ),
             RateLimited(s) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate-limited",
@@ -190,6 +198,11 @@ impl IntoResponse for ApiError {
         }
         let errors = match self {
             ApiError::BadRequest(ref e) | ApiError::Invalid(ref e) => Some(e.clone()),
+            ApiError::KeyReused => Some(vec![FieldError {
+                field: IDEMPOTENCY_KEY_HEADER.into(),
+                message: "already used with a different body; send a new key for new content"
+                    .into(),
+            }]),
             _ => None,
         };
         let retry_after = self.retry_after(status);

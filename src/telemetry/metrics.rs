@@ -30,6 +30,8 @@ pub const PIPELINE_BACKLOG: &str = "pipeline_backlog_messages";
 pub const PIPELINE_DEAD_LETTERED: &str = "pipeline_dead_lettered_messages_total";
 /// Build information (value 1).
 pub const BUILD_INFO: &str = "app_build_info";
+/// Ingest requests that carried an `Idempotency-Key`, by outcome.
+pub const IDEMPOTENT_REQUESTS: &str = "app_idempotent_requests_total";
 
 /// Buckets of the HTTP, messaging and database histograms; every SLO latency threshold is one
 /// of these boundaries.
@@ -175,6 +177,10 @@ fn describe() {
         "Messages moved to the dead-letter table after their maximum delivery attempts."
     );
     describe_gauge!(BUILD_INFO, "Build information; the value is always 1.");
+    describe_counter!(
+        IDEMPOTENT_REQUESTS,
+        "Ingest requests with an Idempotency-Key, by outcome (new, replayed, in_flight, key_reused)."
+    );
 }
 
 fn error_label(error: Option<ErrorKind>) -> &'static str {
@@ -341,4 +347,33 @@ pub fn max_active(n: usize) {
 pub fn build_info() {
     let revision = option_env!("GIT_REVISION").unwrap_or("unknown");
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "revision" => revision).set(1.0);
+}
+
+/// `idempotency_outcome` values of [`IDEMPOTENT_REQUESTS`].
+#[derive(Debug, Clone, Copy)]
+pub enum IdempotencyOutcome {
+    /// Published now.
+    New,
+    /// Answered with an earlier request's ids; nothing published.
+    Replayed,
+    /// 409: a request with the key was being served.
+    InFlight,
+    /// 409: the key was used with another body.
+    KeyReused,
+}
+
+impl IdempotencyOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            IdempotencyOutcome::New => "new",
+            IdempotencyOutcome::Replayed => "replayed",
+            IdempotencyOutcome::InFlight => "in_flight",
+            IdempotencyOutcome::KeyReused => "key_reused",
+        }
+    }
+}
+
+/// Counts one ingest request that carried an `Idempotency-Key`.
+pub fn idempotent_request(outcome: IdempotencyOutcome) {
+    counter!(IDEMPOTENT_REQUESTS, "idempotency_outcome" => outcome.as_str()).increment(1);
 }

@@ -18,7 +18,8 @@ use tokio::task::JoinHandle;
 
 use super::{deadline, CHECK_TIMEOUT, MESSAGING_SYSTEM};
 use crate::ports::{
-    AckHandle, Delivery, DependencyError, ErrorKind, OutgoingMessage, ReceivedMessage, Subscription,
+    AckHandle, Delivery, DependencyError, ErrorKind, Idempotency, OutgoingMessage, Published,
+    ReceivedMessage, Subscription,
 };
 use crate::telemetry::metrics::{self, MessagingOp};
 
@@ -94,10 +95,12 @@ impl PubSubPublisher {
 
 #[async_trait]
 impl crate::ports::Publisher for PubSubPublisher {
+    /// Keys are not honoured yet: every request is published.
     async fn publish(
         &self,
         messages: Vec<OutgoingMessage>,
-    ) -> Result<Vec<String>, DependencyError> {
+        _idempotency: Option<&Idempotency>,
+    ) -> Result<Published, DependencyError> {
         let started = Instant::now();
         let n = messages.len() as u64;
         // Pub/Sub has no multi-message transaction. Every message is handed to the batcher
@@ -145,7 +148,7 @@ impl crate::ports::Publisher for PubSubPublisher {
             started.elapsed(),
         );
         metrics::messages_sent(MESSAGING_SYSTEM, kind, n);
-        result
+        result.map(Published::New)
     }
 
     async fn check(&self) -> Result<(), DependencyError> {

@@ -23,8 +23,8 @@ use tokio::sync::{oneshot, Notify};
 
 use super::sqlite;
 use crate::ports::{
-    AckHandle, Attributes, Delivery, DependencyError, ErrorKind, OutgoingMessage, Publisher,
-    ReceivedMessage, Subscription,
+    AckHandle, Attributes, Delivery, DependencyError, ErrorKind, Idempotency, OutgoingMessage,
+    Published, Publisher, ReceivedMessage, Subscription,
 };
 use crate::telemetry::metrics;
 
@@ -157,10 +157,12 @@ impl LocalBroker {
 
 #[async_trait]
 impl Publisher for LocalBroker {
+    /// Keys are not kept yet: every request is published.
     async fn publish(
         &self,
         messages: Vec<OutgoingMessage>,
-    ) -> Result<Vec<String>, DependencyError> {
+        _idempotency: Option<&Idempotency>,
+    ) -> Result<Published, DependencyError> {
         let n = messages.len() as u64;
         let started = Instant::now();
         let result = self
@@ -174,7 +176,7 @@ impl Publisher for LocalBroker {
             started.elapsed(),
         );
         metrics::messages_sent(metrics::MESSAGING_LOCAL, error, n);
-        result
+        result.map(Published::New)
     }
 
     async fn check(&self) -> Result<(), DependencyError> {
