@@ -128,7 +128,14 @@ pub struct Settings {
     pub log_file: Option<PathBuf>,
     /// `FAULT_*`: initial fault injection (drills only).
     pub faults: Faults,
+    /// `IDEMPOTENCY_TTL_SECONDS`: how long an `Idempotency-Key` is remembered (1 s to 7 days;
+    /// default 24 h).
+    pub idempotency_ttl: Duration,
 }
+
+/// Longest `IDEMPOTENCY_TTL_SECONDS`: retries come within minutes, and a week bounds the keys
+/// kept.
+const MAX_IDEMPOTENCY_TTL_SECONDS: u64 = 7 * 24 * 60 * 60;
 
 /// A setting that could not be used; names the variable.
 #[derive(Debug, thiserror::Error)]
@@ -252,6 +259,11 @@ impl Settings {
             log_format,
             log_file: get("LOG_FILE").map(PathBuf::from),
             faults,
+            idempotency_ttl: Duration::from_secs(parse(
+                vars,
+                "IDEMPOTENCY_TTL_SECONDS",
+                24 * 60 * 60,
+            )?),
         };
         s.check()?;
         Ok(s)
@@ -275,6 +287,12 @@ impl Settings {
         }
         if self.max_delivery_attempts == 0 {
             return bad("MAX_DELIVERY_ATTEMPTS", "must be at least 1");
+        }
+        if !(1..=MAX_IDEMPOTENCY_TTL_SECONDS).contains(&self.idempotency_ttl.as_secs()) {
+            return bad(
+                "IDEMPOTENCY_TTL_SECONDS",
+                "must be between 1 and 604800 (7 days)",
+            );
         }
         if self.log_file.is_some() && self.log_format != LogFormat::Json {
             return bad(
@@ -328,6 +346,7 @@ mod tests {
         assert_eq!(s.backend, Backend::Local);
         assert_eq!((s.port, s.admin_port), (8080, 9464));
         assert_eq!(s.max_delivery_attempts, 5);
+        assert_eq!(s.idempotency_ttl, Duration::from_secs(24 * 60 * 60));
     }
 
     #[test]
@@ -338,6 +357,10 @@ mod tests {
         assert_eq!(e.name, "BACKEND");
         let e = settings(&[("FAULT_HTTP_ERROR_RATE", "2")]).unwrap_err();
         assert_eq!(e.name, "FAULT_*");
+        let e = settings(&[("IDEMPOTENCY_TTL_SECONDS", "0")]).unwrap_err();
+        assert_eq!(e.name, "IDEMPOTENCY_TTL_SECONDS");
+        let e = settings(&[("IDEMPOTENCY_TTL_SECONDS", "604801")]).unwrap_err();
+        assert_eq!(e.name, "IDEMPOTENCY_TTL_SECONDS");
         let e = settings(&[("LOG_FILE", "/tmp/a.log"), ("LOG_FORMAT", "pretty")]).unwrap_err();
         assert_eq!(e.name, "LOG_FILE");
         let s = settings(&[("LOG_FILE", "/tmp/a.log")]).unwrap();

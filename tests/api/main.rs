@@ -11,6 +11,7 @@
 mod helpers;
 
 mod durability;
+mod idempotency;
 mod ingest;
 mod observability;
 mod protection;
