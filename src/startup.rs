@@ -127,6 +127,7 @@ impl Application {
             },
             auth_mode: auth.mode(),
             request_timeout: settings.request_timeout,
+            keys_in_flight: Default::default(),
         };
         let router = if middleware {
             let rate_limit =

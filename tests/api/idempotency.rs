@@ -1,6 +1,6 @@
 //! `Idempotency-Key`: a retry stores nothing new and is answered with the first ids; a key
-//! reused with another body is a 409; keys are scoped to the caller and expire after
-//! `IDEMPOTENCY_TTL_SECONDS`.
+//! reused with another body, or sent again while its request is in flight, is a 409; keys are
+//! scoped to the caller and expire after `IDEMPOTENCY_TTL_SECONDS`.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -123,6 +123,94 @@ async fn the_same_key_with_another_body_is_a_409_naming_the_header_and_nothing_i
     assert_eq!(retry, first);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(app.all_of(&other).await.is_empty());
+}
+
+/// A TCP server that accepts connections and never answers: a broker that hangs.
+async fn black_hole() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn a_second_request_while_the_first_is_in_flight_is_a_409_with_retry_after() {
+    if skip_unless(&[Target::Local], "key in flight", NOT_ON_GCP_YET) {
+        return;
+    }
+    // Hold the first publish: on the embedded backend with an injected broker latency; on
+    // gcp (which refuses fault injection) with a Pub/Sub endpoint that never answers, so that
+    // request ends in a 504 at REQUEST_TIMEOUT_MS.
+    let hole = black_hole().await;
+    let opts = match target() {
+        Target::Gcp => Options::default()
+            .env("PUBSUB_EMULATOR_HOST", &hole.0)
+            .env("REQUEST_TIMEOUT_MS", "3000"),
+        _ => Options::default().env("FAULT_BROKER_LATENCY_MS", "1500"),
+    };
+    let app = spawn_with(opts).await;
+    let customer = unique("inflight");
+    let (body, key) = (batch(&customer, 2), unique("key"));
+
+    let first = {
+        let (client, url, body, key) = (
+            app.client.clone(),
+            app.url("/challenge-latam-api/ingestData"),
+            body.clone(),
+            key.clone(),
+        );
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(KEY_ALL)
+                .header("content-type", "application/json")
+                .header("idempotency-key", key)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let second = app.ingest_keyed(&body, &key, KEY_ALL).await;
+    let retry_after = assert_conflict(second, "idempotency-key-in-flight").await;
+    assert!(retry_after.is_some_and(|s| s >= 1), "{retry_after:?}");
+    // The key is the caller's: another caller's request with it is not held up.
+    let another = app.ingest_keyed(&body, &key, KEY_OTHER).await;
+    assert_ne!(another.status(), 409);
+
+    let first = first.await.unwrap();
+    if target() == Target::Gcp {
+        assert!(
+            matches!(first.status().as_u16(), 503 | 504),
+            "a broker that never answers: {}",
+            first.status()
+        );
+        hole.1.abort();
+        return;
+    }
+    let first = message_ids(first).await;
+    // Once the first has been answered, the same request is a replay.
+    let retry = message_ids(app.ingest_keyed(&body, &key, KEY_ALL).await).await;
+    assert_eq!(retry, first);
+    assert_eq!(
+        app.metric_sum(
+            "app_idempotent_requests_total",
+            &[("idempotency_outcome", "in_flight")]
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        stored_ids(&app, &customer, 4).await.len(),
+        4,
+        "two callers, two records each"
+    );
 }
 
 #[tokio::test]

@@ -1,5 +1,8 @@
 //! `POST /challenge-latam-api/ingestData`: validate, publish, answer once durable; with an
-//! `Idempotency-Key`, a retry is answered with the first ids.
+//! `Idempotency-Key`, one request per key at a time, and a retry answered with the first ids.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::extract::State;
@@ -64,7 +67,8 @@ impl ToSchema for IngestBody {}
     params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 256, pattern = "^[!-~]+$",
         description = "Makes a retry safe: a request that repeats an earlier one from the same caller (same key, \
 same body bytes, within `IDEMPOTENCY_TTL_SECONDS`, 24 h by default) publishes nothing and is answered 200 with \
-the earlier `messageIds`. Reusing a key with another body is a 409. Use a new random key (a UUID) for new content, and the same key and \
+the earlier `messageIds`. Reusing a key with another body is a 409, and so is a second request while the first \
+is still being served (with `Retry-After`). Use a new random key (a UUID) for new content, and the same key and \
 body when retrying after a 503, a 504 or a lost connection. Also passed on as the `idempotency_key` message \
 attribute. docs/api.md says what holds on each backend.")),
     responses(
@@ -74,7 +78,8 @@ with this body, had been: nothing new was published and the ids are the first re
         (status = 401, description = "No or unknown API key.", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The key lacks the `ingest` scope.", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The `Idempotency-Key` was used with another body (`idempotency-key-reused`: \
-never retry as is). Nothing was published.", body = Problem, content_type = "application/problem+json"),
+never retry as is), or a request with it is still being served (`idempotency-key-in-flight`, with `Retry-After`: \
+retry the same request). Nothing was published.", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 1 MiB.", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body not declared as JSON.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Records break the schema; nothing was published.", body = Problem, content_type = "application/problem+json"),
@@ -100,6 +105,18 @@ pub async fn ingest(
         ParseError::Invalid(errors) => ApiError::Invalid(errors),
     })?;
     let idempotency = idempotency(&headers, &bytes, principal, client)?;
+    // Held until the answer is produced (or the request is dropped): one request per key at a
+    // time in this process.
+    let _claim = match &idempotency {
+        Some(idem) => match state.keys_in_flight.claim(idem) {
+            Some(claim) => Some(claim),
+            None => {
+                metrics::idempotent_request(IdempotencyOutcome::InFlight);
+                return Err(ApiError::KeyInFlight);
+            }
+        },
+        None => None,
+    };
 
     let span = telemetry::trace_span(|| {
         tracing::info_span!(
@@ -237,5 +254,63 @@ fn scope(principal: Option<Extension<Principal>>, client: Option<Extension<Clien
         (None, Some(client)) => format!("addr/{}", client.0 .0),
         // Only the bare router of the middleware benchmark has no admission layer.
         (None, None) => "anonymous".to_owned(),
+    }
+}
+
+/// Idempotency keys whose request is being served by this process. A second request with a
+/// key in here is answered 409 at once: it cannot know yet whether the first one will succeed.
+/// Each admitted request holds at most one entry, so `MAX_IN_FLIGHT` bounds the set.
+#[derive(Debug, Default)]
+pub struct KeysInFlight(Mutex<HashSet<(String, String)>>);
+
+impl KeysInFlight {
+    /// Claims `idem`'s scope and key, or `None` when another request holds them.
+    fn claim(self: &Arc<Self>, idem: &Idempotency) -> Option<KeyClaim> {
+        let id = (idem.scope.clone(), idem.key.clone());
+        let fresh = self
+            .0
+            .lock()
+            .expect("keys in flight poisoned")
+            .insert(id.clone());
+        fresh.then(|| KeyClaim {
+            keys: self.clone(),
+            id,
+        })
+    }
+}
+
+/// A claimed key; released when dropped, whether the request was answered or abandoned.
+struct KeyClaim {
+    keys: Arc<KeysInFlight>,
+    id: (String, String),
+}
+
+impl Drop for KeyClaim {
+    fn drop(&mut self) {
+        if let Ok(mut keys) = self.keys.0.lock() {
+            keys.remove(&self.id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_is_claimed_once_per_scope_until_the_claim_is_dropped() {
+        let keys = Arc::new(KeysInFlight::default());
+        let a = Idempotency::new("key/a".into(), b"k", b"{}").unwrap();
+        let b = Idempotency::new("key/b".into(), b"k", b"{}").unwrap();
+        let first = keys.claim(&a).expect("a free key");
+        assert!(keys.claim(&a).is_none(), "the same key claimed twice");
+        let other = keys.claim(&b).expect("another scope's key is its own");
+        drop(first);
+        assert!(
+            keys.claim(&a).is_some(),
+            "released when the claim is dropped"
+        );
+        drop(other);
+        assert!(keys.0.lock().unwrap().is_empty());
     }
 }
