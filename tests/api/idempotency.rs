@@ -50,14 +50,8 @@ fn set(ids: &[String]) -> HashSet<&str> {
     ids.iter().map(String::as_str).collect()
 }
 
-/// Why these tests do not run on gcp yet.
-const NOT_ON_GCP_YET: &str = "the Pub/Sub adapter does not keep idempotency keys yet";
-
 #[tokio::test]
 async fn a_retry_with_the_same_key_and_body_answers_the_same_ids_and_stores_nothing_new() {
-    if skip_unless(&[Target::Local, Target::Remote], "replay", NOT_ON_GCP_YET) {
-        return;
-    }
     let app = spawn_app().await;
     let customer = unique("replay");
     let (body, key) = (batch(&customer, 3), unique("key"));
@@ -95,13 +89,6 @@ async fn a_retry_with_the_same_key_and_body_answers_the_same_ids_and_stores_noth
 
 #[tokio::test]
 async fn the_same_key_with_another_body_is_a_409_naming_the_header_and_nothing_is_published() {
-    if skip_unless(
-        &[Target::Local, Target::Remote],
-        "reused key",
-        NOT_ON_GCP_YET,
-    ) {
-        return;
-    }
     let app = spawn_app().await;
     let (customer, other) = (unique("first"), unique("other"));
     let key = unique("key");
@@ -140,7 +127,11 @@ async fn black_hole() -> (String, tokio::task::JoinHandle<()>) {
 
 #[tokio::test]
 async fn a_second_request_while_the_first_is_in_flight_is_a_409_with_retry_after() {
-    if skip_unless(&[Target::Local], "key in flight", NOT_ON_GCP_YET) {
+    if skip_unless(
+        &[Target::Local, Target::Gcp],
+        "key in flight",
+        "holds a publish in flight with its own process's broker",
+    ) {
         return;
     }
     // Hold the first publish: on the embedded backend with an injected broker latency; on
@@ -215,7 +206,11 @@ async fn a_second_request_while_the_first_is_in_flight_is_a_409_with_retry_after
 
 #[tokio::test]
 async fn concurrent_requests_with_one_key_publish_once() {
-    if skip_unless(&[Target::Local], "concurrent keys", NOT_ON_GCP_YET) {
+    if skip_unless(
+        &[Target::Local, Target::Gcp],
+        "concurrent keys",
+        "reads the broker counter of its own process",
+    ) {
         return;
     }
     let app = spawn_app().await;
@@ -265,7 +260,11 @@ async fn concurrent_requests_with_one_key_publish_once() {
 
 #[tokio::test]
 async fn callers_with_the_same_key_are_independent_and_never_get_each_others_ids() {
-    if skip_unless(&[Target::Local], "scoped keys", NOT_ON_GCP_YET) {
+    if skip_unless(
+        &[Target::Local, Target::Gcp],
+        "scoped keys",
+        "needs two API keys of the spawned process",
+    ) {
         return;
     }
     let app = spawn_app().await;
@@ -299,7 +298,11 @@ async fn callers_with_the_same_key_are_independent_and_never_get_each_others_ids
 
 #[tokio::test]
 async fn a_key_is_free_again_after_its_window() {
-    if skip_unless(&[Target::Local], "key expiry", NOT_ON_GCP_YET) {
+    if skip_unless(
+        &[Target::Local, Target::Gcp],
+        "key expiry",
+        "sets IDEMPOTENCY_TTL_SECONDS of its own process",
+    ) {
         return;
     }
     let app = spawn_with(Options::default().env("IDEMPOTENCY_TTL_SECONDS", "1")).await;
@@ -338,7 +341,11 @@ async fn a_key_is_free_again_after_its_window() {
 #[tokio::test]
 async fn a_keyed_request_acknowledged_before_a_crash_is_replayed_with_the_same_ids_after_a_restart()
 {
-    if skip_unless(&[Target::Local], "replay after a crash", NOT_ON_GCP_YET) {
+    if skip_unless(
+        &[Target::Local, Target::Gcp],
+        "replay after a crash",
+        "kills and restarts its own process",
+    ) {
         return;
     }
     let mut app = spawn_app().await;
