@@ -137,8 +137,14 @@ pub struct Settings {
     pub query_max_in_flight: usize,
     /// `FAULT_*`: initial fault injection (drills only).
     pub faults: Faults,
+    /// `IDEMPOTENCY_TTL_SECONDS`: how long an `Idempotency-Key` is remembered (1 s to 7 days;
+    /// default 24 h).
+    pub idempotency_ttl: Duration,
 }
 
+/// Longest `IDEMPOTENCY_TTL_SECONDS`: retries come within minutes, and a week bounds the keys
+/// kept.
+const MAX_IDEMPOTENCY_TTL_SECONDS: u64 = 7 * 24 * 60 * 60;
 /// The getData cache's staleness bound when `QUERY_CACHE_TTL_MS` is not set.
 ///
 /// - `local`: 30 s. Every commit of the embedded pipeline makes the pages it affects stale
@@ -285,6 +291,11 @@ impl Settings {
             query_cache_max_entries: parse(vars, "QUERY_CACHE_MAX_ENTRIES", 4096)?,
             query_max_in_flight: parse(vars, "QUERY_MAX_IN_FLIGHT", 32)?,
             faults,
+            idempotency_ttl: Duration::from_secs(parse(
+                vars,
+                "IDEMPOTENCY_TTL_SECONDS",
+                24 * 60 * 60,
+            )?),
         };
         s.check()?;
         Ok(s)
@@ -317,6 +328,12 @@ impl Settings {
         }
         if self.max_delivery_attempts == 0 {
             return bad("MAX_DELIVERY_ATTEMPTS", "must be at least 1");
+        }
+        if !(1..=MAX_IDEMPOTENCY_TTL_SECONDS).contains(&self.idempotency_ttl.as_secs()) {
+            return bad(
+                "IDEMPOTENCY_TTL_SECONDS",
+                "must be between 1 and 604800 (7 days)",
+            );
         }
         if self.log_file.is_some() && self.log_format != LogFormat::Json {
             return bad(
@@ -370,6 +387,7 @@ mod tests {
         assert_eq!(s.backend, Backend::Local);
         assert_eq!((s.port, s.admin_port), (8080, 9464));
         assert_eq!(s.max_delivery_attempts, 5);
+        assert_eq!(s.idempotency_ttl, Duration::from_secs(24 * 60 * 60));
         assert_eq!(s.query_cache_ttl, Duration::from_secs(30));
     }
 
@@ -399,6 +417,10 @@ mod tests {
         assert_eq!(e.name, "BACKEND");
         let e = settings(&[("FAULT_HTTP_ERROR_RATE", "2")]).unwrap_err();
         assert_eq!(e.name, "FAULT_*");
+        let e = settings(&[("IDEMPOTENCY_TTL_SECONDS", "0")]).unwrap_err();
+        assert_eq!(e.name, "IDEMPOTENCY_TTL_SECONDS");
+        let e = settings(&[("IDEMPOTENCY_TTL_SECONDS", "604801")]).unwrap_err();
+        assert_eq!(e.name, "IDEMPOTENCY_TTL_SECONDS");
         let e = settings(&[("QUERY_MAX_IN_FLIGHT", "0")]).unwrap_err();
         assert_eq!(e.name, "QUERY_MAX_IN_FLIGHT");
         let e = settings(&[("QUERY_CACHE_TTL_MS", "-1")]).unwrap_err();

@@ -38,9 +38,11 @@ pub struct Application {
 /// Chooses the backends for `settings`; the only place that knows which exist.
 pub async fn backends(settings: &Settings) -> anyhow::Result<Backends> {
     match settings.backend {
-        Backend::Local => {
-            crate::adapters::local::build(&settings.data_dir, settings.max_delivery_attempts)
-        }
+        Backend::Local => crate::adapters::local::build(
+            &settings.data_dir,
+            settings.max_delivery_attempts,
+            settings.idempotency_ttl,
+        ),
         Backend::Gcp => crate::adapters::gcp::build(settings).await,
     }
 }
@@ -145,6 +147,7 @@ impl Application {
             },
             auth_mode: auth.mode(),
             request_timeout: settings.request_timeout,
+            keys_in_flight: Default::default(),
         };
         let router = if middleware {
             let rate_limit =

@@ -74,6 +74,8 @@ pub struct AppState {
     pub auth_mode: &'static str,
     /// Deadline of every dependency call.
     pub request_timeout: Duration,
+    /// Idempotency keys whose request is being served now (409 for a second one).
+    pub keys_in_flight: Arc<routes::ingest::KeysInFlight>,
 }
 
 /// The protection settings of the API routes.

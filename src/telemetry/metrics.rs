@@ -53,6 +53,8 @@ pub const QUERY_REJECTED: &str = "app_getdata_store_queries_rejected_total";
 pub const BQ_BILLED_BYTES: &str = "app_bigquery_billed_bytes_total";
 /// getData queries BigQuery ran, by `cache_hit` (`true` when its own result cache answered).
 pub const BQ_QUERIES: &str = "app_bigquery_queries_total";
+/// Ingest requests that carried an `Idempotency-Key`, by outcome.
+pub const IDEMPOTENT_REQUESTS: &str = "app_idempotent_requests_total";
 
 /// Buckets of the HTTP, messaging and database histograms; every SLO latency threshold is one
 /// of these boundaries.
@@ -244,6 +246,10 @@ fn describe() {
         BQ_QUERIES,
         "getData queries answered by BigQuery, by whether its result cache answered them (cache_hit)."
     );
+    describe_counter!(
+        IDEMPOTENT_REQUESTS,
+        "Ingest requests with an Idempotency-Key, by outcome (new, replayed, in_flight, key_reused)."
+    );
 }
 
 fn error_label(error: Option<ErrorKind>) -> &'static str {
@@ -410,4 +416,33 @@ pub fn max_active(n: usize) {
 pub fn build_info() {
     let revision = option_env!("GIT_REVISION").unwrap_or("unknown");
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "revision" => revision).set(1.0);
+}
+
+/// `idempotency_outcome` values of [`IDEMPOTENT_REQUESTS`].
+#[derive(Debug, Clone, Copy)]
+pub enum IdempotencyOutcome {
+    /// Published now.
+    New,
+    /// Answered with an earlier request's ids; nothing published.
+    Replayed,
+    /// 409: a request with the key was being served.
+    InFlight,
+    /// 409: the key was used with another body.
+    KeyReused,
+}
+
+impl IdempotencyOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            IdempotencyOutcome::New => "new",
+            IdempotencyOutcome::Replayed => "replayed",
+            IdempotencyOutcome::InFlight => "in_flight",
+            IdempotencyOutcome::KeyReused => "key_reused",
+        }
+    }
+}
+
+/// Counts one ingest request that carried an `Idempotency-Key`.
+pub fn idempotent_request(outcome: IdempotencyOutcome) {
+    counter!(IDEMPOTENT_REQUESTS, "idempotency_outcome" => outcome.as_str()).increment(1);
 }

@@ -12,6 +12,7 @@ mod helpers;
 
 mod cache;
 mod durability;
+mod idempotency;
 mod ingest;
 mod observability;
 mod protection;

@@ -232,6 +232,10 @@ async fn the_admin_port_counts_known_traffic_exactly_with_bounded_labels() {
         ("db_system_name", &["sqlite", "gcp.bigquery"]),
         ("db_operation_name", &["query", "insert"]),
         (
+            "idempotency_outcome",
+            &["new", "replayed", "in_flight", "key_reused"],
+        ),
+        (
             "error_type",
             &[
                 "",

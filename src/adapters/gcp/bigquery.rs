@@ -27,6 +27,7 @@ use gcp_bigquery_client::Client;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::pubsub::RECORD_ID_ATTRIBUTE as RECORD_ID;
 use super::{deadline, CHECK_TIMEOUT, DB_SYSTEM};
 use crate::domain::{Order, RecordFilter, StoredRecord};
 use crate::ports::{DependencyError, ErrorKind, RecordQuery, Row, RowWriter};
@@ -228,19 +229,27 @@ fn rfc3339(us: i64) -> String {
 
 /// The getData query. Every value is a named parameter; the only text that varies is which
 /// predicates are present. The `publish_time` range prunes partitions, so the table is never
-/// fully scanned; `QUALIFY` keeps one row per `message_id` (a message delivered twice, or
-/// written by both paths, is returned once); the keyset predicate continues after the
-/// previous page's last row, newest first.
+/// fully scanned. A record's id is its `record_id` attribute when the request had an
+/// `Idempotency-Key` (the id the client was answered with, the same on every retry), else its
+/// Pub/Sub `message_id`; `QUALIFY` keeps one row per record id, the earliest (a message
+/// delivered twice, written by both paths, or published again by a retry is returned once);
+/// the keyset predicate continues after the previous page's last row, newest first.
 fn select_sql(t: &TableRef, filter: &RecordFilter) -> String {
     let mut sql = format!(
         "SELECT customerId, name, orders, revenue, message_id, publish_time\n\
-         FROM `{}.{}.{}`\n\
-         WHERE publish_time >= @from_time AND publish_time < @to_time",
+         FROM (\n\
+         \x20 SELECT customerId, name, orders, revenue, publish_time,\n\
+         \x20   message_id AS pubsub_message_id,\n\
+         \x20   COALESCE(JSON_VALUE(attributes, '$.{RECORD_ID}'), message_id) AS message_id\n\
+         \x20 FROM `{}.{}.{}`\n\
+         \x20 WHERE publish_time >= @from_time AND publish_time < @to_time",
         t.project, t.dataset, t.table
     );
     if filter.customer_id.is_some() {
-        sql.push_str("\n  AND customerId = @customer_id");
+        sql.push_str("\n    AND customerId = @customer_id");
     }
+    // BigQuery wants a WHERE (or GROUP BY, HAVING) beside QUALIFY.
+    sql.push_str("\n)\nWHERE TRUE");
     if filter.after.is_some() {
         sql.push_str(
             "\n  AND (publish_time < @after_time\
@@ -248,7 +257,7 @@ fn select_sql(t: &TableRef, filter: &RecordFilter) -> String {
         );
     }
     sql.push_str(
-        "\nQUALIFY ROW_NUMBER() OVER (PARTITION BY message_id ORDER BY publish_time) = 1\
+        "\nQUALIFY ROW_NUMBER() OVER (PARTITION BY message_id ORDER BY publish_time, pubsub_message_id) = 1\
          \nORDER BY publish_time DESC, message_id DESC\
          \nLIMIT @row_limit",
     );
@@ -711,6 +720,9 @@ mod tests {
         let sql = select_sql(&table(), &filter(None, None));
         assert!(sql.contains("FROM `p.d.t`"));
         assert!(sql.contains("WHERE publish_time >= @from_time AND publish_time < @to_time"));
+        // One row per record id: a keyed request's record_id, else the Pub/Sub message id.
+        assert!(sql
+            .contains("COALESCE(JSON_VALUE(attributes, '$.record_id'), message_id) AS message_id"));
         assert!(sql.contains("QUALIFY ROW_NUMBER() OVER (PARTITION BY message_id"));
         assert!(sql.contains("ORDER BY publish_time DESC, message_id DESC"));
         assert!(!sql.contains("@customer_id") && !sql.contains("@after_time"));
