@@ -11,7 +11,9 @@ use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
 use crate::spec::{CloudMonitoringSli, Matcher, Selector, Service, Severity, SliKind, Slo, Tier};
-use crate::units::{datadog_bound, datadog_window, json_number, plain, prom_duration};
+use crate::units::{
+    datadog_bound, datadog_short_window, datadog_window, json_number, plain, prom_duration,
+};
 
 /// Cloud Monitoring's longest burn-rate lookback.
 const CM_MAX_LOOKBACK: u64 = 86_400;
@@ -249,7 +251,7 @@ pub fn datadog(svc: &Service, generated_by: &str) -> Result<Value> {
                     "severity": t.severity.as_str(),
                     "type": "burn_rate",
                     "long_window": datadog_window(t.long),
-                    "short_window": datadog_window(t.short),
+                    "short_window": datadog_short_window(t.short),
                     "threshold": json_number(t.burn_rate),
                     "runbook": svc.runbook(&alert),
                 }));
@@ -437,6 +439,7 @@ mod tests {
         let a = &dd["slos"][0];
         assert_eq!(a["target"], 99.95);
         assert_eq!(a["monitors"][2]["long_window"], "24h");
+        assert_eq!(a["monitors"][2]["short_window"], "120m");
         assert_eq!(a["monitors"][3]["type"], "error_budget");
         assert_eq!(a["monitors"][3]["threshold_percent_consumed"], 90.0);
         assert_eq!(
