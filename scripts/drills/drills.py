@@ -312,10 +312,10 @@ def drill_diskfull() -> None:
                     break
                 time.sleep(0.2)
             # Readiness while the disk is full and ingest is being refused (the load still runs).
-            # Probed now, not after the load stops: the local broker reports a failed commit for
-            # UNHEALTHY_FOR (5 s) from the first failure of a streak, so on a full disk with no
-            # traffic /readyz turns 200 again after about 5 s: a gap in the readiness of
-            # src/adapters/local/broker.rs, to be fixed there; then this can probe after the load.
+            # The local broker reports a failed publish for UNHEALTHY_FOR (5 s) after the last
+            # one, so readiness stays 503 for as long as publishes keep failing; with no traffic
+            # at all it turns 200 again 5 s after the last failure, since nothing has shown the
+            # disk to be full since. So probe while the load runs.
             ready, body = readiness(service)
             load.stop()
             statuses = load.statuses()

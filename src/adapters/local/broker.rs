@@ -61,7 +61,9 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Most commands applied in one commit.
 const MAX_GROUP: usize = 4096;
-/// How long readiness reports a failed commit when nothing has succeeded since.
+/// How long readiness reports the last failed commit when nothing has succeeded since. Counted
+/// from the *last* failure: counted from the first, a disk that stays full turned readiness
+/// back to 200 after 5 s while every publish still failed.
 const UNHEALTHY_FOR: Duration = Duration::from_secs(5);
 /// How often expired idempotency keys are purged (with the next group after this has passed).
 const PURGE_EVERY: Duration = Duration::from_secs(1);
@@ -256,7 +258,8 @@ struct Actor {
     config: BrokerConfig,
     published: Arc<Notify>,
     backlog: u64,
-    failing_since: Option<Instant>,
+    /// When a publish last failed, until one succeeds.
+    last_failure: Option<Instant>,
     /// Rows in `idempotency_keys`, as of the last commit.
     keys: u64,
     /// When expired keys are purged next.
@@ -333,7 +336,7 @@ impl Actor {
             config,
             published,
             backlog: backlog as u64,
-            failing_since: None,
+            last_failure: None,
             keys: keys as u64,
             next_purge: Instant::now(),
             capped_warned: None,
@@ -419,7 +422,7 @@ impl Actor {
         match result {
             Ok(()) => {
                 if out.inserted > 0 {
-                    self.failing_since = None;
+                    self.last_failure = None;
                 }
                 self.keys = (self.keys + out.keys_added).saturating_sub(out.keys_purged);
                 if purge {
@@ -451,7 +454,7 @@ impl Actor {
                 }
                 let failed_publish = out.publishes.iter().any(|(_, r)| r.is_err());
                 if failed_publish {
-                    self.failing_since.get_or_insert_with(Instant::now);
+                    self.last_failure = Some(Instant::now());
                 }
                 for (reply, result) in out.publishes {
                     let _ = reply.send(result);
@@ -459,13 +462,11 @@ impl Actor {
                 for (reply, messages) in out.pulls {
                     let _ = reply.send(Ok(messages));
                 }
-                let health = match self.failing_since {
-                    Some(t) if t.elapsed() < UNHEALTHY_FOR || failed_publish => {
-                        Err(DependencyError::new(
-                            ErrorKind::Unavailable,
-                            "recent commits to broker.db failed",
-                        ))
-                    }
+                let health = match self.last_failure {
+                    Some(t) if t.elapsed() < UNHEALTHY_FOR => Err(DependencyError::new(
+                        ErrorKind::Unavailable,
+                        "recent commits to broker.db failed",
+                    )),
                     _ => Ok(()),
                 };
                 for reply in out.checks {
@@ -479,7 +480,7 @@ impl Actor {
                 // Nothing of this group is durable: fail every publish in it. Acks and nacks
                 // are lost, which only means those messages are delivered again.
                 let _ = self.conn.execute_batch("ROLLBACK");
-                self.failing_since.get_or_insert_with(Instant::now);
+                self.last_failure = Some(Instant::now());
                 let error = sqlite::error(e);
                 tracing::warn!(error = %error, "broker commit failed");
                 for (reply, _) in out.publishes {
