@@ -600,10 +600,18 @@ def cm_service() -> dict:
     return d.dump()
 
 
+# The BigQuery subscription's health is drawn from its backlog (num_undelivered_messages), its
+# oldest unacked message age (the production freshness SLI), its dead letters and its state
+# (export_push_subscription_details: 1 for the subscription's type and state, e.g. ACTIVE,
+# PERMISSION_DENIED, NOT_FOUND, SCHEMA_MISMATCH). subscription/push_request_count is not drawn:
+# it counts attempts to deliver to a push endpoint, which a BigQuery subscription does not have,
+# so a "writes by response class" panel on it stays empty and reads as "no writes, no errors".
+# Failing writes show instead as a state other than ACTIVE, a growing backlog and oldest age, and
+# dead letters; the pipeline alert of terraform/modules/monitoring reads the same state metric.
 def cm_pipeline() -> dict:
     d = CloudMonitoring("challenge-latam-api / Pipeline",
                         "**Is data arriving?** Publish rate, the BigQuery subscription's backlog and oldest unacked message, dead letters, "
-                        "write errors and state, and freshness. The oldest unacked age is the production freshness SLI (60 s).")
+                        "its state, and freshness. The oldest unacked age is the production freshness SLI (60 s).")
     d.section("Publish")
     d.chart("Published messages (topic)", [mfilter(metric("pubsub.googleapis.com/topic/send_message_operation_count", TOPIC_FILTER), "ALIGN_RATE", group_by=["metric.label.response_code"], legend="${metric.labels.response_code}")], "msg/s")
     d.chart("Published by the app, by outcome", [promql("sum by (error_type) (rate(messaging_client_sent_messages_total[5m]))", "error_type=${labels.error_type}")], "msg/s")
@@ -611,7 +619,6 @@ def cm_pipeline() -> dict:
     d.chart("Backlog (undelivered messages)", [mfilter(metric("pubsub.googleapis.com/subscription/num_undelivered_messages", SUB_FILTER), "ALIGN_MAX", "REDUCE_MAX", ["resource.label.subscription_id"], legend="${resource.labels.subscription_id}")], "messages")
     d.chart("Oldest unacked message age", [mfilter(metric("pubsub.googleapis.com/subscription/oldest_unacked_message_age", SUB_FILTER), "ALIGN_MAX", "REDUCE_MAX", ["resource.label.subscription_id"], legend="${resource.labels.subscription_id}")], "seconds", [(FRESHNESS_SECONDS, f"freshness SLO threshold {FRESHNESS_SECONDS:g} s")])
     d.chart("Dead-lettered messages", [mfilter(metric("pubsub.googleapis.com/subscription/dead_letter_message_count", SUB_FILTER), "ALIGN_DELTA", group_by=["resource.label.subscription_id"], legend="${resource.labels.subscription_id}", plot="STACKED_BAR")], "messages", [(0, "any")])
-    d.chart("BigQuery writes by response class", [mfilter(metric("pubsub.googleapis.com/subscription/push_request_count", BQ_SUB_FILTER), "ALIGN_RATE", group_by=["metric.label.response_class"], legend="${metric.labels.response_class}")], "writes/s")
     d.chart("BigQuery subscription state (1 = in that state)", [mfilter(metric("pubsub.googleapis.com/subscription/export_push_subscription_details", BQ_SUB_FILTER), "ALIGN_MAX", "REDUCE_MAX", ["metric.label.subscription_state"], legend="${metric.labels.subscription_state}", plot="STACKED_AREA")], "subscriptions")
     d.section("Freshness (the embedded pipeline's histogram, when the service stores rows itself)")
     d.chart("End-to-end p50 / p99", [promql(f"histogram_quantile({q}, sum by (le) (rate(pipeline_end_to_end_latency_seconds_bucket[5m])))", f"p{int(q * 100)}") for q in (0.5, 0.99)], "seconds", [(FRESHNESS_SECONDS, f"SLO threshold {FRESHNESS_SECONDS:g} s")])
@@ -817,12 +824,11 @@ def dd_pipeline() -> dict:
         dd_ts("Subscription backlog", [("q", "max:gcp.pubsub.subscription.num_undelivered_messages{subscription_id:challenge-latam-records*} by {subscription_id}")]),
         dd_ts("Oldest unacked message age (s)", [("q", "max:gcp.pubsub.subscription.oldest_unacked_message_age{subscription_id:challenge-latam-records*} by {subscription_id}")], markers=[(FRESHNESS_SECONDS, "freshness SLO threshold")]),
         dd_ts("Dead-lettered messages", [("gcp", "sum:gcp.pubsub.subscription.dead_letter_message_count{subscription_id:challenge-latam-records*}.as_count()"), ("app", f"sum:pipeline_dead_lettered_messages_total{{{sel}}}.as_count()")], display="bars"),
-        dd_ts("BigQuery writes by response class", [("q", "sum:gcp.pubsub.subscription.push_request_count{subscription_id:challenge-latam-records-bq*} by {response_class}.as_rate()")], display="bars"),
         dd_ts("BigQuery subscription state", [("q", "max:gcp.pubsub.subscription.export_push_subscription_details{subscription_id:challenge-latam-records-bq*} by {subscription_state}")]),
         dd_ts(f"Records queryable within {FRESHNESS_SECONDS:g} s (embedded pipeline)", q, [(f, f"within {FRESHNESS_SECONDS:g} s")], markers=[(FRESHNESS_TARGET, "objective")]),
         dd_ts("App backlog", [("q", f"max:pipeline_backlog_messages{{{sel}}}")]),
     ])]
-    return dd_dashboard("challenge-latam-api / Pipeline", "Publish, backlog, oldest unacked age, dead letters, BigQuery writes and freshness.", groups)
+    return dd_dashboard("challenge-latam-api / Pipeline", "Publish, backlog, oldest unacked age, dead letters, BigQuery subscription state and freshness.", groups)
 
 
 def dd_error_ratio(slo: dict, rollup: int | None, by: str = "") -> tuple[list[tuple[str, str]], str]:
