@@ -7,9 +7,11 @@
    Datadog JSON deserialized into datadog-api-client's Dashboard model (unknown key, enum or
    widget type fails).
 2. Metrics: starts the service binary with its OTLP exporter pointed at a receiver this check
-   runs (tests/dashboards/otlp_datadog.py), drives known traffic (ingest, getData, 404, 422 and
-   an injected 5xx and broker/store error burst), scrapes its admin port, and runs a real
-   Prometheus on 127.0.0.1 scraping it with the generated rules. Every metric a Grafana or Cloud
+   runs (tests/dashboards/otlp_datadog.py), drives known traffic (ingest, getData, 404, 422, an
+   injected 5xx and broker/store error burst, every Idempotency-Key outcome, a 304 revalidation,
+   and concurrent getData that coalesces and exceeds a low QUERY_MAX_IN_FLIGHT), scrapes its
+   admin port, and runs a real Prometheus on 127.0.0.1 scraping it with the generated rules.
+   Every metric a Grafana or Cloud
    Monitoring dashboard queries must be in that scrape, a recording rule of alerts/prometheus,
    or a platform metric listed in dashboards/platform-metrics.yaml (an entry no dashboard uses
    fails too). Every PromQL expression (Grafana and Cloud Monitoring) is run by that Prometheus:
@@ -39,10 +41,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from concurrent import futures
 
 import yaml
 
@@ -396,14 +400,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def http(method: str, url: str, body: object | None = None, timeout: float = 5) -> tuple[int, bytes]:
+def http(method: str, url: str, body: object | None = None, timeout: float = 5,
+         headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    return http_response(method, url, body, timeout, headers)[:2]
+
+
+def http_response(method: str, url: str, body: object | None = None, timeout: float = 5,
+                  headers: dict[str, str] | None = None) -> tuple[int, bytes, dict[str, str]]:
+    """Status, body and headers (names lowercased) of one request."""
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json"})
+    req = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, r.read()
+            return r.status, r.read(), {k.lower(): v for k, v in r.headers.items()}
     except urllib.error.HTTPError as e:
-        return e.code, e.read()
+        return e.code, e.read(), {k.lower(): v for k, v in e.headers.items()}
 
 
 def wait_for(url: str, seconds: float, proc: subprocess.Popen, what: str) -> None:
@@ -423,6 +434,9 @@ def wait_for(url: str, seconds: float, proc: subprocess.Popen, what: str) -> Non
 # What terraform/modules/cloud_run gives the app for its OTLP export (the env value aside), with a
 # short export interval so the check does not wait the default 10 s.
 OTLP_ENV = "check"
+# getData store queries at once in the checked service (its default is 32): the traffic runs
+# two more than this concurrently, so some are answered 503.
+QUERY_MAX_IN_FLIGHT = 2
 
 
 class Stack:
@@ -441,6 +455,8 @@ class Stack:
                "DATA_DIR": os.path.join(self.tmp, "data"), "LOG_FORMAT": "json", "RUST_LOG": "warn",
                "OTEL_EXPORTER_OTLP_ENDPOINT": self.otlp.endpoint, "OTEL_METRIC_EXPORT_INTERVAL": "1000",
                "OTEL_SERVICE_NAME": SERVICE, "OTEL_RESOURCE_ATTRIBUTES": f"deployment.environment.name={OTLP_ENV}"}
+        # A low bound on getData's store queries, so the known traffic can exceed it (503).
+        env["QUERY_MAX_IN_FLIGHT"] = str(QUERY_MAX_IN_FLIGHT)
         env.pop("API_KEYS_FILE", None)
         self.app = self._start([self.binary], env, "app.log")
         wait_for(f"http://127.0.0.1:{self.port}/healthz", 30, self.app, "the service")
@@ -490,10 +506,20 @@ class Stack:
         record = {"customerId": "9854764321", "name": "Ronald Ramos",
                   "orders": [{"orderId": "1", "total": 50.0}], "revenue": 50.0}
         codes: dict[str, int] = {}
+        lock = threading.Lock()
 
-        def hit(method, path, body=None):
-            code = http(method, self.api(path), body)[0]
-            codes[str(code)] = codes.get(str(code), 0) + 1
+        def hit(method, path, body=None, headers=None):
+            code, _, got = http_response(method, self.api(path), body, headers=headers)
+            with lock:
+                codes[str(code)] = codes.get(str(code), 0) + 1
+            return got
+
+        def at_once(calls):
+            """Sends the requests concurrently (a cache's coalescing and the in-flight bound
+            only show under concurrency)."""
+            with futures.ThreadPoolExecutor(max_workers=len(calls)) as pool:
+                for f in [pool.submit(hit, *c) for c in calls]:
+                    f.result()
 
         for _ in range(10):
             hit("POST", "/challenge-latam-api/ingestData", record)
@@ -506,9 +532,33 @@ class Stack:
         faults = f"http://127.0.0.1:{self.admin}/admin/faults"
 
         def inject(**rates):
-            code, body = http("PUT", faults, {"http_error_rate": 0.0, "store_error_rate": 0.0, "broker_error_rate": 0.0, **rates})
+            code, body = http("PUT", faults, {"http_error_rate": 0.0, "store_error_rate": 0.0, "broker_error_rate": 0.0,
+                                              "store_latency_ms": 0, "broker_latency_ms": 0, **rates})
             if code != 200:
                 raise CheckError(f"PUT /admin/faults answered {code}: {body[:200]!r}")
+
+        # Idempotency-Key on ingest: every outcome of app_idempotent_requests_total. A new key
+        # publishes, the same key and body again is replayed, another body is key_reused (409),
+        # and a second request while the first is still publishing (slowed broker) is in_flight (409).
+        key = {"Idempotency-Key": f"dashboards-check-{os.getpid()}"}
+        hit("POST", "/challenge-latam-api/ingestData", record, key)
+        hit("POST", "/challenge-latam-api/ingestData", record, key)
+        hit("POST", "/challenge-latam-api/ingestData", [record, record], key)
+        inject(broker_latency_ms=500)
+        key = {"Idempotency-Key": f"dashboards-check-{os.getpid()}-slow"}
+        at_once([("POST", "/challenge-latam-api/ingestData", record, key)] * 2)
+        # getData's read path (src/pages.rs), with the store slowed so queries overlap: identical
+        # concurrent misses share one query (coalesced), and more distinct queries than
+        # QUERY_MAX_IN_FLIGHT (set low in the stack) are answered 503 (rejected).
+        inject(store_latency_ms=400)
+        at_once([("GET", "/challenge-latam-api/getData?limit=4&customerId=coalesce-check")] * 5)
+        at_once([("GET", f"/challenge-latam-api/getData?limit={n}&customerId=bound-check") for n in range(1, QUERY_MAX_IN_FLIGHT + 3)])
+        inject()
+        # A revalidation: If-None-Match with the page's ETag is a 304 (a read that sends no body).
+        etag = hit("GET", "/challenge-latam-api/getData?limit=3").get("etag")
+        if not etag:
+            raise CheckError("getData answered without an ETag")
+        hit("GET", "/challenge-latam-api/getData?limit=3", None, {"If-None-Match": etag})
 
         inject(http_error_rate=1.0)          # 500s: the availability SLI's bad events
         for _ in range(5):
@@ -562,6 +612,19 @@ class Stack:
             name = re.sub(r"_(bucket|count|sum)$", "", m.group(1)) if re.search(r"_(bucket|count|sum)$", m.group(1)) else m.group(1)
             keys.setdefault(name, set()).update(k for k in re.findall(r'(\w+)="', m.group(2) or "") if k != "le")
         return keys
+
+    def scrape_by_label(self, name: str, label: str) -> dict[str, float]:
+        """Value of each series of `name` by its `label`, from the admin port's exposition."""
+        code, body = http("GET", f"http://127.0.0.1:{self.admin}/metrics")
+        if code != 200:
+            raise CheckError(f"/metrics answered {code}")
+        out: dict[str, float] = {}
+        for line in body.decode().splitlines():
+            m = re.match(rf'{name}(?:\{{(.*)\}})? (\S+)$', line)
+            if m:
+                value = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1) or "")).get(label, "")
+                out[value] = out.get(value, 0.0) + float(m.group(2))
+        return out
 
     def scrape_count(self, histogram: str) -> float:
         """Sum of `<histogram>_count` over every series of the admin port's exposition."""
@@ -735,13 +798,19 @@ def main() -> int:
         recorded = generate.recording_rules()
         with Stack(args.bin, rules) as stack:
             codes = stack.drive_traffic()
-            for want in ("200", "404", "422", "429", "500", "503"):
+            for want in ("200", "304", "404", "409", "422", "429", "500", "503"):
                 if want not in codes:
                     raise CheckError(f"the known traffic produced no {want} (answers: {codes})")
             exposition = stack.scrape()
             stack.wait_for_samples()
             time.sleep(2)  # a rule evaluation after the last traffic
-            say(f"live service: traffic answered {dict(sorted(codes.items()))}; scrape shows {len(exposition)} names; "
+            lookups = stack.scrape_by_label("app_getdata_cache_lookups_total", "result")
+            shed = stack.scrape_by_label("app_getdata_store_queries_rejected_total", "")
+            idempotent = stack.scrape_by_label("app_idempotent_requests_total", "idempotency_outcome")
+            say(f"live service: traffic answered {dict(sorted(codes.items()))}; getData cache lookups "
+                f"{ {k: int(v) for k, v in sorted(lookups.items())} }, {int(sum(shed.values()))} rejected at the in-flight bound "
+                f"({QUERY_MAX_IN_FLIGHT}); idempotent ingest { {k: int(v) for k, v in sorted(idempotent.items())} }")
+            say(f"live service: scrape shows {len(exposition)} names; "
                 f"prometheus on 127.0.0.1:{stack.prom_port} with {len(rules)} rule file(s), {len(recorded)} recording rules")
             otlp = stack.wait_for_otlp("http_server_request_duration_seconds")
             series = check_otlp_export(otlp, exposition, stack.scrape_label_keys())
