@@ -322,7 +322,8 @@ LATENCY_HISTOGRAMS = ("http_server_request_duration_seconds", "messaging_client_
                       "db_client_operation_duration_seconds")
 
 
-def check_otlp_export(otlp: dict, exposition: dict[str, str], label_keys: dict[str, set[str]]) -> dict:
+def check_otlp_export(otlp: dict, exposition: dict[str, str], label_keys: dict[str, set[str]],
+                      scrape_bounds: dict[str, set[tuple[float, ...]]]) -> dict:
     """What the exporter sent must be what the contract promises (the scrape's names, DELTA,
     the contract's buckets); returns the Datadog metrics it becomes with the sidecar's settings."""
     families = {n for n, t in exposition.items() if not n.startswith("process_")
@@ -344,6 +345,13 @@ def check_otlp_export(otlp: dict, exposition: dict[str, str], label_keys: dict[s
             raise CheckError(f"{name} is not an explicit-bucket histogram in the OTLP export ({m.kind if m else 'absent'})")
         if m.bounds != {tuple(bounds)}:
             raise CheckError(f"{name}: OTLP explicit bounds {sorted(m.bounds)} are not the contract's {bounds}")
+    # Every other histogram (the cache age's, say) has the bounds /metrics shows: a Datadog
+    # `upper_bound` value exists only if the OTLP export carries that bound.
+    bounds_differ = sorted(n for n in families if exposition[n] == "histogram" and n in otlp
+                           and otlp[n].bounds != scrape_bounds.get(n))
+    if bounds_differ:
+        raise CheckError("OTLP explicit bounds differ from the `le` bounds of /metrics: "
+                         + "; ".join(f"{n}: OTLP {sorted(otlp[n].bounds)}, /metrics {sorted(scrape_bounds.get(n, set()))}" for n in bounds_differ))
     keys_differ = sorted(n for n in families if set(otlp[n].attributes) != label_keys.get(n, set()))
     if keys_differ:
         raise CheckError("OTLP attribute keys differ from the Prometheus label names: "
@@ -613,6 +621,25 @@ class Stack:
             keys.setdefault(name, set()).update(k for k in re.findall(r'(\w+)="', m.group(2) or "") if k != "le")
         return keys
 
+    def scrape_bounds(self) -> dict[str, set[tuple[float, ...]]]:
+        """Histogram family -> the finite `le` bounds of each of its series, from the exposition."""
+        code, body = http("GET", f"http://127.0.0.1:{self.admin}/metrics")
+        if code != 200:
+            raise CheckError(f"/metrics answered {code}")
+        per_series: dict[tuple[str, str], set[float]] = {}
+        for line in body.decode().splitlines():
+            m = re.match(r"([a-zA-Z_:][a-zA-Z0-9_:]*)_bucket\{(.*)\} ", line)
+            if not m:
+                continue
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2)))
+            le = float(labels.pop("le"))
+            if le != float("inf"):
+                per_series.setdefault((m.group(1), json.dumps(sorted(labels.items()))), set()).add(le)
+        out: dict[str, set[tuple[float, ...]]] = {}
+        for (name, _), bounds in per_series.items():
+            out.setdefault(name, set()).add(tuple(sorted(bounds)))
+        return out
+
     def scrape_by_label(self, name: str, label: str) -> dict[str, float]:
         """Value of each series of `name` by its `label`, from the admin port's exposition."""
         code, body = http("GET", f"http://127.0.0.1:{self.admin}/metrics")
@@ -813,7 +840,7 @@ def main() -> int:
             say(f"live service: scrape shows {len(exposition)} names; "
                 f"prometheus on 127.0.0.1:{stack.prom_port} with {len(rules)} rule file(s), {len(recorded)} recording rules")
             otlp = stack.wait_for_otlp("http_server_request_duration_seconds")
-            series = check_otlp_export(otlp, exposition, stack.scrape_label_keys())
+            series = check_otlp_export(otlp, exposition, stack.scrape_label_keys(), stack.scrape_bounds())
             say(f"OTLP export: {len(stack.otlp.requests())} metric exports, {len(otlp)} metrics ({sum(1 for m in otlp.values() if m.kind == 'histogram')} "
                 f"histograms with the contract's buckets), all DELTA, {otlp['http_server_request_duration_seconds'].count:g} requests as in the scrape; "
                 f"{stack.otlp.spans} spans; as Datadog maps them: {len(series)} metrics")
