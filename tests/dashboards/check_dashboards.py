@@ -1081,7 +1081,8 @@ def main() -> int:
                     check_gcp_only_declaration(e, fixture)   # a faithful declaration, but
                 check_gcp_only_absent({e["name"] for e in entries}, exposition, otlp, fixture)
             rejected.append(expect_rejected(fixture, emitted_locally))
-            for fixture in ("datadog-unknown-metric.json", "datadog-openmetrics-names.json", "datadog-slo-cumulative-bucket.json"):
+            for fixture in ("datadog-unknown-metric.json", "datadog-openmetrics-names.json", "datadog-slo-cumulative-bucket.json",
+                            "datadog-gcp-only-unknown-value.json"):
                 bad_doc = json.load(open(f"{FIXTURES}/{fixture}"))
 
                 def dd_unknown(doc=bad_doc, name=fixture):
