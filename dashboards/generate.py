@@ -35,6 +35,24 @@ INGEST = "/challenge-latam-api/ingestData"
 QUERY = "/challenge-latam-api/getData"
 API_ROUTES = f"{INGEST}|{QUERY}"
 
+# getData's read path (src/pages.rs) and the cost of reads: names of src/telemetry/metrics.rs.
+LOOKUPS = "app_getdata_cache_lookups_total"          # {result: hit|miss|coalesced}
+EVICTIONS = "app_getdata_cache_evictions_total"      # {reason: size|expired|replaced}
+AGE = "app_getdata_cache_age_seconds"                # histogram: age of every page served from the cache
+ENTRIES = "app_getdata_cache_entries"
+CACHE_BYTES = "app_getdata_cache_bytes"
+TTL = "app_getdata_cache_ttl_seconds"                # QUERY_CACHE_TTL_MS, the staleness bound
+QUERIES_IN_FLIGHT = "app_getdata_store_queries_in_flight"
+QUERIES_MAX = "app_getdata_store_queries_max_in_flight"
+QUERIES_REJECTED = "app_getdata_store_queries_rejected_total"
+BQ_BILLED = "app_bigquery_billed_bytes_total"        # BACKEND=gcp only
+BQ_QUERIES = "app_bigquery_queries_total"            # BACKEND=gcp only; {cache_hit: true|false}
+IDEMPOTENT = "app_idempotent_requests_total"         # {idempotency_outcome: new|replayed|in_flight|key_reused}
+SERVED = "cache hit or coalesced"
+# getData answers that read a page (200, and 304 for a revalidated one): the "reads" whose cost
+# the BigQuery panels divide by.
+READ_CODES = ("200", "304")
+
 # Cloud Monitoring: which Cloud Run services and Pub/Sub subscriptions the dashboards read.
 CR_FILTER = 'resource.type="cloud_run_revision" resource.label.service_name=starts_with("challenge-latam-api")'
 SUB_FILTER = 'resource.type="pubsub_subscription" resource.label.subscription_id=starts_with("challenge-latam-records")'
@@ -316,6 +334,26 @@ S = 'service=~"$service"'
 RATE = "$__rate_interval"
 
 
+def _sel(*parts: str) -> str:
+    return ",".join(p for p in parts if p)
+
+
+def hit_ratio_promql(sel: str, window: str) -> str:
+    """(hit + coalesced) / every getData cache lookup."""
+    served = _sel(sel, 'result=~"hit|coalesced"')
+    return f"sum(rate({LOOKUPS}{{{served}}}[{window}])) / sum(rate({LOOKUPS}{{{sel}}}[{window}]))"
+
+
+def age_quantile_promql(q: float, sel: str, window: str) -> str:
+    return f"histogram_quantile({q}, sum by (le) (rate({AGE}_bucket{{{sel}}}[{window}])))"
+
+
+def bytes_per_read_promql(sel: str, window: str) -> str:
+    """BigQuery bytes billed per getData answered with a page."""
+    reads = _sel(sel, f'http_route="{QUERY}"', f'http_response_status_code=~"{"|".join(READ_CODES)}"')
+    return f"sum(rate({BQ_BILLED}{{{sel}}}[{window}])) / sum(rate(http_server_request_duration_seconds_count{{{reads}}}[{window}]))"
+
+
 def grafana_service(slos: list[dict]) -> dict:
     g = Grafana("challenge-latam-service", "challenge-latam-api / Service",
                 "RED per route, saturation and dependencies of one service: are users hurting, where, since when.",
@@ -355,6 +393,12 @@ def grafana_service(slos: list[dict]) -> dict:
     g.panel("timeseries", "Rejected: 429 rate-limited and 503 shed", "429: a client over its quota (good for the SLO). 503: load shed or a dependency down (bad).",
             [(f'sum by (http_response_status_code) (rate(http_server_request_duration_seconds_count{{{S},http_response_status_code=~"429|503"}}[{RATE}]))', "{{http_response_status_code}}")],
             unit="reqps", w=12)
+    g.panel("timeseries", "Idempotent ingest requests by outcome",
+            "Ingest requests carrying an Idempotency-Key. new: published; replayed: a retry answered with the first request's ids, "
+            "nothing published; in_flight: 409, a request with the key is still being served (the client retries too early); "
+            "key_reused: 409, the key came with another body (a client bug: it must not retry as is).",
+            [(f"sum by (idempotency_outcome) (rate({IDEMPOTENT}{{{S}}}[{RATE}]))", "{{idempotency_outcome}}")],
+            unit="reqps", w=24)
 
     g.row("Saturation")
     g.panel("timeseries", "In-flight requests vs the shedding bound", "Above the bound new requests get 503; sustained > 80 % means scale out.",
@@ -376,6 +420,57 @@ def grafana_service(slos: list[dict]) -> dict:
             [(f'sum by (messaging_operation_name, error_type) (rate(messaging_client_operation_duration_seconds_count{{{S},error_type!=""}}[{RATE}]))', "broker {{messaging_operation_name}} {{error_type}}"),
              (f'sum by (db_operation_name, error_type) (rate(db_client_operation_duration_seconds_count{{{S},error_type!=""}}[{RATE}]))', "store {{db_operation_name}} {{error_type}}")],
             unit="ops", w=24)
+
+    g.row("getData cache (the read path, src/pages.rs)")
+    g.panel("stat", "Cache hit ratio (5m)", f"Share of getData lookups answered without a store query of their own ({SERVED}).",
+            [(hit_ratio_promql(S, "5m"), "hit ratio")], unit="percentunit", w=6, h=4)
+    g.panel("stat", "Served page age p99 vs TTL (5m)",
+            "How old the pages served from the cache are (the staleness clients see) against QUERY_CACHE_TTL_MS. "
+            "Near the TTL is normal for a busy key; above it is not.",
+            [(age_quantile_promql(0.99, S, "5m"), "age p99"), (f"max({TTL}{{{S}}})", "TTL")], unit="s", w=6, h=4)
+    g.panel("stat", "Store queries in flight / bound", "getData store queries running now against QUERY_MAX_IN_FLIGHT (per instance).",
+            [(f"max({QUERIES_IN_FLIGHT}{{{S}}})", "in flight"), (f"max({QUERIES_MAX}{{{S}}})", "bound")], unit="short", w=6, h=4)
+    g.panel("stat", "getData rejected at the bound (5m)", "Answered 503 because QUERY_MAX_IN_FLIGHT store queries were running. Normal: 0.",
+            [(f"sum(increase({QUERIES_REJECTED}{{{S}}}[5m]))", "rejected")], unit="short", w=6, h=4, thresholds=[(1, "red", "")])
+    g.panel("timeseries", "Hit ratio: (hit + coalesced) / lookups",
+            "A hit is a fresh cached page; a coalesced lookup waited for an identical request's query. Low with steady traffic: "
+            "keys too varied (customers, cursors, explicit windows), a short TTL, or evictions by size.",
+            [(hit_ratio_promql(S, RATE), "hit ratio")], unit="percentunit", w=12, min_=0)
+    g.panel("timeseries", "Lookups by result", "Per second: hit (cached page), miss (this request ran the store query), coalesced (waited for another's).",
+            [(f"sum by (result) (rate({LOOKUPS}{{{S}}}[{RATE}]))", "{{result}}")], unit="ops", w=12)
+    g.panel("timeseries", "Coalesced waits", "getData requests per second that waited for an identical request's store query instead of running their own.",
+            [(f'sum(rate({LOOKUPS}{{{S},result="coalesced"}}[{RATE}]))', "coalesced")], unit="ops", w=12)
+    g.panel("timeseries", "Evictions by reason",
+            "size: QUERY_CACHE_MAX_BYTES / QUERY_CACHE_MAX_ENTRIES reached (pages dropped before their TTL); expired: the TTL passed; "
+            "replaced: a page recomputed under the same key.",
+            [(f"sum by (reason) (rate({EVICTIONS}{{{S}}}[{RATE}]))", "{{reason}}")], unit="ops", w=12)
+    g.panel("timeseries", "Age of served pages p50 / p99 vs the TTL",
+            "The staleness clients see: age of every page served from the cache (hits and coalesced waits) against "
+            "app_getdata_cache_ttl_seconds. Ages spread up to the TTL under steady traffic, so p99 close to it is normal; "
+            "above it, see docs/operations.md.",
+            [(age_quantile_promql(0.5, S, RATE), "p50"), (age_quantile_promql(0.99, S, RATE), "p99"), (f"max({TTL}{{{S}}})", "TTL")],
+            unit="s", w=12)
+    g.panel("timeseries", "Store queries in flight vs their bound", "Past the bound (QUERY_MAX_IN_FLIGHT, per instance) getData answers 503 at once.",
+            [(f"sum by (instance) ({QUERIES_IN_FLIGHT}{{{S}}})", "in flight {{instance}}"), (f"max({QUERIES_MAX}{{{S}}})", "bound")],
+            unit="short", w=12)
+    g.panel("timeseries", "Cache entries", "Pages in the cache, per instance (QUERY_CACHE_MAX_ENTRIES bounds it).",
+            [(f"sum by (instance) ({ENTRIES}{{{S}}})", "{{instance}}")], unit="short", w=6)
+    g.panel("timeseries", "Cache bytes", "Weighted bytes of the cached pages, per instance (QUERY_CACHE_MAX_BYTES bounds it).",
+            [(f"sum by (instance) ({CACHE_BYTES}{{{S}}})", "{{instance}}")], unit="bytes", w=6)
+    g.panel("timeseries", "Rejected getData (503: store queries at their bound)",
+            "Per second. Each is a 503 with Retry-After that spends the availability budget.",
+            [(f"sum(rate({QUERIES_REJECTED}{{{S}}}[{RATE}]))", "rejected")], unit="reqps", w=12)
+
+    g.row("Cost of reads (BigQuery; BACKEND=gcp only)")
+    g.panel("timeseries", "BigQuery bytes billed per read",
+            "totalBytesBilled of getData's BigQuery queries, per getData answered with a page (200 or 304: the cache's hits cost "
+            "nothing) and per BigQuery query. Empty on the local default, which has no BigQuery.",
+            [(bytes_per_read_promql(S, RATE), "per getData read"), (f"sum(rate({BQ_BILLED}{{{S}}}[{RATE}])) / sum(rate({BQ_QUERIES}{{{S}}}[{RATE}]))", "per BigQuery query")],
+            unit="bytes", w=12)
+    g.panel("timeseries", "BigQuery result-cache hit share",
+            "Share of getData's BigQuery queries that BigQuery's own result cache answered (billing nothing). Empty on the local default.",
+            [(f'sum(rate({BQ_QUERIES}{{{S},cache_hit="true"}}[{RATE}])) / sum(rate({BQ_QUERIES}{{{S}}}[{RATE}]))', "cache hit share")],
+            unit="percentunit", w=12, min_=0)
     return g.dump()
 
 
@@ -580,6 +675,7 @@ def cm_service() -> dict:
                 "seconds", [(thr, f"{ROUTE_SLO[route][0]} SLO threshold")])
     d.chart("Error ratio by route (5xx / all)", [promql(f'sum by (http_route) (rate(http_server_request_duration_seconds_count{{{api},http_response_status_code=~"5.."}}[5m])) / sum by (http_route) (rate(http_server_request_duration_seconds_count{{{api}}}[5m]))', "${labels.http_route}")], "ratio", [(BUDGET_RATE, f"budget rate {100 * BUDGET_RATE:g} %")])
     d.chart("In-flight requests vs the shedding bound", [promql("sum(http_server_active_requests)", "in flight"), promql("max(http_server_max_active_requests)", "shedding bound")], "requests")
+    d.chart("Idempotent ingest requests by outcome (in_flight and key_reused are 409s)", [promql(f"sum by (idempotency_outcome) (rate({IDEMPOTENT}[5m]))", "${labels.idempotency_outcome}")], "req/s")
     d.section("Cloud Run (the platform's view, including requests the app never saw)")
     run_rc = metric("run.googleapis.com/request_count", CR_FILTER)
     d.chart("Requests by response class", [mfilter(run_rc, "ALIGN_RATE", group_by=["metric.label.response_code_class"], legend="${metric.labels.response_code_class}")], "req/s")
@@ -597,13 +693,36 @@ def cm_service() -> dict:
     d.chart("Dependency errors", [
         promql('sum by (messaging_operation_name, error_type) (rate(messaging_client_operation_duration_seconds_count{error_type!=""}[5m]))', "broker ${labels.messaging_operation_name} ${labels.error_type}"),
         promql('sum by (db_operation_name, error_type) (rate(db_client_operation_duration_seconds_count{error_type!=""}[5m]))', "store ${labels.db_operation_name} ${labels.error_type}")], "ops/s")
+    d.section("getData cache (the read path, src/pages.rs)")
+    d.chart("Hit ratio: (hit + coalesced) / lookups", [promql(hit_ratio_promql("", "5m"), "hit ratio")], "ratio")
+    d.chart("Lookups by result", [promql(f"sum by (result) (rate({LOOKUPS}[5m]))", "${labels.result}")], "lookups/s")
+    d.chart("Coalesced waits (waited for an identical request's query)", [promql(f'sum(rate({LOOKUPS}{{result="coalesced"}}[5m]))', "coalesced")], "lookups/s")
+    d.chart("Evictions by reason", [promql(f"sum by (reason) (rate({EVICTIONS}[5m]))", "${labels.reason}")], "pages/s")
+    d.chart("Age of served pages p50 / p99 vs the TTL (the staleness clients see)",
+            [promql(age_quantile_promql(0.5, "", "5m"), "p50"), promql(age_quantile_promql(0.99, "", "5m"), "p99"), promql(f"max({TTL})", "TTL")], "seconds")
+    d.chart("Store queries in flight vs their bound (503 past it)", [promql(f"max({QUERIES_IN_FLIGHT})", "in flight (busiest instance)"), promql(f"max({QUERIES_MAX})", "bound")], "queries")
+    d.chart("Cache entries", [promql(f"sum({ENTRIES})", "entries")], "pages", w=12)
+    d.chart("Cache bytes", [promql(f"sum({CACHE_BYTES})", "bytes")], "bytes", w=12)
+    d.chart("Rejected getData (503: store queries at their bound)", [promql(f"sum(rate({QUERIES_REJECTED}[5m]))", "rejected")], "req/s")
+    d.section("Cost of reads (BigQuery; BACKEND=gcp only)")
+    d.chart("BigQuery bytes billed per read", [promql(bytes_per_read_promql("", "5m"), "per getData read (200 or 304)"),
+                                               promql(f"sum(rate({BQ_BILLED}[5m])) / sum(rate({BQ_QUERIES}[5m]))", "per BigQuery query")], "bytes")
+    d.chart("BigQuery result-cache hit share", [promql(f'sum(rate({BQ_QUERIES}{{cache_hit="true"}}[5m])) / sum(rate({BQ_QUERIES}[5m]))', "cache hit share")], "ratio")
     return d.dump()
 
 
+# The BigQuery subscription's health is drawn from its backlog (num_undelivered_messages), its
+# oldest unacked message age (the production freshness SLI), its dead letters and its state
+# (export_push_subscription_details: 1 for the subscription's type and state, e.g. ACTIVE,
+# PERMISSION_DENIED, NOT_FOUND, SCHEMA_MISMATCH). subscription/push_request_count is not drawn:
+# it counts attempts to deliver to a push endpoint, which a BigQuery subscription does not have,
+# so a "writes by response class" panel on it stays empty and reads as "no writes, no errors".
+# Failing writes show instead as a state other than ACTIVE, a growing backlog and oldest age, and
+# dead letters; the pipeline alert of terraform/modules/monitoring reads the same state metric.
 def cm_pipeline() -> dict:
     d = CloudMonitoring("challenge-latam-api / Pipeline",
                         "**Is data arriving?** Publish rate, the BigQuery subscription's backlog and oldest unacked message, dead letters, "
-                        "write errors and state, and freshness. The oldest unacked age is the production freshness SLI (60 s).")
+                        "its state, and freshness. The oldest unacked age is the production freshness SLI (60 s).")
     d.section("Publish")
     d.chart("Published messages (topic)", [mfilter(metric("pubsub.googleapis.com/topic/send_message_operation_count", TOPIC_FILTER), "ALIGN_RATE", group_by=["metric.label.response_code"], legend="${metric.labels.response_code}")], "msg/s")
     d.chart("Published by the app, by outcome", [promql("sum by (error_type) (rate(messaging_client_sent_messages_total[5m]))", "error_type=${labels.error_type}")], "msg/s")
@@ -611,7 +730,6 @@ def cm_pipeline() -> dict:
     d.chart("Backlog (undelivered messages)", [mfilter(metric("pubsub.googleapis.com/subscription/num_undelivered_messages", SUB_FILTER), "ALIGN_MAX", "REDUCE_MAX", ["resource.label.subscription_id"], legend="${resource.labels.subscription_id}")], "messages")
     d.chart("Oldest unacked message age", [mfilter(metric("pubsub.googleapis.com/subscription/oldest_unacked_message_age", SUB_FILTER), "ALIGN_MAX", "REDUCE_MAX", ["resource.label.subscription_id"], legend="${resource.labels.subscription_id}")], "seconds", [(FRESHNESS_SECONDS, f"freshness SLO threshold {FRESHNESS_SECONDS:g} s")])
     d.chart("Dead-lettered messages", [mfilter(metric("pubsub.googleapis.com/subscription/dead_letter_message_count", SUB_FILTER), "ALIGN_DELTA", group_by=["resource.label.subscription_id"], legend="${resource.labels.subscription_id}", plot="STACKED_BAR")], "messages", [(0, "any")])
-    d.chart("BigQuery writes by response class", [mfilter(metric("pubsub.googleapis.com/subscription/push_request_count", BQ_SUB_FILTER), "ALIGN_RATE", group_by=["metric.label.response_class"], legend="${metric.labels.response_class}")], "writes/s")
     d.chart("BigQuery subscription state (1 = in that state)", [mfilter(metric("pubsub.googleapis.com/subscription/export_push_subscription_details", BQ_SUB_FILTER), "ALIGN_MAX", "REDUCE_MAX", ["metric.label.subscription_state"], legend="${metric.labels.subscription_state}", plot="STACKED_AREA")], "subscriptions")
     d.section("Freshness (the embedded pipeline's histogram, when the service stores rows itself)")
     d.chart("End-to-end p50 / p99", [promql(f"histogram_quantile({q}, sum by (le) (rate(pipeline_end_to_end_latency_seconds_bucket[5m])))", f"p{int(q * 100)}") for q in (0.5, 0.99)], "seconds", [(FRESHNESS_SECONDS, f"SLO threshold {FRESHNESS_SECONDS:g} s")])
@@ -789,6 +907,7 @@ def dd_service() -> dict:
             dd_ts("Error ratio by route (5xx / all)", [("bad", f"sum:{DD_H}.count{{{api} AND http_response_status_code:5*}} by {{http_route}}.as_count()"), ("all", f"sum:{DD_H}.count{{{api}}} by {{http_route}}.as_count()")],
                   [("bad / all", "5xx ratio")], markers=[(BUDGET_RATE, f"budget rate {100 * BUDGET_RATE:g} %")]),
             dd_ts("Rejected: 429 and 503", [("q", f"sum:{DD_H}.count{{{sel} AND http_response_status_code IN (429,503)}} by {{http_response_status_code}}.as_rate()")], display="bars"),
+            dd_ts("Idempotent ingest requests by outcome (in_flight and key_reused are 409s)", [("q", f"sum:{IDEMPOTENT}{{{sel}}} by {{idempotency_outcome}}.as_rate()")], display="bars", width=12),
         ]),
         dd_group("Cloud Run and saturation", [
             dd_ts("Cloud Run requests by class", [("q", "sum:gcp.run.request_count{service_name:$service.value*} by {response_code_class}.as_rate()")], display="bars"),
@@ -804,8 +923,52 @@ def dd_service() -> dict:
                 ("dn", f"sum:db_client_operation_duration_seconds.count{{{sel}}}.as_count()")],
                 [("ps / pn", "broker publish"), ("ds / dn", "store")]),
         ]),
+        dd_group("getData cache (the read path, src/pages.rs)", dd_cache(sel)),
+        dd_group("Cost of reads (BigQuery; BACKEND=gcp only)", dd_cost_of_reads(sel)),
     ]
-    return dd_dashboard("challenge-latam-api / Service", "RED per route, Cloud Run, saturation and dependencies.", groups)
+    return dd_dashboard("challenge-latam-api / Service", "RED per route, Cloud Run, saturation, dependencies, the getData cache and the cost of reads.", groups)
+
+
+def dd_cache(sel: str) -> list[dict]:
+    """The read path's widgets. The age histogram arrives as buckets, `.count`, `.sum`, `.min` and
+    `.max` (counters mode, datadog/README.md), so Datadog draws the mean and the maximum age
+    served against the TTL, not percentiles (those are on Grafana and Cloud Monitoring)."""
+    lookups = [("served", f"sum:{LOOKUPS}{{{sel} AND result IN (hit,coalesced)}}.as_count()"), ("all", f"sum:{LOOKUPS}{{{sel}}}.as_count()")]
+    return [
+        dd_value("Cache hit ratio, %", lookups, "100 * served / all"),
+        dd_value("Max served page age (s)", [("q", f"max:{AGE}.max{{{sel}}}")], "q"),
+        dd_value("Cache TTL (s)", [("q", f"max:{TTL}{{{sel}}}")], "q"),
+        dd_value("getData rejected at the bound", [("q", f"sum:{QUERIES_REJECTED}{{{sel}}}.as_count()")], "q", precision=0,
+                 conditional=[{"comparator": ">", "value": 0, "palette": "white_on_red"}, {"comparator": "<=", "value": 0, "palette": "white_on_green"}]),
+        dd_ts("Hit ratio: (hit + coalesced) / lookups", lookups, [("served / all", "hit ratio")]),
+        dd_ts("Lookups by result", [("q", f"sum:{LOOKUPS}{{{sel}}} by {{result}}.as_rate()")]),
+        dd_ts("Coalesced waits (waited for an identical request's query)", [("q", f"sum:{LOOKUPS}{{{sel} AND result:coalesced}}.as_rate()")]),
+        dd_ts("Evictions by reason", [("q", f"sum:{EVICTIONS}{{{sel}}} by {{reason}}.as_rate()")], display="bars"),
+        dd_ts("Age of served pages: mean and max vs the TTL (s)",
+              [("s", f"sum:{AGE}.sum{{{sel}}}.as_count()"), ("n", f"sum:{AGE}.count{{{sel}}}.as_count()"),
+               ("mx", f"max:{AGE}.max{{{sel}}}"), ("ttl", f"max:{TTL}{{{sel}}}")],
+              [("s / n", "mean age"), ("mx", "max age"), ("ttl", "TTL")]),
+        dd_ts("Store queries in flight vs their bound (503 past it)",
+              [("q", f"max:{QUERIES_IN_FLIGHT}{{{sel}}}"), ("bound", f"max:{QUERIES_MAX}{{{sel}}}")],
+              [("q", "in flight (busiest instance)"), ("bound", "bound")]),
+        dd_ts("Cache entries", [("q", f"sum:{ENTRIES}{{{sel}}}")], width=3),
+        dd_ts("Cache bytes", [("q", f"sum:{CACHE_BYTES}{{{sel}}}")], width=3),
+        dd_ts("Rejected getData (503: store queries at their bound)", [("q", f"sum:{QUERIES_REJECTED}{{{sel}}}.as_rate()")], display="bars"),
+    ]
+
+
+def dd_cost_of_reads(sel: str) -> list[dict]:
+    """BigQuery's bill for getData: app_bigquery_* exist only with BACKEND=gcp."""
+    reads = f"{sel} AND {dd_tag('http_route', QUERY)} AND http_response_status_code IN ({','.join(READ_CODES)})"
+    return [
+        dd_ts("BigQuery bytes billed per read",
+              [("billed", f"sum:{BQ_BILLED}{{{sel}}}.as_count()"), ("reads", f"sum:{DD_H}.count{{{reads}}}.as_count()"),
+               ("queries", f"sum:{BQ_QUERIES}{{{sel}}}.as_count()")],
+              [("billed / reads", "per getData read (200 or 304)"), ("billed / queries", "per BigQuery query")]),
+        dd_ts("BigQuery result-cache hit share",
+              [("hits", f"sum:{BQ_QUERIES}{{{sel} AND cache_hit:true}}.as_count()"), ("all", f"sum:{BQ_QUERIES}{{{sel}}}.as_count()")],
+              [("hits / all", "cache hit share")]),
+    ]
 
 
 def dd_pipeline() -> dict:
@@ -817,12 +980,11 @@ def dd_pipeline() -> dict:
         dd_ts("Subscription backlog", [("q", "max:gcp.pubsub.subscription.num_undelivered_messages{subscription_id:challenge-latam-records*} by {subscription_id}")]),
         dd_ts("Oldest unacked message age (s)", [("q", "max:gcp.pubsub.subscription.oldest_unacked_message_age{subscription_id:challenge-latam-records*} by {subscription_id}")], markers=[(FRESHNESS_SECONDS, "freshness SLO threshold")]),
         dd_ts("Dead-lettered messages", [("gcp", "sum:gcp.pubsub.subscription.dead_letter_message_count{subscription_id:challenge-latam-records*}.as_count()"), ("app", f"sum:pipeline_dead_lettered_messages_total{{{sel}}}.as_count()")], display="bars"),
-        dd_ts("BigQuery writes by response class", [("q", "sum:gcp.pubsub.subscription.push_request_count{subscription_id:challenge-latam-records-bq*} by {response_class}.as_rate()")], display="bars"),
         dd_ts("BigQuery subscription state", [("q", "max:gcp.pubsub.subscription.export_push_subscription_details{subscription_id:challenge-latam-records-bq*} by {subscription_state}")]),
         dd_ts(f"Records queryable within {FRESHNESS_SECONDS:g} s (embedded pipeline)", q, [(f, f"within {FRESHNESS_SECONDS:g} s")], markers=[(FRESHNESS_TARGET, "objective")]),
         dd_ts("App backlog", [("q", f"max:pipeline_backlog_messages{{{sel}}}")]),
     ])]
-    return dd_dashboard("challenge-latam-api / Pipeline", "Publish, backlog, oldest unacked age, dead letters, BigQuery writes and freshness.", groups)
+    return dd_dashboard("challenge-latam-api / Pipeline", "Publish, backlog, oldest unacked age, dead letters, BigQuery subscription state and freshness.", groups)
 
 
 def dd_error_ratio(slo: dict, rollup: int | None, by: str = "") -> tuple[list[tuple[str, str]], str]:

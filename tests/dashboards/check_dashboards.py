@@ -7,17 +7,23 @@
    Datadog JSON deserialized into datadog-api-client's Dashboard model (unknown key, enum or
    widget type fails).
 2. Metrics: starts the service binary with its OTLP exporter pointed at a receiver this check
-   runs (tests/dashboards/otlp_datadog.py), drives known traffic (ingest, getData, 404, 422 and
-   an injected 5xx and broker/store error burst), scrapes its admin port, and runs a real
-   Prometheus on 127.0.0.1 scraping it with the generated rules. Every metric a Grafana or Cloud
-   Monitoring dashboard queries must be in that scrape, a recording rule of alerts/prometheus,
-   or a platform metric listed in dashboards/platform-metrics.yaml (an entry no dashboard uses
-   fails too). Every PromQL expression (Grafana and Cloud Monitoring) is run by that Prometheus:
-   an error fails, and so does an empty answer (annotations excepted: a deploy marker is empty
-   until a restart). Datadog: what the service really exported over OTLP (delta temporality, the
-   contract's names and buckets, the same counts as the scrape) is mapped as the serverless-init
-   sidecar maps it (dashboards/datadog/README.md), and every metric, tag key and tag value of
-   every Datadog dashboard query and of every Datadog SLO of alerts/datadog must exist there.
+   runs (tests/dashboards/otlp_datadog.py), drives known traffic (ingest, getData, 404, 422, an
+   injected 5xx and broker/store error burst, every Idempotency-Key outcome, a 304 revalidation,
+   and concurrent getData that coalesces and exceeds a low QUERY_MAX_IN_FLIGHT), scrapes its
+   admin port, and runs a real Prometheus on 127.0.0.1 scraping it with the generated rules.
+   Every metric a Grafana or Cloud Monitoring dashboard queries must be in that scrape, a
+   recording rule of alerts/prometheus, or a platform metric listed in
+   dashboards/platform-metrics.yaml (an entry no dashboard uses fails too). The service's own
+   metrics that only BACKEND=gcp emits are declared there under `service_gcp_only` with type and
+   label values: the declaration must match src/, the local service must not emit them, and the
+   declared series are served to Prometheus (a second target) and added to the Datadog mapping,
+   so queries on them are run and checked too. Every PromQL expression (Grafana and Cloud
+   Monitoring) is run by that Prometheus: an error fails, and so does an empty answer
+   (annotations excepted: a deploy marker is empty until a restart). Datadog: what the service
+   really exported over OTLP (delta temporality, the contract's names and buckets, the same
+   counts as the scrape) is mapped as the serverless-init sidecar maps it
+   (dashboards/datadog/README.md), and every metric, tag key and tag value of every Datadog
+   dashboard query and of every Datadog SLO of alerts/datadog must exist there.
 3. SLOs: every SLO of slo/*.yaml has its panels on each backend's SLO dashboard, with every one
    of its alert tiers' burn-rate thresholds drawn, and a column in the fleet summary.
 4. Known-bad fixtures (tests/dashboards/fixtures) must each be rejected, so a pass means something.
@@ -39,10 +45,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from concurrent import futures
 
 import yaml
 
@@ -318,7 +326,8 @@ LATENCY_HISTOGRAMS = ("http_server_request_duration_seconds", "messaging_client_
                       "db_client_operation_duration_seconds")
 
 
-def check_otlp_export(otlp: dict, exposition: dict[str, str], label_keys: dict[str, set[str]]) -> dict:
+def check_otlp_export(otlp: dict, exposition: dict[str, str], label_keys: dict[str, set[str]],
+                      scrape_bounds: dict[str, set[tuple[float, ...]]]) -> dict:
     """What the exporter sent must be what the contract promises (the scrape's names, DELTA,
     the contract's buckets); returns the Datadog metrics it becomes with the sidecar's settings."""
     families = {n for n, t in exposition.items() if not n.startswith("process_")
@@ -340,6 +349,13 @@ def check_otlp_export(otlp: dict, exposition: dict[str, str], label_keys: dict[s
             raise CheckError(f"{name} is not an explicit-bucket histogram in the OTLP export ({m.kind if m else 'absent'})")
         if m.bounds != {tuple(bounds)}:
             raise CheckError(f"{name}: OTLP explicit bounds {sorted(m.bounds)} are not the contract's {bounds}")
+    # Every other histogram (the cache age's, say) has the bounds /metrics shows: a Datadog
+    # `upper_bound` value exists only if the OTLP export carries that bound.
+    bounds_differ = sorted(n for n in families if exposition[n] == "histogram" and n in otlp
+                           and otlp[n].bounds != scrape_bounds.get(n))
+    if bounds_differ:
+        raise CheckError("OTLP explicit bounds differ from the `le` bounds of /metrics: "
+                         + "; ".join(f"{n}: OTLP {sorted(otlp[n].bounds)}, /metrics {sorted(scrape_bounds.get(n, set()))}" for n in bounds_differ))
     keys_differ = sorted(n for n in families if set(otlp[n].attributes) != label_keys.get(n, set()))
     if keys_differ:
         raise CheckError("OTLP attribute keys differ from the Prometheus label names: "
@@ -387,6 +403,128 @@ def cm_promql(doc) -> list[str]:
     return out
 
 
+# --- Metrics only BACKEND=gcp emits ----------------------------------------------------------------
+# The service's own metrics that only the gcp backend registers (app_bigquery_*: BigQuery answers
+# them) cannot come out of the local binary this check runs. platform-metrics.yaml lists them
+# under `service_gcp_only` with their type and every label value; the declaration is held against
+# src/ here, the local scrape must not show them (then they belong to no list), and the declared
+# series are served to Prometheus and added to the Datadog mapping, so every query on them still
+# runs, returns data and is checked for its metric, labels and values.
+
+GCP_ONLY = "service_gcp_only"
+SRC = os.path.join(ROOT, "src")
+METRICS_RS = os.path.join(SRC, "telemetry", "metrics.rs")
+
+
+def check_gcp_only_declaration(entry: dict, where: str = "platform-metrics.yaml") -> None:
+    """The entry names a metric constant of src/telemetry/metrics.rs, described with its type,
+    recorded elsewhere in src/ with each declared label key and value."""
+    name, typ, labels = entry.get("name"), entry.get("type"), entry.get("labels")
+    if typ not in ("counter", "gauge") or not isinstance(labels, dict) \
+            or not all(isinstance(v, list) and v and all(isinstance(x, str) for x in v) for v in labels.values()):
+        raise CheckError(f"{where}: {GCP_ONLY} entry {name}: needs type counter or gauge and labels as "
+                         f"{{label: [values]}} ({{}} for none)")
+    with open(METRICS_RS, encoding="utf-8") as f:
+        metrics_rs = f.read()
+    const = re.search(rf'pub const (\w+): &str = "{re.escape(name)}";', metrics_rs)
+    if not const:
+        raise CheckError(f"{where}: {GCP_ONLY} entry {name} is no metric name constant of src/telemetry/metrics.rs")
+    ident = const.group(1)
+    described = re.search(rf"describe_(counter|gauge|histogram)!\(\s*{ident}\s*,", metrics_rs)
+    if not described or described.group(1) != typ:
+        raise CheckError(f"{where}: {GCP_ONLY} entry {name} says {typ}; src/telemetry/metrics.rs describes it as "
+                         f"{described.group(1) if described else 'nothing'}")
+    users = []
+    for path in glob.glob(os.path.join(SRC, "**", "*.rs"), recursive=True):
+        if os.path.abspath(path) != os.path.abspath(METRICS_RS):
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+            if re.search(rf"\b{ident}\b", text):
+                users.append(text)
+    if not users:
+        raise CheckError(f"{where}: {GCP_ONLY} entry {name}: nothing in src/ records {ident}")
+    code = "\n".join(users)
+    for key, values in labels.items():
+        if not re.search(rf'"{re.escape(key)}"\s*=>', code):
+            raise CheckError(f"{where}: {GCP_ONLY} entry {name}: the code that records {ident} sets no label {key!r}")
+        for v in values:
+            if f'"{v}"' not in code:
+                raise CheckError(f"{where}: {GCP_ONLY} entry {name}: the code that records {ident} never writes {key}={v!r}")
+
+
+def check_gcp_only_absent(names: set[str], exposition: dict, otlp: dict, where: str = "platform-metrics.yaml") -> None:
+    """A declared metric the local service emits after all needs no declaration (and would hide
+    its real series behind the declared ones)."""
+    emitted = sorted(names & (set(exposition) | set(otlp)))
+    if emitted:
+        raise CheckError(f"{where} lists {emitted} under {GCP_ONLY}, but the local service emits them, so they need no declaration")
+
+
+def declared_series(entries: list[dict]) -> list[tuple[str, str, dict[str, str]]]:
+    """(name, type, labels) of every series the declarations describe (each combination of values)."""
+    out = []
+    for e in entries:
+        combos = [{}]
+        for key, values in e["labels"].items():
+            combos = [{**c, key: v} for c in combos for v in values]
+        out += [(e["name"], e["type"], c) for c in combos]
+    return out
+
+
+def declared_datadog(entries: list[dict]) -> dict:
+    """The Datadog metrics the declared series would become over OTLP (the same mapping as the
+    export's: a counter is a count, a gauge a gauge; labels are tags; service and env from the
+    resource, as the checked service sends them)."""
+    from otlp_datadog import Series, datadog_tag_value
+
+    out: dict[str, Series] = {}
+    for name, typ, labels in declared_series(entries):
+        s = out.setdefault(name, Series(type="count" if typ == "counter" else "gauge",
+                                        tags={"service": {SERVICE}, "env": {OTLP_ENV}}))
+        for k, v in labels.items():
+            s.tags.setdefault(k, set()).add(datadog_tag_value(v))
+    return out
+
+
+class DeclaredTarget:
+    """A scrape target on 127.0.0.1 exposing the declared series with the `service` label of the
+    service's own target (counters grow by one a scrape, gauges read 1)."""
+
+    def __init__(self, entries: list[dict]):
+        import http.server
+
+        self.series, self.scrapes = declared_series(entries), 0
+        target = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (the http.server method name)
+                target.scrapes += 1
+                lines, typed = [], set()
+                for name, typ, labels in target.series:
+                    if name not in typed:
+                        lines.append(f"# TYPE {name} {typ}")
+                        typed.add(name)
+                    sel = ",".join(f'{k}="{v}"' for k, v in {"service": SERVICE, **labels}.items())
+                    lines.append(f"{name}{{{sel}}} {target.scrapes if typ == 'counter' else 1}")
+                body = ("\n".join(lines) + "\n").encode()
+                self.send_response(200)
+                self.send_header("content-type", "text/plain; version=0.0.4")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 # --- The live stack ----------------------------------------------------------------------------
 
 
@@ -396,14 +534,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def http(method: str, url: str, body: object | None = None, timeout: float = 5) -> tuple[int, bytes]:
+def http(method: str, url: str, body: object | None = None, timeout: float = 5,
+         headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    return http_response(method, url, body, timeout, headers)[:2]
+
+
+def http_response(method: str, url: str, body: object | None = None, timeout: float = 5,
+                  headers: dict[str, str] | None = None) -> tuple[int, bytes, dict[str, str]]:
+    """Status, body and headers (names lowercased) of one request."""
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json"})
+    req = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, r.read()
+            return r.status, r.read(), {k.lower(): v for k, v in r.headers.items()}
     except urllib.error.HTTPError as e:
-        return e.code, e.read()
+        return e.code, e.read(), {k.lower(): v for k, v in e.headers.items()}
 
 
 def wait_for(url: str, seconds: float, proc: subprocess.Popen, what: str) -> None:
@@ -423,16 +568,20 @@ def wait_for(url: str, seconds: float, proc: subprocess.Popen, what: str) -> Non
 # What terraform/modules/cloud_run gives the app for its OTLP export (the env value aside), with a
 # short export interval so the check does not wait the default 10 s.
 OTLP_ENV = "check"
+# getData store queries at once in the checked service (its default is 32): the traffic runs
+# two more than this concurrently, so some are answered 503.
+QUERY_MAX_IN_FLIGHT = 2
 
 
 class Stack:
     """The service on the embedded default, exporting OTLP to a receiver of this check, and a
     Prometheus scraping it every second."""
 
-    def __init__(self, binary: str, rule_files: list[str]):
-        self.binary, self.rule_files = binary, rule_files
+    def __init__(self, binary: str, rule_files: list[str], gcp_only: list[dict]):
+        self.binary, self.rule_files, self.gcp_only = binary, rule_files, gcp_only
         self.tmp = tempfile.mkdtemp(prefix="dashboards-check-")
         self.procs: list[subprocess.Popen] = []
+        self.declared: DeclaredTarget | None = None
 
     def __enter__(self) -> "Stack":
         self.port, self.admin, self.prom_port = free_port(), free_port(), free_port()
@@ -441,6 +590,8 @@ class Stack:
                "DATA_DIR": os.path.join(self.tmp, "data"), "LOG_FORMAT": "json", "RUST_LOG": "warn",
                "OTEL_EXPORTER_OTLP_ENDPOINT": self.otlp.endpoint, "OTEL_METRIC_EXPORT_INTERVAL": "1000",
                "OTEL_SERVICE_NAME": SERVICE, "OTEL_RESOURCE_ATTRIBUTES": f"deployment.environment.name={OTLP_ENV}"}
+        # A low bound on getData's store queries, so the known traffic can exceed it (503).
+        env["QUERY_MAX_IN_FLIGHT"] = str(QUERY_MAX_IN_FLIGHT)
         env.pop("API_KEYS_FILE", None)
         self.app = self._start([self.binary], env, "app.log")
         wait_for(f"http://127.0.0.1:{self.port}/healthz", 30, self.app, "the service")
@@ -450,6 +601,12 @@ class Stack:
             "scrape_configs": [{"job_name": SERVICE, "static_configs": [
                 {"targets": [f"127.0.0.1:{self.admin}"], "labels": {"service": SERVICE}}]}],
         }
+        if self.gcp_only:
+            # The series carry their own `service` label (honor_labels); the target's `up` has
+            # none, so no panel selecting a service counts it as an instance.
+            self.declared = DeclaredTarget(self.gcp_only)
+            config["scrape_configs"].append({"job_name": "declared-gcp-only", "honor_labels": True,
+                                             "static_configs": [{"targets": [f"127.0.0.1:{self.declared.port}"]}]})
         cfg = os.path.join(self.tmp, "prometheus.yml")
         with open(cfg, "w") as f:
             yaml.safe_dump(config, f)
@@ -474,6 +631,8 @@ class Stack:
                 except subprocess.TimeoutExpired:
                     p.kill()
         self.otlp.__exit__(*exc)
+        if self.declared is not None:
+            self.declared.close()
         if exc[0] is not None:
             for log in ("app.log", "prometheus.log"):
                 path = os.path.join(self.tmp, log)
@@ -490,10 +649,20 @@ class Stack:
         record = {"customerId": "9854764321", "name": "Ronald Ramos",
                   "orders": [{"orderId": "1", "total": 50.0}], "revenue": 50.0}
         codes: dict[str, int] = {}
+        lock = threading.Lock()
 
-        def hit(method, path, body=None):
-            code = http(method, self.api(path), body)[0]
-            codes[str(code)] = codes.get(str(code), 0) + 1
+        def hit(method, path, body=None, headers=None):
+            code, _, got = http_response(method, self.api(path), body, headers=headers)
+            with lock:
+                codes[str(code)] = codes.get(str(code), 0) + 1
+            return got
+
+        def at_once(calls):
+            """Sends the requests concurrently (a cache's coalescing and the in-flight bound
+            only show under concurrency)."""
+            with futures.ThreadPoolExecutor(max_workers=len(calls)) as pool:
+                for f in [pool.submit(hit, *c) for c in calls]:
+                    f.result()
 
         for _ in range(10):
             hit("POST", "/challenge-latam-api/ingestData", record)
@@ -506,9 +675,33 @@ class Stack:
         faults = f"http://127.0.0.1:{self.admin}/admin/faults"
 
         def inject(**rates):
-            code, body = http("PUT", faults, {"http_error_rate": 0.0, "store_error_rate": 0.0, "broker_error_rate": 0.0, **rates})
+            code, body = http("PUT", faults, {"http_error_rate": 0.0, "store_error_rate": 0.0, "broker_error_rate": 0.0,
+                                              "store_latency_ms": 0, "broker_latency_ms": 0, **rates})
             if code != 200:
                 raise CheckError(f"PUT /admin/faults answered {code}: {body[:200]!r}")
+
+        # Idempotency-Key on ingest: every outcome of app_idempotent_requests_total. A new key
+        # publishes, the same key and body again is replayed, another body is key_reused (409),
+        # and a second request while the first is still publishing (slowed broker) is in_flight (409).
+        key = {"Idempotency-Key": f"dashboards-check-{os.getpid()}"}
+        hit("POST", "/challenge-latam-api/ingestData", record, key)
+        hit("POST", "/challenge-latam-api/ingestData", record, key)
+        hit("POST", "/challenge-latam-api/ingestData", [record, record], key)
+        inject(broker_latency_ms=500)
+        key = {"Idempotency-Key": f"dashboards-check-{os.getpid()}-slow"}
+        at_once([("POST", "/challenge-latam-api/ingestData", record, key)] * 2)
+        # getData's read path (src/pages.rs), with the store slowed so queries overlap: identical
+        # concurrent misses share one query (coalesced), and more distinct queries than
+        # QUERY_MAX_IN_FLIGHT (set low in the stack) are answered 503 (rejected).
+        inject(store_latency_ms=400)
+        at_once([("GET", "/challenge-latam-api/getData?limit=4&customerId=coalesce-check")] * 5)
+        at_once([("GET", f"/challenge-latam-api/getData?limit={n}&customerId=bound-check") for n in range(1, QUERY_MAX_IN_FLIGHT + 3)])
+        inject()
+        # A revalidation: If-None-Match with the page's ETag is a 304 (a read that sends no body).
+        etag = hit("GET", "/challenge-latam-api/getData?limit=3").get("etag")
+        if not etag:
+            raise CheckError("getData answered without an ETag")
+        hit("GET", "/challenge-latam-api/getData?limit=3", None, {"If-None-Match": etag})
 
         inject(http_error_rate=1.0)          # 500s: the availability SLI's bad events
         for _ in range(5):
@@ -562,6 +755,38 @@ class Stack:
             name = re.sub(r"_(bucket|count|sum)$", "", m.group(1)) if re.search(r"_(bucket|count|sum)$", m.group(1)) else m.group(1)
             keys.setdefault(name, set()).update(k for k in re.findall(r'(\w+)="', m.group(2) or "") if k != "le")
         return keys
+
+    def scrape_bounds(self) -> dict[str, set[tuple[float, ...]]]:
+        """Histogram family -> the finite `le` bounds of each of its series, from the exposition."""
+        code, body = http("GET", f"http://127.0.0.1:{self.admin}/metrics")
+        if code != 200:
+            raise CheckError(f"/metrics answered {code}")
+        per_series: dict[tuple[str, str], set[float]] = {}
+        for line in body.decode().splitlines():
+            m = re.match(r"([a-zA-Z_:][a-zA-Z0-9_:]*)_bucket\{(.*)\} ", line)
+            if not m:
+                continue
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2)))
+            le = float(labels.pop("le"))
+            if le != float("inf"):
+                per_series.setdefault((m.group(1), json.dumps(sorted(labels.items()))), set()).add(le)
+        out: dict[str, set[tuple[float, ...]]] = {}
+        for (name, _), bounds in per_series.items():
+            out.setdefault(name, set()).add(tuple(sorted(bounds)))
+        return out
+
+    def scrape_by_label(self, name: str, label: str) -> dict[str, float]:
+        """Value of each series of `name` by its `label`, from the admin port's exposition."""
+        code, body = http("GET", f"http://127.0.0.1:{self.admin}/metrics")
+        if code != 200:
+            raise CheckError(f"/metrics answered {code}")
+        out: dict[str, float] = {}
+        for line in body.decode().splitlines():
+            m = re.match(rf'{name}(?:\{{(.*)\}})? (\S+)$', line)
+            if m:
+                value = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1) or "")).get(label, "")
+                out[value] = out.get(value, 0.0) + float(m.group(2))
+        return out
 
     def scrape_count(self, histogram: str) -> float:
         """Sum of `<histogram>_count` over every series of the admin port's exposition."""
@@ -713,6 +938,10 @@ def main() -> int:
                 if not str(e.get("doc", "")).startswith("https://") or not e.get("name"):
                     raise CheckError(f"platform-metrics.yaml: {backend} entry {e} needs a name and an https doc link")
         listed = {b: {e["name"] for e in entries} for b, entries in platform.items()}
+        gcp_only = platform.get(GCP_ONLY) or []
+        for e in gcp_only:
+            check_gcp_only_declaration(e)
+        gcp_only_names = listed.get(GCP_ONLY, set())
 
         # 4. Known-bad fixtures are rejected (offline part).
         rejected = []
@@ -722,6 +951,10 @@ def main() -> int:
         rejected.append(expect_rejected("datadog-bad-widget.json", lambda: check_datadog(json.load(open(f"{FIXTURES}/datadog-bad-widget.json")), "fixture")))
         rejected.append(expect_rejected("datadog-mixed-filter.json", lambda: check_datadog(json.load(open(f"{FIXTURES}/datadog-mixed-filter.json")), "fixture")))
         rejected.append(expect_rejected("datadog-unknown-key.json", lambda: check_datadog(json.load(open(f"{FIXTURES}/datadog-unknown-key.json")), "fixture")))
+        for fixture in ("gcp-only-wrong-type.yaml", "gcp-only-wrong-label.yaml"):
+            entries = yaml.safe_load(open(f"{FIXTURES}/{fixture}"))[GCP_ONLY]
+            rejected.append(expect_rejected(fixture, lambda entries=entries, fixture=fixture:
+                                            [check_gcp_only_declaration(e, fixture) for e in entries]))
         short = copy.deepcopy(grafana["slo.json"])
         short["panels"] = [p for p in short["panels"] if not p.get("title", "").startswith(f"{slos[-1]['name']}: ")]
         rejected.append(expect_rejected("slo.json without its last SLO", lambda: check_slo_coverage(short, cm["slo.json"], dd["slo.json"], grafana["fleet.json"], slos, policies)))
@@ -733,35 +966,46 @@ def main() -> int:
             raise CheckError("prometheus is not installed (scripts/deps/dashboards.apt)")
         rules = rule_files()
         recorded = generate.recording_rules()
-        with Stack(args.bin, rules) as stack:
+        with Stack(args.bin, rules, gcp_only) as stack:
             codes = stack.drive_traffic()
-            for want in ("200", "404", "422", "429", "500", "503"):
+            for want in ("200", "304", "404", "409", "422", "429", "500", "503"):
                 if want not in codes:
                     raise CheckError(f"the known traffic produced no {want} (answers: {codes})")
             exposition = stack.scrape()
             stack.wait_for_samples()
             time.sleep(2)  # a rule evaluation after the last traffic
-            say(f"live service: traffic answered {dict(sorted(codes.items()))}; scrape shows {len(exposition)} names; "
+            lookups = stack.scrape_by_label("app_getdata_cache_lookups_total", "result")
+            shed = stack.scrape_by_label("app_getdata_store_queries_rejected_total", "")
+            idempotent = stack.scrape_by_label("app_idempotent_requests_total", "idempotency_outcome")
+            say(f"live service: traffic answered {dict(sorted(codes.items()))}; getData cache lookups "
+                f"{ {k: int(v) for k, v in sorted(lookups.items())} }, {int(sum(shed.values()))} rejected at the in-flight bound "
+                f"({QUERY_MAX_IN_FLIGHT}); idempotent ingest { {k: int(v) for k, v in sorted(idempotent.items())} }")
+            say(f"live service: scrape shows {len(exposition)} names; "
                 f"prometheus on 127.0.0.1:{stack.prom_port} with {len(rules)} rule file(s), {len(recorded)} recording rules")
             otlp = stack.wait_for_otlp("http_server_request_duration_seconds")
-            series = check_otlp_export(otlp, exposition, stack.scrape_label_keys())
+            series = check_otlp_export(otlp, exposition, stack.scrape_label_keys(), stack.scrape_bounds())
+            check_gcp_only_absent(gcp_only_names, exposition, otlp)
+            series = {**series, **declared_datadog(gcp_only)}
             say(f"OTLP export: {len(stack.otlp.requests())} metric exports, {len(otlp)} metrics ({sum(1 for m in otlp.values() if m.kind == 'histogram')} "
                 f"histograms with the contract's buckets), all DELTA, {otlp['http_server_request_duration_seconds'].count:g} requests as in the scrape; "
                 f"{stack.otlp.spans} spans; as Datadog maps them: {len(series)} metrics")
 
-            allowed_prom = set(exposition) | recorded | listed.get("prometheus", set())
+            allowed_prom = set(exposition) | recorded | listed.get("prometheus", set()) | gcp_only_names
             used_platform: dict[str, set[str]] = {b: set() for b in listed}
             unknown, checked_names = [], set()
 
             # PromQL: Grafana and Cloud Monitoring.
             exprs = [(f"grafana/{n}", title, substitute_grafana(e)) for n, d in grafana.items() for title, e in grafana_targets(d)]
             exprs += [(f"cloud-monitoring/{n}", "prometheusQuery", e) for n, d in cm.items() for e in cm_promql(d)]
-            empty = []
+            empty, gcp_only_exprs = [], set()
             for where, title, expr in exprs:
                 for m in promql_metrics(expr):
                     checked_names.add(m)
                     if m in listed.get("prometheus", set()):
                         used_platform["prometheus"].add(m)
+                    if m in gcp_only_names:
+                        used_platform[GCP_ONLY].add(m)
+                        gcp_only_exprs.add(expr)
                     if m not in allowed_prom:
                         unknown.append(f"{where} '{title}': {m}")
                 if not stack.query(expr) and not title.startswith("annotation "):
@@ -778,7 +1022,9 @@ def main() -> int:
                         checked_names.add(mt)
                         if mt.startswith("prometheus.googleapis.com/"):
                             prom = mt.split("/")[1]
-                            if prom not in exposition:
+                            if prom in gcp_only_names:
+                                used_platform[GCP_ONLY].add(prom)
+                            elif prom not in exposition:
                                 unknown.append(f"cloud-monitoring/{n}: {mt}")
                         elif mt in listed.get("cloud_monitoring", set()):
                             used_platform["cloud_monitoring"].add(mt)
@@ -797,6 +1043,8 @@ def main() -> int:
                     continue
                 checked_names |= names
                 used_platform["datadog"] |= names & dd_platform
+                if GCP_ONLY in used_platform:
+                    used_platform[GCP_ONLY] |= names & gcp_only_names
             if unknown:
                 raise CheckError("metrics neither emitted by the service nor listed in dashboards/platform-metrics.yaml:\n  " + "\n  ".join(sorted(set(unknown))))
             stale = {b: sorted(listed[b] - used_platform[b]) for b in listed if listed[b] - used_platform[b]}
@@ -807,7 +1055,12 @@ def main() -> int:
             say(f"metrics: {len(exprs)} PromQL expressions ran on Prometheus, all returned data; {n_filters} Cloud Monitoring filters; "
                 f"{n_dd_q} Datadog queries (dashboards and alerts/datadog), every metric, tag and value in the OTLP export as Datadog maps it; "
                 f"{len(checked_names)} distinct names, all emitted or listed "
-                f"({sum(len(v) for v in used_platform.values())} platform metrics with doc links)")
+                f"({sum(len(v) for b, v in used_platform.items() if b != GCP_ONLY)} platform metrics with doc links)")
+            if gcp_only:
+                say(f"gcp-only service metrics: {len(gcp_only)} declared in platform-metrics.yaml ({', '.join(sorted(gcp_only_names))}), "
+                    f"each a constant of src/telemetry/metrics.rs with its type and recorded with its labels; absent from the local "
+                    f"service as declared; {len(gcp_only_exprs)} PromQL expressions and the Datadog queries on them ran against "
+                    f"their declared series ({len(declared_series(gcp_only))}, {stack.declared.scrapes} scrapes)")
 
             # Known-bad fixtures against the live stack.
             bad = json.load(open(f"{FIXTURES}/grafana-bad-promql.json"))
@@ -820,7 +1073,16 @@ def main() -> int:
                 if missing:
                     raise CheckError(f"not emitted: {sorted(missing)}")
             rejected.append(expect_rejected("grafana-unknown-metric.json", unknown_metric))
-            for fixture in ("datadog-unknown-metric.json", "datadog-openmetrics-names.json", "datadog-slo-cumulative-bucket.json"):
+            fixture = "gcp-only-emitted-locally.yaml"
+            entries = yaml.safe_load(open(f"{FIXTURES}/{fixture}"))[GCP_ONLY]
+
+            def emitted_locally(entries=entries, fixture=fixture):
+                for e in entries:
+                    check_gcp_only_declaration(e, fixture)   # a faithful declaration, but
+                check_gcp_only_absent({e["name"] for e in entries}, exposition, otlp, fixture)
+            rejected.append(expect_rejected(fixture, emitted_locally))
+            for fixture in ("datadog-unknown-metric.json", "datadog-openmetrics-names.json", "datadog-slo-cumulative-bucket.json",
+                            "datadog-gcp-only-unknown-value.json"):
                 bad_doc = json.load(open(f"{FIXTURES}/{fixture}"))
 
                 def dd_unknown(doc=bad_doc, name=fixture):
