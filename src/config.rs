@@ -133,8 +133,11 @@ pub struct Settings {
     pub query_cache_max_bytes: u64,
     /// `QUERY_CACHE_MAX_ENTRIES`: bound on the number of cached getData pages.
     pub query_cache_max_entries: u64,
-    /// `QUERY_MAX_IN_FLIGHT`: getData store queries at once before getData answers 503.
+    /// `QUERY_MAX_IN_FLIGHT`: getData store queries at once.
     pub query_max_in_flight: usize,
+    /// `QUERY_QUEUE_TIMEOUT_MS`: how long a getData query waits for one of those slots before
+    /// getData answers 503.
+    pub query_queue_timeout: Duration,
     /// `FAULT_*`: initial fault injection (drills only).
     pub faults: Faults,
     /// `IDEMPOTENCY_TTL_SECONDS`: how long an `Idempotency-Key` is remembered (1 s to 7 days;
@@ -290,6 +293,7 @@ impl Settings {
             query_cache_max_bytes: parse(vars, "QUERY_CACHE_MAX_BYTES", 16 * 1024 * 1024)?,
             query_cache_max_entries: parse(vars, "QUERY_CACHE_MAX_ENTRIES", 4096)?,
             query_max_in_flight: parse(vars, "QUERY_MAX_IN_FLIGHT", 32)?,
+            query_queue_timeout: ms("QUERY_QUEUE_TIMEOUT_MS", 250)?,
             faults,
             idempotency_ttl: Duration::from_secs(parse(
                 vars,

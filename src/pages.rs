@@ -19,8 +19,9 @@
 //!   read into the key *before* the query starts: a page computed before a commit is never
 //!   served after it, so local reads stay read-your-writes. With the native BigQuery
 //!   subscription the process does not see writes, and the TTL is the staleness bound.
-//! - **In-flight bound.** At most `QUERY_MAX_IN_FLIGHT` store queries at once; past it the
-//!   answer is 503 with `Retry-After` at once, instead of piling jobs on BigQuery's queue.
+//! - **In-flight bound.** At most `QUERY_MAX_IN_FLIGHT` store queries at once; a query waits
+//!   at most `QUERY_QUEUE_TIMEOUT_MS` for a slot, then the answer is 503 with `Retry-After`,
+//!   instead of piling jobs on BigQuery's queue.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -52,8 +53,11 @@ pub struct PagesConfig {
     pub max_bytes: u64,
     /// `QUERY_CACHE_MAX_ENTRIES`: bound on the number of cached pages.
     pub max_entries: u64,
-    /// `QUERY_MAX_IN_FLIGHT`: store queries running at once before getData answers 503.
+    /// `QUERY_MAX_IN_FLIGHT`: store queries running at once.
     pub max_in_flight: usize,
+    /// `QUERY_QUEUE_TIMEOUT_MS`: how long a query may wait for one of those slots before
+    /// getData answers 503.
+    pub queue_timeout: Duration,
 }
 
 /// One getData page, ready to send.
@@ -81,6 +85,7 @@ pub struct Pages {
     cache: Option<Cache<PageKey, Arc<Page>>>,
     generations: Arc<Generations>,
     in_flight: Arc<Semaphore>,
+    queue_timeout: Duration,
     metrics: Arc<PageMetrics>,
     db_system: &'static str,
 }
@@ -116,6 +121,7 @@ impl Pages {
             cache,
             generations: Arc::new(Generations::new()),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+            queue_timeout: config.queue_timeout,
             metrics,
             db_system,
         }
@@ -159,6 +165,24 @@ impl Pages {
         }
     }
 
+    /// Refreshes the size gauges every `every`: moka counts entries and bytes lazily, so
+    /// without this they lag behind and never fall as pages expire while nobody misses.
+    pub fn spawn_upkeep(self: &Arc<Self>, every: Duration) -> Option<tokio::task::JoinHandle<()>> {
+        let pages = self.clone();
+        self.cache.as_ref()?;
+        Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Some(cache) = &pages.cache {
+                    cache.run_pending_tasks().await;
+                    pages.metrics.size(cache);
+                }
+            }
+        }))
+    }
+
     /// A writer that makes the affected pages stale once `inner` has committed rows.
     pub fn invalidating(&self, inner: Arc<dyn RowWriter>) -> Arc<dyn RowWriter> {
         Arc::new(Invalidating {
@@ -169,11 +193,16 @@ impl Pages {
 
     /// Runs the store query, within the in-flight bound, and builds the page.
     async fn compute(&self, filter: &RecordFilter) -> Result<Page, DependencyError> {
-        let Ok(_permit) = self.in_flight.clone().try_acquire_owned() else {
+        // A burst of distinct misses waits briefly for a slot (a local query takes about a
+        // millisecond); only a store that stays busy past the queue timeout sheds. Without the
+        // wait, 64 connections asking for random customers had half their reads refused.
+        let permit =
+            tokio::time::timeout(self.queue_timeout, self.in_flight.clone().acquire_owned()).await;
+        let Ok(Ok(_permit)) = permit else {
             self.metrics.rejected.increment(1);
             return Err(DependencyError::new(
                 ErrorKind::ResourceExhausted,
-                "QUERY_MAX_IN_FLIGHT store queries are already running",
+                "QUERY_MAX_IN_FLIGHT store queries stayed busy for QUERY_QUEUE_TIMEOUT_MS",
             ));
         };
         let _running = Running::new(&self.metrics.in_flight);
@@ -424,6 +453,7 @@ mod tests {
             max_bytes: 1 << 20,
             max_entries: 64,
             max_in_flight: 8,
+            queue_timeout: Duration::from_millis(100),
         }
     }
 

@@ -109,9 +109,11 @@ impl Application {
                 max_bytes: settings.query_cache_max_bytes,
                 max_entries: settings.query_cache_max_entries,
                 max_in_flight: settings.query_max_in_flight,
+                queue_timeout: settings.query_queue_timeout,
             },
             backends.db_system,
         ));
+        pages.spawn_upkeep(telemetry::metrics::UPKEEP_EVERY);
         // Rows this process commits make the pages they affect stale at once.
         let backends = Backends {
             pipeline: backends.pipeline.map(|p| Pipeline {
