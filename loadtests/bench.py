@@ -7,8 +7,9 @@ except a broken run. In one run, on 127.0.0.1, with the same generator (wrk, 1 t
   service       the release binary as deployed: metrics, tracing (not exporting), auth with
                 API keys, the rate limiter set high, shedding
 
-Cases: POST one record (durable ingest), GET getData (default query) and GET getData by
-customerId over 1,000,000 stored rows (seeded straight into store.db with the service's own
+Cases: POST one record (durable ingest), GET getData (default query), GET getData by
+customerId, and a mix (90 % of them reads, 10 % ingests: the page cache under invalidation)
+over 1,000,000 stored rows (seeded straight into store.db with the service's own
 schema: 10,000 customers x 100 rows spread over the last 6 days). Then publish-to-queryable
 latency (pipeline_end_to_end_latency_seconds) while k6 ingests at half the measured maximum,
 and, with --capacity, the highest k6 rate at which every SLO threshold holds for ingest,
@@ -276,6 +277,9 @@ def main() -> int:
     p.add_argument("--no-pin", dest="pin", action="store_false",
                    help="run servers and generators on any CPU (default: servers on one core, "
                         "generators on the rest)")
+    p.add_argument("--query-cache-ttl-ms", type=int,
+                   help="QUERY_CACHE_TTL_MS of the service and handlers-only servers "
+                        "(0: cache off; default: the service's own default)")
     p.add_argument("--report", type=Path, help="only print the report of an earlier bench.json")
     args = p.parse_args()
     if args.report:
@@ -292,7 +296,10 @@ def main() -> int:
     if PIN["server"] is None and args.pin:
         print("bench: fewer than two CPUs available: servers and generators are NOT pinned",
               flush=True)
+    cache = ({} if args.query_cache_ttl_ms is None
+             else {"QUERY_CACHE_TTL_MS": str(args.query_cache_ttl_ms)})
     results: dict = {"when": stamp, "machine": machine(), "rows": args.rows,
+                     "query_cache_ttl_ms": args.query_cache_ttl_ms,
                      "cpus": {"server": PIN["server"], "generator": PIN["generator"]},
                      "wrk": {"threads": 1, "connections": args.connections, "seconds": args.seconds}}
     try:
@@ -309,9 +316,9 @@ def main() -> int:
         keys_file, keys = svc.make_keys(tmp, 2)
         high = {"RATE_LIMIT_PER_SECOND": "1000000", "RATE_LIMIT_BURST": "1000000"}
         service = svc.Service(data_dir=full_dir, log=out / "service.log", cpus=PIN["server"],
-                              env={"API_KEYS_FILE": str(keys_file), **high}).start()
+                              env={"API_KEYS_FILE": str(keys_file), **high, **cache}).start()
         handlers = svc.Service(data_dir=ho_dir, log=out / "handlers_only.log", cpus=PIN["server"],
-                               binary=EXAMPLES / "handlers_only").start()
+                               binary=EXAMPLES / "handlers_only", env=cache).start()
         bare_port = svc.free_port()
         bare = start_bare(bare_port, out / "bare.log")
         procs = {"bare": Proc("bare", popen=bare, url=f"http://127.0.0.1:{bare_port}"),
@@ -319,7 +326,8 @@ def main() -> int:
                  "service": Proc("service", service=service)}
         cases = {"ingest": ("/challenge-latam-api/ingestData", "ingest.lua"),
                  "getData": ("/challenge-latam-api/getData", "getdata.lua"),
-                 "byCustomer": ("/challenge-latam-api/getData", "customer.lua")}
+                 "byCustomer": ("/challenge-latam-api/getData", "customer.lua"),
+                 "mixed": ("", "mixed.lua")}
         figures: dict = {c: {} for c in cases}
         rounds: dict = {c: [] for c in cases}
         cpu_rounds: dict = {c: [] for c in cases}
@@ -359,6 +367,11 @@ def main() -> int:
         results["figures"] = figures
         results["rounds"] = rounds
         results["cpu_rounds"] = cpu_rounds
+        results["cache"] = cache_figures(service)
+        c = results["cache"]
+        print(f"bench: service cache: {c['lookups']}; age of pages served from it: "
+              f"p50 <= {c['age_p50_le_s']} s, p99 <= {c['age_p99_le_s']} s, max bucket "
+              f"{c['age_max_le_s']} s; {c['rejected']:.0f} rejected", flush=True)
 
         # 2. Publish-to-queryable at half the maximum ingest rate.
         half = max(10, int(figures["ingest"]["service"]["rps"] / 2))
@@ -389,6 +402,21 @@ def main() -> int:
     return 0
 
 
+def cache_figures(service: svc.Service) -> dict:
+    """The service's page cache over the whole run, from its own metrics: lookups by result,
+    and the age of the pages it served (the staleness clients saw), as bucket bounds."""
+    text = service.metrics()
+    lookups = {labels["result"]: int(v)
+               for labels, v in svc.samples(text, "app_getdata_cache_lookups_total")}
+    age = svc.histogram(text, "app_getdata_cache_age_seconds")
+    served = age.get(float("inf"), 0.0)
+    return {"lookups": lookups, "served_from_cache": served,
+            "age_p50_le_s": svc.quantile_upper_bound(age, 0.5),
+            "age_p99_le_s": svc.quantile_upper_bound(age, 0.99),
+            "age_max_le_s": svc.quantile_upper_bound(age, 1.0),
+            "rejected": sum(v for _, v in svc.samples(text, "app_getdata_store_queries_rejected_total"))}
+
+
 def machine() -> str:
     cpu = "?"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -408,7 +436,11 @@ def pinning(r: dict) -> str:
 
 def report(r: dict) -> str:
     f = r["figures"]
-    lines = [f"## Benchmark run {r['when']}", "", f"Machine: {r['machine']}. Generator: wrk, "
+    ttl = r.get("query_cache_ttl_ms")
+    cache = ("the service's default page cache" if ttl is None
+             else "page cache OFF (QUERY_CACHE_TTL_MS=0)" if ttl == 0
+             else f"QUERY_CACHE_TTL_MS={ttl}")
+    lines = [f"## Benchmark run {r['when']} ({cache})", "", f"Machine: {r['machine']}. Generator: wrk, "
              f"1 thread, {r['wrk']['connections']} connections, {r['wrk']['seconds']} s per case "
              f"after 2 s of warm-up; store seeded with {r['rows']:,} rows. {pinning(r)}", "",
              "| case | server | req/s | CPU us/req | p50 ms | p99 ms | non-2xx |",
@@ -450,6 +482,12 @@ def report(r: dict) -> str:
               f"pipeline_end_to_end_latency_seconds, p50 <= {e['p50_le_s']} s and p99 in "
               f"({lo}, {e['p99_le_s']}] s (target p99 < 0.5 s: "
               f"{'met' if e['p99_le_s'] <= 0.5 else 'MISSED'}).", ""]
+    c = r.get("cache")
+    if c:
+        lines += [f"Page cache of the service over the whole run: lookups {c['lookups']}, "
+                  f"{c['rejected']:.0f} answered 503 for the in-flight bound; age of the pages "
+                  f"served from the cache (the staleness clients saw): p50 <= {c['age_p50_le_s']} s, "
+                  f"p99 <= {c['age_p99_le_s']} s, all <= {c['age_max_le_s']} s.", ""]
     rss = r.get("rss_peak_mib", {})
     lines.append("Peak resident memory (sampled every 0.25 s): " + ", ".join(
         f"{n} {v:.1f} MiB" for n, v in rss.items()) +

@@ -228,16 +228,17 @@ class RssSampler(threading.Thread):
         return max(self.samples, default=0)
 
 
+def samples(metrics_text: str, name: str) -> list[tuple[dict, float]]:
+    """Every sample called `name` (a histogram's `_bucket`, `_count` or `_sum` too) in a
+    Prometheus exposition, as (labels, value), read with prometheus_client's parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+    return [(s.labels, s.value) for family in text_string_to_metric_families(metrics_text)
+            for s in family.samples if s.name == name]
+
+
 def histogram(metrics_text: str, name: str) -> dict[float, float]:
     """Cumulative bucket counts {le: count} of an unlabelled histogram (le=+Inf as inf)."""
-    out: dict[float, float] = {}
-    prefix = f"{name}_bucket{{"
-    for line in metrics_text.splitlines():
-        if line.startswith(prefix):
-            labels, value = line[len(prefix):].rsplit("} ", 1)
-            le = dict(p.split("=", 1) for p in labels.split(","))["le"].strip('"')
-            out[float("inf") if le == "+Inf" else float(le)] = float(value)
-    return out
+    return {float(labels["le"]): value for labels, value in samples(metrics_text, f"{name}_bucket")}
 
 
 def quantile_upper_bound(buckets: dict[float, float], q: float) -> float:

@@ -2,6 +2,9 @@
 # Ingest throughput and latency on BACKEND=gcp (against the emulators) beside the embedded
 # default, in the same run and with the same load, so the two figures compare:
 # k6 with VUS closed-loop clients posting one record each for DURATION, 127.0.0.1 only.
+# Then getData on BACKEND=gcp, the default query repeated by the same clients, with the page
+# cache on (its gcp default TTL) and off (QUERY_CACHE_TTL_MS=0): every uncached request is one
+# jobs.query to the BigQuery emulator.
 #
 #   scripts/emulators/bench.sh                 # VUS=8 DURATION=15s
 #   VUS=4 DURATION=10s scripts/emulators/bench.sh
@@ -30,6 +33,17 @@ key="bench-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
 printf '[{"id":"bench","sha256":"%s","scopes":["ingest","read"]}]\n' \
   "$(printf '%s' "$key" | sha256sum | cut -d' ' -f1)" >"$work/keys.json"
 
+cat >"$work/getdata.js" <<'JS'
+import http from 'k6/http';
+import { check } from 'k6';
+const url = `${__ENV.BASE}/challenge-latam-api/getData`;
+const params = { headers: { Authorization: `Bearer ${__ENV.KEY}` } };
+export const options = { summaryTrendStats: ['avg', 'med', 'p(99)', 'max'] };
+export default function () {
+  check(http.get(url, params), { 'status is 200': (r) => r.status === 200 });
+}
+JS
+
 cat >"$work/ingest.js" <<'JS'
 import http from 'k6/http';
 import { check } from 'k6';
@@ -45,11 +59,11 @@ JS
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 admin=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-[ -x target/release/challenge-latam-api ] || scripts/build.sh
+scripts/build.sh -q # the service and examples/publish_ceiling, as make test builds them
 
-run() { # $1 = label; the service environment follows
-  local label=$1 i
-  shift
+run() { # $1 = label, $2 = k6 script; the service environment follows
+  local label=$1 script=$2 i
+  shift 2
   env "$@" HOST=127.0.0.1 PORT="$port" ADMIN_PORT="$admin" API_KEYS_FILE="$work/keys.json" \
     RATE_LIMIT_PER_SECOND=100000 RATE_LIMIT_BURST=100000 RUST_LOG=warn \
     target/release/challenge-latam-api >"$work/$label.log" 2>&1 &
@@ -60,7 +74,7 @@ run() { # $1 = label; the service environment follows
   done
   curl -sf "http://127.0.0.1:$port/readyz" >/dev/null || { echo "bench: $label did not get ready" >&2; tail "$work/$label.log" >&2; exit 1; }
   BASE="http://127.0.0.1:$port" KEY="$key" k6 run --quiet --no-color --vus "$VUS" --duration "$DURATION" \
-    --summary-export "$work/$label.json" "$work/ingest.js" >"$work/$label.k6.log" 2>&1 || true
+    --summary-export "$work/$label.json" "$work/$script.js" >"$work/$label.k6.log" 2>&1 || true
   kill "$app_pid" 2>/dev/null || true
   wait "$app_pid" 2>/dev/null || true
   app_pid=""
@@ -71,15 +85,23 @@ m = json.load(open(path))["metrics"]
 d = m["http_req_duration"]
 checks = m["checks"]
 fail = checks["fails"] / max(1, checks["passes"] + checks["fails"])
-print(f"bench: {label:<6} {m['http_reqs']['rate']:8.1f} req/s  p50 {d['med']:7.2f} ms  p99 {d['p(99)']:7.2f} ms  non-200 {fail:.2%}  ({m['http_reqs']['count']} requests)")
+print(f"bench: {label:<14} {m['http_reqs']['rate']:8.1f} req/s  p50 {d['med']:7.2f} ms  p99 {d['p(99)']:7.2f} ms  non-200 {fail:.2%}  ({m['http_reqs']['count']} requests)")
 PY
 }
 
 echo "bench: ingest, $VUS clients, $DURATION per backend, 127.0.0.1:$port"
-run local BACKEND=local DATA_DIR="$work/data"
+run local ingest BACKEND=local DATA_DIR="$work/data"
 PUBSUB_PORT=0 BQ_PORT=0 BQ_GRPC_PORT=0 scripts/emulators.sh start >"$work/env"
 # shellcheck disable=SC1091
 source "$work/env"
-run gcp BACKEND=gcp GCP_PROJECT="$GCP_PROJECT" PUBSUB_TOPIC="$PUBSUB_TOPIC" \
+gcp=(BACKEND=gcp GCP_PROJECT="$GCP_PROJECT" PUBSUB_TOPIC="$PUBSUB_TOPIC" \
   PUBSUB_SUBSCRIPTION="$PUBSUB_SUBSCRIPTION" BQ_DATASET="$BQ_DATASET" BQ_TABLE="$BQ_TABLE" \
-  PUBSUB_EMULATOR_HOST="$PUBSUB_EMULATOR_HOST" BIGQUERY_EMULATOR_HOST="$BIGQUERY_EMULATOR_HOST"
+  PUBSUB_EMULATOR_HOST="$PUBSUB_EMULATOR_HOST" BIGQUERY_EMULATOR_HOST="$BIGQUERY_EMULATOR_HOST")
+# The ceiling: the same Pub/Sub client and settings publishing straight to the emulator from
+# as many closed loops as k6 has clients, without the HTTP service in front.
+PUBSUB_EMULATOR_HOST="$PUBSUB_EMULATOR_HOST" GCP_PROJECT="$GCP_PROJECT" PUBSUB_TOPIC="$PUBSUB_TOPIC" \
+  target/release/examples/publish_ceiling "$VUS" "${DURATION%s}"
+run gcp ingest "${gcp[@]}"
+echo "bench: getData (default query), $VUS clients, $DURATION each, gcp with the page cache on and off"
+run gcp-cached getdata "${gcp[@]}"
+run gcp-uncached getdata "${gcp[@]}" QUERY_CACHE_TTL_MS=0
