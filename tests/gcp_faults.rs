@@ -4,7 +4,7 @@
 //!
 //! - the Pub/Sub emulator dies: ingest answers 503 with `Retry-After` within the deadline and
 //!   `/readyz` names the broker; it comes back: the same process publishes again, and its
-//!   streaming pull writes rows again, without a restart;
+//!   pull worker writes rows again, without a restart;
 //! - the BigQuery emulator dies: `getData` answers 503 with `Retry-After` and `/readyz` names
 //!   the store; it comes back: `getData` answers again;
 //! - a message the worker rejects (a payload that is not a record) is nacked and dead-lettered
@@ -359,7 +359,7 @@ async fn ingest_answers_503_while_pubsub_is_down_and_recovers_without_a_restart(
         || async { (app.ingest(&record(&after)).await.status() == 200).then_some(()) },
     )
     .await;
-    // The worker's streaming pull reopened on its own: the new record reaches the table.
+    // The worker's pulls resumed on their own: the new record reaches the table.
     let rows = eventually(
         Duration::from_secs(60),
         "record stored after recovery",
