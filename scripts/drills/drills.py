@@ -434,7 +434,7 @@ def metric_value(text: str, name: str) -> float:
 
 
 def drill_emulators() -> None:
-    """Kill and restart each emulator under load (BACKEND=gcp with the streaming-pull worker).
+    """Kill and restart each emulator under load (BACKEND=gcp with the pull worker).
 
     Both emulators keep their state in memory, so a killed emulator loses what it held: the
     BigQuery emulator its table, the Pub/Sub emulator its undelivered messages. What the
@@ -762,7 +762,8 @@ DRILLS = {"sigkill": drill_sigkill, "sigterm": drill_sigterm, "diskfull": drill_
 def main(argv: list[str]) -> int:
     names = argv or ["all"]
     if names == ["all"]:
-        names = ["sigkill", "sigterm", "diskfull", "faults", "emulators"]
+        names = ["sigkill", "sigterm", "diskfull", "faults", "emulators", "batchkill",
+                 "workerkill"]
     unknown = [n for n in names if n not in DRILLS]
     if unknown:
         print(f"unknown drill(s) {unknown}; one of {sorted(DRILLS)} or all", file=sys.stderr)
