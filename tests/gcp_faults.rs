@@ -521,6 +521,35 @@ async fn messages_the_worker_cannot_store_end_in_the_dead_letter_topic() {
     );
     let attrs = dead_lettered(&emu, &app, |d| d == poison.as_bytes()).await;
     println!("poison message dead-lettered with attributes {attrs}");
+    // The worker moved it itself on its last attempt, so the reason is in the message (and so
+    // in the dead-letter row) and in a warning with its message id.
+    let reason = attrs["dead_letter_reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("payload is not a record"),
+        "no reason in the dead-letter attributes {attrs}"
+    );
+    let source_id = attrs["dead_letter_source_message_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!source_id.is_empty(), "no source message id in {attrs}");
+    // (Logs are written in batches: the line may trail the publish by a moment.)
+    eventually(
+        Duration::from_secs(10),
+        "a warning with the reason and the message id",
+        || app.log(),
+        || async {
+            app.log()
+                .lines()
+                .any(|l| {
+                    l.contains("moved to the dead-letter topic with the reason")
+                        && l.contains(&source_id)
+                        && l.contains("payload is not a record")
+                })
+                .then_some(())
+        },
+    )
+    .await;
 
     // 2. A valid record while the table is gone: every insertAll fails (404, the store is
     //    unavailable), so the worker must hold the message instead of nacking it: with the

@@ -60,27 +60,43 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// 512 KB; an ack id is a few hundred bytes at most).
 const IDS_PER_CALL: usize = 1000;
 
-/// Pub/Sub's REST API for one subscription.
+/// Pub/Sub's REST API, for one subscription.
 struct Rest {
     http: reqwest::Client,
-    /// `{endpoint}/v1/projects/P/subscriptions/S`.
-    base: String,
+    /// `{endpoint}/v1`.
+    api: String,
+    /// `projects/P/subscriptions/S`.
+    subscription: String,
     /// Application Default Credentials; none on the emulator.
     credentials: Option<google_cloud_auth::credentials::Credentials>,
 }
 
 impl Rest {
-    /// POSTs `body` to `{base}:{verb}`; the answer's JSON (`{}` for an empty body).
+    /// POSTs `body` to the subscription's `:{verb}`.
     async fn call(
         &self,
         verb: &str,
         body: serde_json::Value,
     ) -> Result<serde_json::Value, DependencyError> {
+        let path = format!("{}:{verb}", self.subscription);
+        self.send(reqwest::Method::POST, &path, Some(body)).await
+    }
+
+    /// `method` on `{api}/{path}`; the answer's JSON (`{}` for an empty body).
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value, DependencyError> {
+        let verb = path.rsplit(['/', ':']).next().unwrap_or(path).to_owned();
         let mut request = self
             .http
-            .post(format!("{}:{verb}", self.base))
-            .timeout(CALL_TIMEOUT)
-            .json(&body);
+            .request(method, format!("{}/{path}", self.api))
+            .timeout(CALL_TIMEOUT);
+        if let Some(body) = &body {
+            request = request.json(body);
+        }
         if let Some(credentials) = &self.credentials {
             let headers = match credentials.headers(http::Extensions::new()).await {
                 Ok(google_cloud_auth::credentials::CacheableResource::New { data, .. }) => data,
@@ -296,14 +312,36 @@ pub struct PubSubSubscription {
     rest: Arc<Rest>,
     leases: Arc<Leases>,
     max_delivery_attempts: u32,
+    /// The subscription's dead-letter topic, where the worker moves a message itself on its
+    /// last attempt, with the reason; none when the subscription has no dead-letter policy or
+    /// it could not be read (then a last-attempt nack lets Pub/Sub move it, without reason).
+    dead_letter_topic: Option<Arc<str>>,
     task: JoinHandle<()>,
+}
+
+/// What `GET projects/P/subscriptions/S` says of the dead-letter policy.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct SubscriptionConfig {
+    #[serde(default)]
+    dead_letter_policy: Option<DeadLetterPolicy>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DeadLetterPolicy {
+    #[serde(default)]
+    dead_letter_topic: String,
+    #[serde(default)]
+    max_delivery_attempts: u32,
 }
 
 impl PubSubSubscription {
     /// A subscription client for `subscription` (`projects/P/subscriptions/S`) at `endpoint`
     /// (an emulator's `http://host:port`, anonymous) or Pub/Sub with Application Default
-    /// Credentials. `max_delivery_attempts` must match the subscription's dead-letter policy;
-    /// it only decides when a nack is logged and counted as a dead-lettered message.
+    /// Credentials. The dead-letter policy is read from the subscription
+    /// (`pubsub.subscriptions.get`); `max_delivery_attempts` (the setting) is used only when it
+    /// cannot be read, to tell a last attempt.
     pub async fn connect(
         subscription: &str,
         endpoint: Option<&str>,
@@ -313,17 +351,50 @@ impl PubSubSubscription {
             Some(_) => None,
             None => Some(google_cloud_auth::credentials::Builder::default().build()?),
         };
-        let base = format!(
-            "{}/v1/{subscription}",
-            endpoint.unwrap_or("https://pubsub.googleapis.com")
-        );
         let rest = Arc::new(Rest {
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(2))
                 .build()?,
-            base,
+            api: format!("{}/v1", endpoint.unwrap_or("https://pubsub.googleapis.com")),
+            subscription: subscription.to_owned(),
             credentials,
         });
+        let (max_delivery_attempts, dead_letter_topic) = match rest
+            .send(reqwest::Method::GET, subscription, None)
+            .await
+        {
+            Ok(config) => {
+                let config: SubscriptionConfig = serde_json::from_value(config).unwrap_or_default();
+                match config.dead_letter_policy {
+                    Some(p) if !p.dead_letter_topic.is_empty() => {
+                        // Pub/Sub's default when the policy leaves it out.
+                        let max = if p.max_delivery_attempts == 0 {
+                            5
+                        } else {
+                            p.max_delivery_attempts
+                        };
+                        if max != max_delivery_attempts {
+                            tracing::warn!(
+                                subscription = %subscription,
+                                subscription_max_delivery_attempts = max,
+                                setting = max_delivery_attempts,
+                                "MAX_DELIVERY_ATTEMPTS differs from the subscription's dead-letter policy; using the subscription's"
+                            );
+                        }
+                        (max, Some(Arc::from(p.dead_letter_topic)))
+                    }
+                    _ => (max_delivery_attempts, None),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    subscription = %subscription,
+                    "cannot read the subscription's dead-letter policy; a last attempt is nacked and Pub/Sub moves it without the reason"
+                );
+                (max_delivery_attempts, None)
+            }
+        };
         // Export the counter from the start, so "no dead letters" reads 0, not absent.
         metrics::dead_lettered(0);
         let leases = Arc::new(Leases::default());
@@ -333,6 +404,7 @@ impl PubSubSubscription {
             rest,
             leases,
             max_delivery_attempts,
+            dead_letter_topic,
             task,
         })
     }
@@ -375,6 +447,16 @@ impl PubSubSubscription {
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
             .map(|t| t.timestamp_micros())
             .unwrap_or_default();
+        let last_attempt = dead_letter_policy && attempt >= self.max_delivery_attempts;
+        let dead_letter = match (&self.dead_letter_topic, last_attempt) {
+            (Some(topic), true) => Some(DeadLetter {
+                rest: self.rest.clone(),
+                topic: topic.clone(),
+                data: m.message.data.clone(),
+                attributes: m.message.attributes.clone(),
+            }),
+            _ => None,
+        };
         Delivery {
             message: ReceivedMessage {
                 message_id: m.message.message_id.clone(),
@@ -388,7 +470,8 @@ impl PubSubSubscription {
                 message_id: m.message.message_id,
                 attempt,
                 leases: self.leases.clone(),
-                last_attempt: dead_letter_policy && attempt >= self.max_delivery_attempts,
+                last_attempt,
+                dead_letter,
             }),
         }
     }
@@ -480,6 +563,58 @@ struct PubSubAck {
     leases: Arc<Leases>,
     /// This was the subscription's last attempt: a nack sends it to the dead-letter topic.
     last_attempt: bool,
+    /// On the last attempt, what the worker needs to move the message itself.
+    dead_letter: Option<DeadLetter>,
+}
+
+/// A copy of a message on its last attempt, for the dead-letter topic.
+struct DeadLetter {
+    rest: Arc<Rest>,
+    topic: Arc<str>,
+    /// As received: base64.
+    data: String,
+    attributes: BTreeMap<String, String>,
+}
+
+/// Pub/Sub takes attribute values up to 1024 bytes.
+const MAX_ATTRIBUTE_BYTES: usize = 1024;
+
+impl DeadLetter {
+    /// Publishes the message to the dead-letter topic as it was published, plus what a row in
+    /// the dead-letter table needs to say why: `dead_letter_reason` (the store's or the
+    /// decoder's error), the source message id, subscription and attempt (the last two also
+    /// under Pub/Sub's own names, as its forwarding writes them).
+    async fn publish(
+        &self,
+        reason: &str,
+        message_id: &str,
+        attempt: u32,
+    ) -> Result<(), DependencyError> {
+        let mut attributes = self.attributes.clone();
+        let mut reason = reason.to_owned();
+        while reason.len() > MAX_ATTRIBUTE_BYTES {
+            reason.pop();
+        }
+        attributes.insert("dead_letter_reason".into(), reason);
+        attributes.insert("dead_letter_source_message_id".into(), message_id.into());
+        attributes.insert(
+            "CloudPubSubDeadLetterSourceSubscription".into(),
+            self.rest.subscription.clone(),
+        );
+        attributes.insert(
+            "CloudPubSubDeadLetterSourceDeliveryCount".into(),
+            attempt.to_string(),
+        );
+        let body = json!({ "messages": [{ "data": self.data, "attributes": attributes }] });
+        self.rest
+            .send(
+                reqwest::Method::POST,
+                &format!("{}:publish", self.topic),
+                Some(body),
+            )
+            .await
+            .map(|_| ())
+    }
 }
 
 #[async_trait]
@@ -496,6 +631,38 @@ impl AckHandle for PubSubAck {
     /// policy backoff and dead-letters after its maximum attempts.
     async fn nack(self: Box<Self>, error: String) {
         let started = Instant::now();
+        if let Some(dead_letter) = &self.dead_letter {
+            // Moved by the worker, so that the reason reaches the dead-letter row; then the
+            // original is acknowledged (Pub/Sub would otherwise move it a second time).
+            match dead_letter
+                .publish(&error, &self.message_id, self.attempt)
+                .await
+            {
+                Ok(()) => {
+                    tracing::warn!(
+                        error = %error,
+                        message_id = %self.message_id,
+                        delivery_attempt = self.attempt,
+                        dead_letter_topic = %dead_letter.topic,
+                        "last delivery attempt failed; moved to the dead-letter topic with the reason"
+                    );
+                    metrics::dead_lettered(1);
+                    self.leases.ack(self.ack_id);
+                    metrics::messaging_op(
+                        MESSAGING_SYSTEM,
+                        MessagingOp::Ack,
+                        None,
+                        started.elapsed(),
+                    );
+                    return;
+                }
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    message_id = %self.message_id,
+                    "publishing to the dead-letter topic failed; nacking, so Pub/Sub moves the message without the reason"
+                ),
+            }
+        }
         if self.last_attempt {
             tracing::warn!(
                 error = %error,
@@ -552,6 +719,9 @@ mod tests {
         )
         .unwrap();
         let m = answer.received_messages.into_iter().next().unwrap();
+        // The subscription could not be read (nothing listens): the setting decides the last
+        // attempt, and there is no dead-letter topic to move the message to.
+        assert!(sub.dead_letter_topic.is_none());
         let d = sub.delivery(m);
         assert_eq!(&d.message.data[..], br#"{"x":1}"#);
         assert_eq!(d.message.publish_time_us % 1_000_000, 688_761);
