@@ -47,6 +47,18 @@ def fmt_le(value: float) -> str:
     return f"{value:g}"
 
 
+def le_matcher(value: float) -> str:
+    """The `le` matcher of a bucket boundary, as the SLO generator writes it (le_matcher in
+    tools/slo/src/prometheus.rs). Prometheus 2 stores a whole boundary as the exporter wrote it
+    (`1`); Prometheus 3 normalises classic-histogram `le` values to float form (`1.0`), so
+    `le="1"` selects nothing there. A whole boundary matches either spelling; any other (0.25)
+    is spelt the same by both."""
+    text = fmt_le(value)
+    if float(value).is_integer():
+        return f'le=~"{text}|{text}\\\\.0"'
+    return f'le="{text}"'
+
+
 # --- SLOs from slo/*.yaml ------------------------------------------------------------------------
 
 
@@ -152,8 +164,7 @@ def error_ratio_promql(slo: dict, window: str, service_sel: str, by: str = "") -
     total = f'{agg} (rate({h}_count{{{p["total"]}}}[{window}]))'
     if "bad" in p:
         return f'({agg} (rate({h}_count{{{p["bad"]}}}[{window}])) or {total} * 0) / {total}'
-    le = f'le="{fmt_le(p["le"])}"'
-    good_sel = ",".join(filter(None, [p["total"], le]))
+    good_sel = ",".join(filter(None, [p["total"], le_matcher(p["le"])]))
     return f"1 - {agg} (rate({h}_bucket{{{good_sel}}}[{window}])) / {total}"
 
 
@@ -392,7 +403,7 @@ def grafana_pipeline(slos: list[dict]) -> dict:
             [(f"histogram_quantile({q}, sum by (le) (rate(pipeline_end_to_end_latency_seconds_bucket{{{S}}}[{RATE}])))", f"p{int(q * 100)}") for q in (0.5, 0.99)],
             unit="s", w=12, thresholds=[(FRESHNESS_SECONDS, "red", "SLO threshold")])
     g.panel("timeseries", f"Records stored late (> {FRESHNESS_SECONDS:g} s) per second", "The freshness SLI's bad events.",
-            [(f'sum(rate(pipeline_end_to_end_latency_seconds_count{{{S}}}[{RATE}])) - sum(rate(pipeline_end_to_end_latency_seconds_bucket{{{S},le="{fmt_le(FRESHNESS_SECONDS)}"}}[{RATE}]))', "late")],
+            [(f'sum(rate(pipeline_end_to_end_latency_seconds_count{{{S}}}[{RATE}])) - sum(rate(pipeline_end_to_end_latency_seconds_bucket{{{S},{le_matcher(FRESHNESS_SECONDS)}}}[{RATE}]))', "late")],
             unit="ops", w=12)
     g.panel("timeseries", "Dead-lettered messages", "Poison messages moved aside (they never reach the table).",
             [(f"sum(increase(pipeline_dead_lettered_messages_total{{{S}}}[5m]))", "per 5 min")], unit="short", w=12)

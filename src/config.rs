@@ -126,8 +126,39 @@ pub struct Settings {
     /// `telemetry::logging`), for a log shipper that tails files: on Cloud Run the Datadog
     /// sidecar reads the shared volume, not the app's stdout.
     pub log_file: Option<PathBuf>,
+    /// `QUERY_CACHE_TTL_MS`: how long a getData page may be served after it was computed;
+    /// 0 turns the cache off. Defaults per backend (see `default_cache_ttl`).
+    pub query_cache_ttl: Duration,
+    /// `QUERY_CACHE_MAX_BYTES`: bound on the bytes of cached getData pages.
+    pub query_cache_max_bytes: u64,
+    /// `QUERY_CACHE_MAX_ENTRIES`: bound on the number of cached getData pages.
+    pub query_cache_max_entries: u64,
+    /// `QUERY_MAX_IN_FLIGHT`: getData store queries at once before getData answers 503.
+    pub query_max_in_flight: usize,
     /// `FAULT_*`: initial fault injection (drills only).
     pub faults: Faults,
+    /// `IDEMPOTENCY_TTL_SECONDS`: how long an `Idempotency-Key` is remembered (1 s to 7 days;
+    /// default 24 h).
+    pub idempotency_ttl: Duration,
+}
+
+/// Longest `IDEMPOTENCY_TTL_SECONDS`: retries come within minutes, and a week bounds the keys
+/// kept.
+const MAX_IDEMPOTENCY_TTL_SECONDS: u64 = 7 * 24 * 60 * 60;
+/// The getData cache's staleness bound when `QUERY_CACHE_TTL_MS` is not set.
+///
+/// - `local`: 30 s. Every commit of the embedded pipeline makes the pages it affects stale
+///   at once, so reads are read-your-writes whatever the TTL; it only bounds how long a
+///   default window's page may keep a row that has just aged out of the 7 days, and how long
+///   an unused page holds memory.
+/// - `gcp`: 5 s. The BigQuery subscription writes behind the service's back, so the TTL is
+///   the whole staleness bound: 5 s is a twelfth of the freshness objective (60 s) and caps
+///   BigQuery at one job per distinct page per instance every 5 s, however hard clients poll.
+pub fn default_cache_ttl(backend: Backend) -> Duration {
+    match backend {
+        Backend::Local => Duration::from_secs(30),
+        Backend::Gcp => Duration::from_secs(5),
+    }
 }
 
 /// A setting that could not be used; names the variable.
@@ -251,7 +282,20 @@ impl Settings {
                 .to_owned(),
             log_format,
             log_file: get("LOG_FILE").map(PathBuf::from),
+            query_cache_ttl: Duration::from_millis(parse(
+                vars,
+                "QUERY_CACHE_TTL_MS",
+                default_cache_ttl(backend).as_millis() as u64,
+            )?),
+            query_cache_max_bytes: parse(vars, "QUERY_CACHE_MAX_BYTES", 16 * 1024 * 1024)?,
+            query_cache_max_entries: parse(vars, "QUERY_CACHE_MAX_ENTRIES", 4096)?,
+            query_max_in_flight: parse(vars, "QUERY_MAX_IN_FLIGHT", 32)?,
             faults,
+            idempotency_ttl: Duration::from_secs(parse(
+                vars,
+                "IDEMPOTENCY_TTL_SECONDS",
+                24 * 60 * 60,
+            )?),
         };
         s.check()?;
         Ok(s)
@@ -273,8 +317,23 @@ impl Settings {
         if self.max_in_flight == 0 {
             return bad("MAX_IN_FLIGHT", "must be at least 1");
         }
+        if self.query_cache_max_bytes < 64 * 1024 {
+            return bad("QUERY_CACHE_MAX_BYTES", "must be at least 65536");
+        }
+        if self.query_cache_max_entries == 0 {
+            return bad("QUERY_CACHE_MAX_ENTRIES", "must be at least 1");
+        }
+        if self.query_max_in_flight == 0 {
+            return bad("QUERY_MAX_IN_FLIGHT", "must be at least 1");
+        }
         if self.max_delivery_attempts == 0 {
             return bad("MAX_DELIVERY_ATTEMPTS", "must be at least 1");
+        }
+        if !(1..=MAX_IDEMPOTENCY_TTL_SECONDS).contains(&self.idempotency_ttl.as_secs()) {
+            return bad(
+                "IDEMPOTENCY_TTL_SECONDS",
+                "must be between 1 and 604800 (7 days)",
+            );
         }
         if self.log_file.is_some() && self.log_format != LogFormat::Json {
             return bad(
@@ -328,6 +387,26 @@ mod tests {
         assert_eq!(s.backend, Backend::Local);
         assert_eq!((s.port, s.admin_port), (8080, 9464));
         assert_eq!(s.max_delivery_attempts, 5);
+        assert_eq!(s.idempotency_ttl, Duration::from_secs(24 * 60 * 60));
+        assert_eq!(s.query_cache_ttl, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn the_cache_ttl_defaults_per_backend_and_zero_turns_it_off() {
+        let gcp = [
+            ("BACKEND", "gcp"),
+            ("GCP_PROJECT", "p"),
+            ("PUBSUB_TOPIC", "t"),
+            ("BQ_DATASET", "d"),
+            ("BQ_TABLE", "t"),
+            ("API_KEYS_FILE", "/keys.json"),
+        ];
+        assert_eq!(
+            settings(&gcp).unwrap().query_cache_ttl,
+            Duration::from_secs(5)
+        );
+        let off = settings(&[("QUERY_CACHE_TTL_MS", "0")]).unwrap();
+        assert!(off.query_cache_ttl.is_zero());
     }
 
     #[test]
@@ -338,6 +417,14 @@ mod tests {
         assert_eq!(e.name, "BACKEND");
         let e = settings(&[("FAULT_HTTP_ERROR_RATE", "2")]).unwrap_err();
         assert_eq!(e.name, "FAULT_*");
+        let e = settings(&[("IDEMPOTENCY_TTL_SECONDS", "0")]).unwrap_err();
+        assert_eq!(e.name, "IDEMPOTENCY_TTL_SECONDS");
+        let e = settings(&[("IDEMPOTENCY_TTL_SECONDS", "604801")]).unwrap_err();
+        assert_eq!(e.name, "IDEMPOTENCY_TTL_SECONDS");
+        let e = settings(&[("QUERY_MAX_IN_FLIGHT", "0")]).unwrap_err();
+        assert_eq!(e.name, "QUERY_MAX_IN_FLIGHT");
+        let e = settings(&[("QUERY_CACHE_TTL_MS", "-1")]).unwrap_err();
+        assert_eq!(e.name, "QUERY_CACHE_TTL_MS");
         let e = settings(&[("LOG_FILE", "/tmp/a.log"), ("LOG_FORMAT", "pretty")]).unwrap_err();
         assert_eq!(e.name, "LOG_FILE");
         let s = settings(&[("LOG_FILE", "/tmp/a.log")]).unwrap();

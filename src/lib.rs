@@ -10,6 +10,8 @@
 //! - [`ports`]: the seams (publish, receive, write, query) that backends implement.
 //! - [`adapters`]: the backends: `local` (durable broker + SQLite store) and `gcp`
 //!   (Pub/Sub + BigQuery), plus fault-injection decorators for drills.
+//! - [`pages`]: getData's read path: serialized pages, cached, coalesced, bounded in the
+//!   store queries they run.
 //! - [`pipeline`]: receive -> write -> ack, shared by every backend that stores rows itself.
 //! - [`http`]: the router and its middleware stack, handlers, the problem+json error type,
 //!   authentication, and the admin listener (`/metrics`).
@@ -21,6 +23,7 @@ pub mod adapters;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod pages;
 pub mod pipeline;
 pub mod ports;
 pub mod startup;

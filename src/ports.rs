@@ -13,6 +13,8 @@ use bytes::Bytes;
 
 use crate::domain::{RecordFilter, StoredRecord};
 
+pub use crate::domain::Idempotency;
+
 /// Attributes carried by every message (CONTRACT.md, "Message attributes").
 pub type Attributes = BTreeMap<String, String>;
 
@@ -121,13 +123,32 @@ impl DependencyError {
     }
 }
 
+/// What a publish did with one request's messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Published {
+    /// The broker durably accepted every message now; their ids, in request order.
+    New(Vec<String>),
+    /// The request's idempotency key was already used with the same body: nothing new was
+    /// published, and these are the ids the first request was answered with.
+    Replayed(Vec<String>),
+    /// The request's idempotency key was already used with another body (within its window):
+    /// nothing was published.
+    KeyReused,
+}
+
 /// Publishes validated records to the topic.
 #[async_trait]
 pub trait Publisher: Send + Sync + 'static {
-    /// Publishes the messages of one request and returns their ids in order, only once the
-    /// broker has durably accepted every one of them.
-    async fn publish(&self, messages: Vec<OutgoingMessage>)
-        -> Result<Vec<String>, DependencyError>;
+    /// Publishes the messages of one request and answers only once the broker has durably
+    /// accepted every one of them. With `idempotency`, a request that repeats an earlier one
+    /// (same scope, key and body, within the key's window) publishes nothing and is answered
+    /// with the earlier ids; one that reuses the key with another body publishes nothing.
+    /// What "earlier" can reach depends on the backend (docs/reliability.md).
+    async fn publish(
+        &self,
+        messages: Vec<OutgoingMessage>,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Published, DependencyError>;
     /// Whether the broker answers now (readiness).
     async fn check(&self) -> Result<(), DependencyError>;
     /// Sends whatever is buffered; called once at shutdown.

@@ -17,6 +17,7 @@ use crate::adapters::faults::{FaultSwitch, FaultyPublisher, FaultyStore};
 use crate::config::{Backend, Settings};
 use crate::http::auth::Auth;
 use crate::http::{self, AppState, Protection, RateLimit};
+use crate::pages::{Pages, PagesConfig};
 use crate::pipeline;
 use crate::ports::{Backends, Pipeline};
 use crate::telemetry;
@@ -37,9 +38,11 @@ pub struct Application {
 /// Chooses the backends for `settings`; the only place that knows which exist.
 pub async fn backends(settings: &Settings) -> anyhow::Result<Backends> {
     match settings.backend {
-        Backend::Local => {
-            crate::adapters::local::build(&settings.data_dir, settings.max_delivery_attempts)
-        }
+        Backend::Local => crate::adapters::local::build(
+            &settings.data_dir,
+            settings.max_delivery_attempts,
+            settings.idempotency_ttl,
+        ),
         Backend::Gcp => crate::adapters::gcp::build(settings).await,
     }
 }
@@ -99,6 +102,24 @@ impl Application {
             Some(f) => with_faults(backends, f),
             None => backends,
         };
+        let pages = Arc::new(Pages::new(
+            backends.query.clone(),
+            PagesConfig {
+                ttl: settings.query_cache_ttl,
+                max_bytes: settings.query_cache_max_bytes,
+                max_entries: settings.query_cache_max_entries,
+                max_in_flight: settings.query_max_in_flight,
+            },
+            backends.db_system,
+        ));
+        // Rows this process commits make the pages they affect stale at once.
+        let backends = Backends {
+            pipeline: backends.pipeline.map(|p| Pipeline {
+                writer: pages.invalidating(p.writer),
+                ..p
+            }),
+            ..backends
+        };
 
         let auth = match &settings.api_keys_file {
             Some(path) => Auth::from_file(path)?,
@@ -112,6 +133,7 @@ impl Application {
         let state = AppState {
             publisher: backends.publisher.clone(),
             query: backends.query.clone(),
+            pages,
             messaging_system: backends.messaging_system,
             db_system: backends.db_system,
             topic: settings
@@ -125,6 +147,7 @@ impl Application {
             },
             auth_mode: auth.mode(),
             request_timeout: settings.request_timeout,
+            keys_in_flight: Default::default(),
         };
         let router = if middleware {
             let rate_limit =

@@ -5,7 +5,7 @@
 #   challenge-latam-datadog-api-key-<env>   (also the sidecar's DD_API_KEY)
 #   challenge-latam-datadog-app-key-<env>   (the provider's application key)
 # With ENABLE_DATADOG=false (the GitHub variable; keep it equal to enable_datadog in the
-# environment's terraform.tfvars) the provider needs no keys and nothing is read.
+# environment's terraform/envs/app/<env>.tfvars) the provider needs no keys and nothing is read.
 #
 #   GCP_PROJECT_ID=... datadog-keys.sh dev
 set -euo pipefail

@@ -15,7 +15,12 @@
 // BATCH_SIZE records), DURATION, PEAK (stress/spike top rate), MAX_VUS, CUSTOMERS (how many
 // customer ids the traffic spreads over), RUN_ID (prefix of every customer id of this run),
 // ID_TOKEN (a Cloud Run identity token, sent as X-Serverless-Authorization because
-// Authorization carries the API key).
+// Authorization carries the API key), RETRIES (how many times an ingest is sent again after a
+// 503, a 504 or no answer; default 2).
+//
+// Ingest behaves as docs/api.md asks of a client: every body goes out with a fresh
+// Idempotency-Key, and a 503, a 504 or a lost answer is retried with the same key and the same
+// bytes after Retry-After (or a short exponential backoff), so a retry never stores twice.
 import http from 'k6/http';
 import { check, sleep } from 'k6';
 import exec from 'k6/execution';
@@ -35,6 +40,7 @@ const MAX_VUS = Number(__ENV.MAX_VUS || 400);
 const CUSTOMERS = Number(__ENV.CUSTOMERS || 1000);
 const RUN_ID = __ENV.RUN_ID || `k6-${Date.now().toString(36)}`;
 const ID_TOKEN = __ENV.ID_TOKEN || '';
+const RETRIES = Number(__ENV.RETRIES === undefined ? 2 : __ENV.RETRIES);
 const FRESHNESS_LIMIT_S = 60;
 
 // --- SLI metrics -------------------------------------------------------------------------
@@ -47,6 +53,7 @@ const queryLatency = new Trend('query_latency', true); // admitted getData reque
 const freshnessOk = new Rate('freshness_ok'); // acknowledged record queryable within 60 s
 const freshnessSeconds = new Trend('freshness_seconds', true);
 const acknowledged = new Counter('records_acknowledged');
+const retried = new Counter('ingest_retries'); // ingests sent again with the same key
 
 // --- scenarios ---------------------------------------------------------------------------
 const DURATION = __ENV.DURATION;
@@ -176,9 +183,10 @@ export const options = {
 };
 
 // --- traffic -----------------------------------------------------------------------------
-function headers(json) {
+function headers(json, idempotencyKey) {
   const h = {};
   if (json) h['Content-Type'] = 'application/json';
+  if (idempotencyKey) h['Idempotency-Key'] = idempotencyKey;
   if (KEYS.length > 0) h.Authorization = `Bearer ${KEYS[(exec.vu.idInTest - 1) % KEYS.length]}`;
   if (ID_TOKEN) h['X-Serverless-Authorization'] = `Bearer ${ID_TOKEN}`;
   return h;
@@ -225,12 +233,33 @@ function observe(res, latencyTrend) {
   return !overloaded;
 }
 
+// Unique per body: run, VU and a counter of this VU's ingests.
+let keys = 0;
+function idempotencyKey() {
+  keys += 1;
+  return `${RUN_ID}-${exec.vu.idInTest}-${keys}`;
+}
+
+// Seconds before sending again: Retry-After when the answer has one (capped, so a VU is not
+// parked for long), else 0.25 s doubling; with jitter, so retries do not arrive in step.
+function backoff(res, attempt) {
+  const after = Number(res.headers['Retry-After']);
+  const base = after > 0 ? Math.min(after, 5) : 0.25 * 2 ** attempt;
+  return base * (0.5 + Math.random() / 2);
+}
+
+// Posts `body` under one Idempotency-Key, and sends the same bytes with the same key again
+// after a 503, a 504 or no answer (RETRIES times at most). Each answer counts in the SLIs.
 function ingest(body, route) {
-  const res = http.post(INGEST, JSON.stringify(body), {
-    headers: headers(true),
-    tags: { route },
-    timeout: '10s',
-  });
+  const payload = JSON.stringify(body);
+  const params = { headers: headers(true, idempotencyKey()), tags: { route }, timeout: '10s' };
+  let res = http.post(INGEST, payload, params);
+  for (let attempt = 0; attempt < RETRIES && [0, 503, 504].includes(res.status); attempt++) {
+    observe(res, ingestLatency);
+    sleep(backoff(res, attempt));
+    retried.add(1);
+    res = http.post(INGEST, payload, params);
+  }
   if (observe(res, ingestLatency)) {
     const ok = check(res, {
       'ingest answers 200': (r) => r.status === 200,

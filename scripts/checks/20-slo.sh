@@ -7,11 +7,16 @@
 #      that can never fire and a latency threshold off the bucket boundaries are all refused;
 #   4. `promtool check rules` on every rules file; 5. `promtool test rules` on every test file
 #      (generated for every SLO x tier, plus the hand-written operational ones);
-#   6. the tests can fail: rules with a loosened threshold or without the low-traffic guard fail
-#      them;
-#   7. every runbook has its four sections, and every runbook_url of every rule leads to one;
-#   8. the live drill (scripts/drills/slo-burn-drill.py): a real Prometheus and Alertmanager
-#      against the release binary, fault injection on, page received, fault off, resolved.
+#   6. every `le` matcher of every rule and promtool test expression selects a whole bucket bound
+#      in both spellings, `1` (Prometheus 2) and `1.0` (Prometheus 3), as `le=~"1|1\\.0"` does
+#      (tests/dashboards/le_matchers.py), and the check refuses rules with `le="1"`;
+#   7. the tests can fail: rules with a loosened threshold or without the low-traffic guard fail
+#      them, and so does a budget-exhausted alert with a loosened threshold or no event guard;
+#   8. every runbook has its four sections, and every runbook_url of every rule leads to one;
+#   9. the live drill (scripts/drills/slo-burn-drill.py): a real Prometheus and an Alertmanager
+#      running alerts/alertmanager/ against the release binary, fault injection on, page received,
+#      the same SLO's tickets inhibited, fault off, resolved, the held-back ticket received.
+#      (scripts/checks/25-alertmanager.sh checks that configuration offline.)
 # Exits non-zero on the first failure; prints what it checked, with counts.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -59,6 +64,10 @@ expect_refused "a Datadog namespace (the OTLP metrics keep their own names)" "se
   "sed -i 's|^    slo.challenge-latam.dev/alert-prefix: .*|&\\n    slo.challenge-latam.dev/datadog-namespace: challenge_latam_api|' slo/challenge-latam-api.yaml"
 expect_refused "an alert without a runbook" "has no runbook" \
   "rm alerts/runbooks/ChallengeLatamApiFreshnessBudgetBurn.md"
+expect_refused "a budget-exhausted alert without a runbook" "has no runbook" \
+  "rm alerts/runbooks/ChallengeLatamApiQueryLatencyBudgetExhausted.md"
+expect_refused "a tier over the whole period (the budget-exhausted alert's job)" "budget-exhausted alert" \
+  "sed -i 's/lookbackWindow: 3d/lookbackWindow: 30d/' slo/challenge-latam-api.yaml"
 
 # 4. promtool check rules ----------------------------------------------------------------------------
 mapfile -t rule_files < <(find alerts -name '*.rules.yml' | sort)
@@ -80,7 +89,17 @@ passed=$(grep -c SUCCESS "$tmp/test.out")
 [ "$passed" -eq "${#test_files[@]}" ] || fail "promtool test rules: $passed of ${#test_files[@]} files passed"
 say "promtool test rules: ${#test_files[@]} files, $groups test groups, all passed in $((SECONDS - start))s"
 
-# 6. The tests can fail ------------------------------------------------------------------------------
+# 6. le matchers work on Prometheus 2 and 3 ---------------------------------------------------------
+# Prometheus 3 stores a whole `le` as "1.0", Prometheus 2 as "1": an exact le="1" (or le="1.0")
+# selects nothing on one of them. promtool here is 2.42, so steps 4-5 cannot see it.
+python3 tests/dashboards/le_matchers.py --prefix 20-slo "${rule_files[@]}" "${test_files[@]}" || fail "le matchers"
+rm -rf "$tmp/le" && mkdir -p "$tmp/le"
+sed 's/le=~"1|1\\\\\.0"/le="1"/g' alerts/prometheus/challenge-latam-api.query-latency.slo.rules.yml \
+  >"$tmp/le/query-latency.rules.yml"
+python3 tests/dashboards/le_matchers.py --prefix 20-slo --expect-rejected 7 "$tmp/le/query-latency.rules.yml" \
+  || fail "the le check accepts query-latency rules with le=\"1\""
+
+# 7. The tests can fail ------------------------------------------------------------------------------
 mutant() { # name, test file, sed expression on the availability rules
   rm -rf "$tmp/mut" && mkdir -p "$tmp/mut" && cp -r alerts "$tmp/mut/"
   sed -i "$3" "$tmp/mut/alerts/prometheus/challenge-latam-api.availability.slo.rules.yml"
@@ -93,8 +112,11 @@ mutant "the fast tier's threshold 10x too high" availability.fast.test.yml 's/> 
 mutant "no low-traffic guard" availability.steady.test.yml 's/>= 20$/>= 0/'
 mutant "a selector that lets other routes in" availability.steady.test.yml \
   's|http_route=~"/challenge-latam-api/ingestData[|]/challenge-latam-api/getData"|http_route=~".+"|g'
+exhausted='/alert: ChallengeLatamApiAvailabilityBudgetExhausted/,/runbook_url/'
+mutant "the budget-exhausted threshold 10x too high" availability.budget.test.yml "$exhausted s/> 0.0005\$/> 0.005/"
+mutant "no event guard on the budget-exhausted alert" availability.budget.test.yml "$exhausted s/>= 20\$/>= 0/"
 
-# 7. Runbooks ------------------------------------------------------------------------------------------
+# 8. Runbooks ------------------------------------------------------------------------------------------
 mapfile -t runbooks < <(find alerts -path '*/runbooks/*.md' | sort)
 for rb in "${runbooks[@]}"; do
   for section in "## What it means for users" "## What to look at first" "## How to mitigate" "## How to tell it is over"; do
@@ -108,7 +130,7 @@ done
 alerts=$(grep -ho '^ *- alert: .*' "${rule_files[@]}" | awk '{print $3}' | sort -u | wc -l)
 say "runbooks: ${#runbooks[@]} pages with all four sections; ${#urls[@]} runbook_url targets exist for $alerts alert names"
 
-# 8. The live drill --------------------------------------------------------------------------------------
+# 9. The live drill --------------------------------------------------------------------------------------
 python3 scripts/drills/slo-burn-drill.py
 
 say "all SLO checks passed"

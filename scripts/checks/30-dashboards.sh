@@ -13,7 +13,11 @@
 #      serverless-init sidecar maps it (dashboards/datadog/README.md), and every metric, tag and
 #      tag value of every Datadog dashboard query and alerts/datadog SLO must exist there;
 #   6. known-bad fixtures in tests/dashboards/fixtures are rejected, and the checker's parsers and
-#      OTLP mapping pass their unit tests (tests/dashboards/test_*.py).
+#      OTLP mapping pass their unit tests (tests/dashboards/test_*.py);
+#   7. every `le` matcher of every PromQL expression (Grafana, Cloud Monitoring) selects a whole
+#      bucket bound in both spellings, `1` (Prometheus 2) and `1.0` (Prometheus 3), as
+#      `le=~"1|1\\.0"` does (tests/dashboards/le_matchers.py); a known-bad fixture with `le="60"`
+#      must be refused. Prometheus 2.42 (the one installed) stores `1`, so step 4 cannot see this.
 # Exits non-zero on the first failure; prints what it checked, with counts.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -32,4 +36,7 @@ python -c 'import google.cloud.monitoring_dashboard_v1, datadog_api_client, yaml
 }
 # The checker's own parsers and OTLP mapping first: one that misses names would make steps 4-5 blind.
 PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 python -m pytest -q -p no:cacheprovider tests/dashboards
+# le matchers that only one Prometheus major version matches (the dashboards would go blank on 3).
+python tests/dashboards/le_matchers.py --prefix 30-dashboards dashboards
+python tests/dashboards/le_matchers.py --prefix 30-dashboards --expect-rejected 1 tests/dashboards/fixtures/grafana-exact-integer-le.json
 exec python tests/dashboards/check_dashboards.py --bin "$bin"

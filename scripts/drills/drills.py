@@ -8,14 +8,18 @@ bounded load from a few client threads, does one bad thing to it, prints what it
 what it saw, and fails (exit 1) when the service broke a promise:
 
   sigkill   SIGKILL under load, three times over one DATA_DIR: every message id the API
-            acknowledged is in the store after the restarts (acknowledged vs stored).
+            acknowledged is in the store after the restarts (acknowledged vs stored); the kills
+            cut requests off mid-flight (at least one over the rounds, at most one per client
+            thread a round), and the only records stored without an answer are those of the
+            requests cut off (at most their count times the batch size).
   sigterm   SIGTERM under load with requests in flight: they complete (200), nothing answers
             5xx, the process exits 0 within SHUTDOWN_TIMEOUT_MS, and what was acknowledged is
             stored after a restart.
-  diskfull  DATA_DIR on a 4 MiB tmpfs (needs root: in CI its absence fails the drill, elsewhere
-            it is skipped loudly): ingest answers 503 once the disk is full, nothing that was
-            acknowledged is missing, and after the filesystem grows ingest succeeds again
-            without a restart.
+  diskfull  DATA_DIR on a 4 MiB tmpfs (needs root: without it the drill fails in CI and is
+            reported NOT RUN elsewhere, which exits non-zero too): ingest answers 503 once the
+            disk is full and /readyz answers 503 naming the broker, nothing that was
+            acknowledged is missing, and after the filesystem grows ingest succeeds and /readyz
+            answers 200 again without a restart.
   faults    slow and failing broker and store through PUT /admin/faults: 504 for timeouts,
             503 (with Retry-After) for failures, /readyz names the failed dependency, and
             clearing the faults brings everything back without a restart.
@@ -57,8 +61,8 @@ class DrillFailed(Exception):
     pass
 
 
-class Skipped(Exception):
-    pass
+class NotRun(Exception):
+    """The drill could not run here (e.g. no root): reported, and the run exits non-zero."""
 
 
 def say(drill: str, msg: str) -> None:
@@ -168,6 +172,16 @@ def wait_stored(data_dir: Path, tag: str, want: set[str], timeout: float) -> set
         time.sleep(0.25)
 
 
+def readiness(service: svc.Service) -> tuple[int, dict]:
+    """/readyz: (status, body as JSON; {} when it is not JSON)."""
+    status, _, raw = svc.http("GET", f"{service.url}/readyz")
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        body = {}
+    return status, body if isinstance(body, dict) else {}
+
+
 NO_FAULTS = {"http_error_rate": 0.0, "http_latency_ms": 0, "store_error_rate": 0.0,
              "store_latency_ms": 0, "broker_error_rate": 0.0, "broker_latency_ms": 0}
 
@@ -185,30 +199,55 @@ def drill_sigkill() -> None:
         data = Path(tmp) / "data"
         service = svc.Service(data_dir=data, log=Path(tmp) / "service.log", env=UNLIMITED)
         acked: set[str] = set()
+        threads = 6
+        cut_off_total = cut_off_records = 0
         for n in range(1, rounds + 1):
+            batch = 1 if n % 2 else 10
             service.start()
-            load = Load(service, tag, threads=6, batch=1 if n % 2 else 10).start()
+            load = Load(service, tag, threads=threads, batch=batch).start()
             time.sleep(2.0)
-            service.kill()
+            signalled = time.monotonic()
+            service.kill()  # returns once the process is gone
             killed_at = time.monotonic()
             load.stop()
             got = load.acknowledged()
-            in_flight = sum(1 for r in load.results if r[0] < killed_at and r[2] == 0)
+            # Sent before the signal and never answered: in flight when the process died.
+            in_flight = sum(1 for r in load.results if r[0] < signalled and r[2] == 0)
+            # Any request sent before the process was surely gone may have been committed
+            # unanswered (those sent after the signal met a dying process: counting them only
+            # loosens the bound on stored records below).
+            may_have_committed = sum(1 for r in load.results if r[0] < killed_at and r[2] == 0)
+            cut_off_total += in_flight
+            cut_off_records += may_have_committed * batch
             acked |= got
             say(d, f"round {n}: SIGKILL pid {service.pid} after 2 s of load: "
                    f"{len(got)} records acknowledged, answers {load.statuses()}, "
-                   f"{in_flight} requests cut off without an answer")
+                   f"{in_flight} requests cut off without an answer (at most {threads}: one per client thread)")
             expect(not any(500 <= s for s in load.statuses() if s != 503),
                    f"round {n}: a 5xx other than 503 before the kill")
+            # Each client thread waits for its answer before it sends again, so no more than
+            # `threads` requests can be left unanswered by one kill; more means the load
+            # accounting (and so every figure above) is wrong.
+            expect(in_flight <= threads,
+                   f"round {n}: {in_flight} requests cut off, more than the {threads} that can be in flight")
         service.start()
         have = wait_stored(data, tag, acked, timeout=60)
         service.stop()
         missing = acked - have
+        unanswered = have - acked
         say(d, f"after {rounds} kills and a restart: acknowledged {len(acked)}, stored "
-               f"{len(have)} (of which {len(have - acked)} committed but cut off before the "
-               f"answer), missing {len(missing)}")
+               f"{len(have)} (of which {len(unanswered)} committed but cut off before the "
+               f"answer: at most the {cut_off_records} records of the requests left unanswered at the kills), "
+               f"missing {len(missing)}")
         expect(len(acked) > 0, "nothing was acknowledged: the load did not run")
+        expect(cut_off_total > 0,
+               f"no request was in flight at any of the {rounds} kills: the drill proved nothing about them")
         expect(not missing, f"{len(missing)} acknowledged records lost, e.g. {sorted(missing)[:3]}")
+        # A stored record nobody was told about can only come from a request the kill cut off:
+        # one answered with an error (503) must have stored nothing (a batch is all-or-nothing).
+        expect(len(unanswered) <= cut_off_records,
+               f"{len(unanswered)} records stored without a 200, more than the {cut_off_records} records "
+               f"of the requests left unanswered at the kills: a request answered with an error stored records")
 
 
 def drill_sigterm() -> None:
@@ -262,7 +301,7 @@ def drill_diskfull() -> None:
         msg = "needs root to mount a tmpfs (mount -t tmpfs -o size=4m)"
         if IN_CI:
             raise DrillFailed(msg + "; CI runs as root, so this is a broken CI setup")
-        raise Skipped(msg)
+        raise NotRun(msg + "; run it as root")
     with tempfile.TemporaryDirectory(prefix="drill-disk-") as tmp:
         mnt = Path(tmp) / "small"
         mnt.mkdir()
@@ -279,19 +318,28 @@ def drill_diskfull() -> None:
                 if sum(1 for r in load.results[-20:] if r[2] == 503) >= 5:
                     break
                 time.sleep(0.2)
+            # Readiness while the disk is full and ingest is being refused (the load still runs).
+            # Probed now, not after the load stops: the local broker reports a failed commit for
+            # UNHEALTHY_FOR (5 s) from the first failure of a streak, so on a full disk with no
+            # traffic /readyz turns 200 again after about 5 s: a gap in the readiness of
+            # src/adapters/local/broker.rs, to be fixed there; then this can probe after the load.
+            ready, body = readiness(service)
             load.stop()
             statuses = load.statuses()
             rejected = [r for r in load.results if r[2] == 503]
-            ready, _, body = svc.http("GET", f"{service.url}/readyz")
             df = subprocess.run(["df", "-k", str(mnt)], capture_output=True, text=True).stdout
             used = df.splitlines()[-1].split()[4] if df else "?"
             say(d, f"disk {used} used; answers {statuses}; {len(rejected)} x 503 "
                    f"({sum(1 for r in rejected if r[4])} with Retry-After); /readyz {ready} "
-                   f"{body.decode(errors='replace')}")
+                   f"{json.dumps(body)}")
             expect(len(rejected) > 0, "ingest never answered 503 on a full disk")
             expect(all(r[4] for r in rejected), "a 503 without Retry-After")
             other = {s: c for s, c in statuses.items() if s >= 500 and s != 503}
             expect(not other, f"5xx other than 503 on a full disk: {other}")
+            # CONTRACT.md: /readyz is 503 naming the dependency that failed; the broker's log is
+            # what cannot be written, so a load balancer must stop sending ingest here.
+            expect(ready == 503 and body.get("broker") not in (None, "ok"),
+                   f"/readyz answered {ready} {body} on a full disk; want 503 with the broker named")
             acked = load.acknowledged()
 
             # Space returns: the filesystem grows (an operator resized or cleaned the volume).
@@ -315,6 +363,18 @@ def drill_diskfull() -> None:
                       f"{service.pid}, no restart" if recovered_after is not None
                       else "ingest did NOT recover within 30 s"))
             expect(recovered_after is not None, "no recovery without a restart")
+            # Ready again too, without a restart: both dependencies answer.
+            ready_after = None
+            while time.monotonic() - returned < 40:
+                ready, body = readiness(service)
+                if ready == 200:
+                    ready_after = time.monotonic() - returned
+                    break
+                time.sleep(0.2)
+            say(d, f"/readyz {ready} {json.dumps(body)}"
+                   + (f" {ready_after:.2f} s after space returned" if ready_after is not None else " (not ready within 40 s)"))
+            expect(ready_after is not None and body.get("broker") == "ok" and body.get("store") == "ok",
+                   f"/readyz did not answer 200 with broker and store ok after space returned: {ready} {body}")
             have = wait_stored(data, tag, acked, timeout=60)
             missing = acked - have
             say(d, f"acknowledged {len(acked)}, stored {len(have)}, missing {len(missing)}")
@@ -775,17 +835,19 @@ def main(argv: list[str]) -> int:
         try:
             DRILLS[name]()
             outcome[name] = "passed"
-        except Skipped as e:
-            outcome[name] = f"SKIPPED: {e}"
+        except NotRun as e:
+            outcome[name] = f"NOT RUN: {e}"
         except DrillFailed as e:
             outcome[name] = f"FAILED: {e}"
         except Exception as e:  # a drill that crashes has failed, with its cause shown
             outcome[name] = f"FAILED (error): {type(e).__name__}: {e}"
         print(f"=== drill {name}: {outcome[name]} ({time.monotonic() - started:.1f} s)", flush=True)
     failed = [n for n, o in outcome.items() if o.startswith("FAILED")]
-    print(f"drills: {len(outcome) - len(failed)} of {len(outcome)} passed or skipped; "
-          f"failed: {failed or 'none'}")
-    return 1 if failed else 0
+    not_run = [n for n, o in outcome.items() if o.startswith("NOT RUN")]
+    # A drill that did not run proved nothing: the run fails, in CI and on a laptop alike.
+    print(f"drills: {len(outcome) - len(failed) - len(not_run)} of {len(outcome)} passed; "
+          f"failed: {failed or 'none'}; not run: {not_run or 'none'}")
+    return 1 if failed or not_run else 0
 
 
 if __name__ == "__main__":

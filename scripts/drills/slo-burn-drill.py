@@ -7,21 +7,33 @@ What runs (all on 127.0.0.1, every process started here and stopped here by its 
   - a real Prometheus scraping its admin port every second, with the drill profile of the
     generated rules (`slo generate --profile drill`: every window divided by 60, so the fast
     tier is 1m/5s instead of 1h/5m);
-  - a real Alertmanager routing every alert to a webhook receiver that this script serves.
+  - a real Alertmanager with the shipped configuration (alerts/alertmanager/): a copy whose
+    placeholder receiver URLs point at a webhook receiver this script serves (one path per
+    receiver: /pager, /ticket, /default, and /chat for the Slack-format chat messages), and whose
+    timers are divided by the same 60 as the rules' windows.
 
 Steps, under a steady load of ~20 requests/s on both API routes:
   1. healthy: the ratios exist and no burn-rate alert of the availability SLO fires;
   2. PUT /admin/faults {"http_error_rate": 1} (every API request answered 500): the fast-burn
-     page must reach the webhook within PAGE_BOUND_S, with severity=page, tier=fast, the SLO's
-     labels and a runbook_url to a page in this repo;
-  3. PUT /admin/faults {"http_error_rate": 0}: the resolved notification of that alert must
-     arrive within RESOLVE_BOUND_S.
+     page must reach the pager receiver within PAGE_BOUND_S, with severity=page, tier=fast, the
+     SLO's labels and a runbook_url to a page in this repo, and its chat message must carry the
+     summary, the figures, the runbook and the dashboard (the templates);
+  3. inhibition: a total outage crosses every tier, so the ticket tiers (slow, slowest) and the
+     budget-exhausted ticket of the same SLO fire too. Alertmanager's API must show them
+     suppressed, inhibited by the page, within TICKETS_BOUND_S, and nothing of that SLO may reach
+     the ticket receiver while the page fires (checked after the ticket route's group_wait);
+  4. PUT /admin/faults {"http_error_rate": 0}: the resolved notification of the fast tier must
+     reach the pager within RESOLVE_BOUND_S; once every page of the SLO has resolved (the medium
+     tier's 30s short window), the tickets are no longer held back and must reach the ticket
+     receiver within TICKET_AFTER_PAGE_BOUND_S (inhibition mutes, it does not drop).
 Prints the timeline; exits non-zero if any step fails or the drill exceeds DRILL_LIMIT_S.
 Python standard library only.
 """
 
 import json
+import math
 import os
+import re
 import shutil
 import signal
 import socket
@@ -43,11 +55,25 @@ RUNBOOK = f"alerts/runbooks/{ALERT}.md"
 # within a second (1m x 0.0072 = 0.4s) and over 5s at once; the bound adds a 1s scrape, a 1s
 # evaluation, Alertmanager's 1s group_wait, and slack for a loaded 2-core CI machine.
 PAGE_BOUND_S = 15
-# The 5s short window must clear of errors, then one scrape, one evaluation, one group_interval.
+# The 5s short window must clear of errors, then one scrape, one evaluation, one group_interval
+# (the page route's 1m, 1s here).
 RESOLVE_BOUND_S = 15
+# The slow tier (24m/2m here) crosses its 0.15 % within a scrape of the fault; the budget group is
+# evaluated every 5s here. Then Alertmanager's API must show them held back.
+TICKETS_BOUND_S = 20
+# Every page of the SLO resolved (the medium tier's 30s short window, plus RESOLVE_BOUND_S), then
+# the ticket route's group_interval (30m, 30s here) until its next notification, and slack.
+PAGE_RESOLVED_BOUND_S = 30 + RESOLVE_BOUND_S
+TICKET_AFTER_PAGE_BOUND_S = 30 + 15
 HEALTHY_S = 20
 LOAD_RPS = 20
 DRILL_LIMIT_S = 180
+# The drill profile divides the rules' windows by this (slo/*.yaml, drill-compression); the
+# Alertmanager timers are divided by the same, so the stack keeps its proportions.
+COMPRESSION = 60
+AM_DIR = os.path.join(ROOT, "alerts", "alertmanager")
+PLACEHOLDER_URL = re.compile(r"https://REPLACE-WITH-([A-Z]+)-WEBHOOK\.invalid/\S*")
+TIMER = re.compile(r"^(\s*(?:group_wait|group_interval|repeat_interval):\s*)(\d+)([smhd])\s*$", re.M)
 
 T0 = time.monotonic()
 timeline = []
@@ -95,7 +121,7 @@ def wait_for(what, check, limit):
 
 
 # --- webhook receiver -------------------------------------------------------------------------
-notifications = []  # (monotonic time, payload)
+notifications = []  # (monotonic time, path, payload): /pager, /ticket, /default, /chat
 notified = threading.Condition()
 
 
@@ -103,7 +129,7 @@ class Webhook(BaseHTTPRequestHandler):
     def do_POST(self):
         payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         with notified:
-            notifications.append((time.monotonic(), payload))
+            notifications.append((time.monotonic(), self.path, payload))
             notified.notify_all()
         self.send_response(200)
         self.end_headers()
@@ -112,21 +138,94 @@ class Webhook(BaseHTTPRequestHandler):
         pass
 
 
-def wait_notification(match, since, limit):
-    """First alert matching `match(alert)` in a notification received after `since`."""
+def wait_payload(path, match, since, limit):
+    """First (time, item, payload) at `path` after `since` for which `match(payload)` gives an
+    item: an alert of a webhook payload, or a chat attachment."""
     deadline = since + limit
     with notified:
         while True:
-            for t, payload in notifications:
-                if t < since:
-                    continue
-                for a in payload.get("alerts", []):
-                    if match(a):
-                        return t, a, payload
+            for t, p, payload in notifications:
+                if t >= since and p == path:
+                    item = match(payload)
+                    if item is not None:
+                        return t, item, payload
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
             notified.wait(left)
+
+
+def wait_notification(path, match, since, limit):
+    """First alert matching `match(alert)` in a webhook notification at `path` after `since`."""
+    return wait_payload(path, lambda payload: next(
+        (a for a in payload.get("alerts", []) if match(a)), None), since, limit)
+
+
+def received(path, match, since=0.0, until=math.inf):
+    """Alerts matching `match` in the webhook notifications at `path` from `since` to `until`."""
+    with notified:
+        return [a for t, p, payload in notifications if p == path and since <= t < until
+                for a in payload.get("alerts", []) if match(a)]
+
+
+def scale(seconds):
+    return max(1, math.ceil(seconds / COMPRESSION))
+
+
+def render_alertmanager(tmp, hook_port):
+    """A copy of alerts/alertmanager/ that Alertmanager can run here: every placeholder receiver
+    URL points at this script's webhook (/pager, /ticket, /default), the chat URL file holds
+    its /chat, and every timer is divided by COMPRESSION. Returns the config path and the timers
+    of each route as rendered."""
+    out = os.path.join(tmp, "alertmanager")
+    shutil.copytree(AM_DIR, out)
+    path = os.path.join(out, "alertmanager.yml")
+    with open(path) as f:
+        text = f.read()
+    receivers = set(PLACEHOLDER_URL.findall(text))
+    if {"PAGER", "TICKET", "DEFAULT"} - receivers:
+        fail(f"{AM_DIR}/alertmanager.yml: expected placeholder URLs for PAGER, TICKET and "
+             f"DEFAULT, found {sorted(receivers)}")
+    text = PLACEHOLDER_URL.sub(lambda m: f"http://127.0.0.1:{hook_port}/{m.group(1).lower()}", text)
+    chat_url = os.path.join(tmp, "chat-webhook-url")
+    with open(chat_url, "w") as f:
+        f.write(f"http://127.0.0.1:{hook_port}/chat\n")
+    text, n = re.subn(r"(slack_api_url_file:\s*)\S+", lambda m: m.group(1) + chat_url, text)
+    if n != 1:
+        fail(f"{AM_DIR}/alertmanager.yml: expected one global slack_api_url_file, found {n}")
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    timers = []
+
+    def shrink(m):
+        seconds = int(m.group(2)) * units[m.group(3)]
+        timers.append(f"{m.group(1).strip()[:-1]} {m.group(2)}{m.group(3)}->{scale(seconds)}s")
+        return f"{m.group(1)}{scale(seconds)}s"
+    text = TIMER.sub(shrink, text)
+    settings = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    for leftover in ("REPLACE-WITH", "/etc/alertmanager"):
+        if leftover in settings:
+            fail(f"the drill's copy of the Alertmanager config still holds {leftover!r}")
+    with open(path, "w") as f:
+        f.write(text)
+    return path, timers
+
+
+def ticket_route_timers(config):
+    """(group_wait, group_interval) in seconds of the route whose matchers name severity=ticket,
+    read from the rendered copy."""
+    block = config.split('severity="ticket"', 1)[1].split("- receiver:", 1)[0]
+    wait = re.search(r"group_wait:\s*(\d+)s", block)
+    interval = re.search(r"group_interval:\s*(\d+)s", block)
+    if not (wait and interval):
+        fail("cannot read the ticket route's timers from the rendered Alertmanager config")
+    return int(wait.group(1)), int(interval.group(1))
+
+
+def am_alerts(am):
+    status, body = http("GET", f"{am}/api/v2/alerts")
+    if status != 200:
+        raise ValueError(body)
+    return json.loads(body)
 
 
 # --- load -------------------------------------------------------------------------------------
@@ -198,21 +297,10 @@ def main():
         server = ThreadingHTTPServer(("127.0.0.1", ports["hook"]), Webhook)
         threading.Thread(target=server.serve_forever, daemon=True).start()
 
-        am_cfg = os.path.join(tmp, "alertmanager.yml")
-        with open(am_cfg, "w") as f:
-            f.write(f"""route:
-  receiver: drill
-  group_by: [alertname, slo, tier]
-  group_wait: 1s
-  group_interval: 1s
-  repeat_interval: 1h
-receivers:
-  - name: drill
-    webhook_configs:
-      - url: http://127.0.0.1:{ports['hook']}/
-        send_resolved: true
-""")
+        am_cfg, timers = render_alertmanager(tmp, ports["hook"])
         subprocess.run(["amtool", "check-config", am_cfg], check=True, stdout=subprocess.DEVNULL)
+        with open(am_cfg) as f:
+            ticket_wait, ticket_interval = ticket_route_timers(f.read())
         prom_cfg = os.path.join(tmp, "prometheus.yml")
         with open(prom_cfg, "w") as f:
             f.write(f"""global:
@@ -258,6 +346,8 @@ scrape_configs:
         if status != 200 or json.loads(body).get("http_error_rate") != 0:
             fail(f"faults must start off: GET /admin/faults answered {status} {body[:200]!r}")
         mark(f"service, Prometheus and Alertmanager ready (ports {ports})")
+        mark(f"Alertmanager runs alerts/alertmanager/ with receivers on 127.0.0.1:{ports['hook']} "
+             f"and timers / {COMPRESSION}: {', '.join(timers)}")
 
         load_thread = threading.Thread(target=load, args=(base,), daemon=True)
         load_thread.start()
@@ -284,13 +374,16 @@ scrape_configs:
         if status != 200 or json.loads(body)["http_error_rate"] != 1.0:
             fail(f"PUT /admin/faults answered {status} {body[:200]!r}")
         mark("fault on: PUT /admin/faults {\"http_error_rate\": 1} (every API request answered 500)")
-        got = wait_notification(lambda a: a["labels"].get("alertname") == ALERT
+        got = wait_notification("/pager", lambda a: a["labels"].get("alertname") == ALERT
                                 and a["labels"].get("tier") == "fast" and a["status"] == "firing",
                                 t_fault, PAGE_BOUND_S)
         if got is None:
-            fail(f"no fast-burn page at the webhook within {PAGE_BOUND_S}s; Prometheus alerts: "
-                 f"{prom_firing(prom)}")
-        t_page, alert, _ = got
+            fail(f"no fast-burn page at the pager receiver within {PAGE_BOUND_S}s; Prometheus "
+                 f"alerts: {prom_firing(prom)}; webhook paths so far: "
+                 f"{sorted({p for _, p, _ in notifications})}")
+        t_page, alert, payload = got
+        if payload.get("receiver") != "pager":
+            fail(f"the page came through receiver {payload.get('receiver')!r}, not pager")
         want = {"alertname": ALERT, "service": SERVICE, "slo": "availability",
                 "severity": "page", "tier": "fast"}
         wrong = {k: alert["labels"].get(k) for k, v in want.items() if alert["labels"].get(k) != v}
@@ -304,13 +397,81 @@ scrape_configs:
         mark(f"  summary: {alert['annotations'].get('summary')}")
         mark(f"  runbook_url: {runbook} (exists)")
 
+        # The chat message of the same notification, rendered by the shipped templates.
+        summary = alert["annotations"]["summary"]
+        dashboard = alert["annotations"].get("dashboard_url", "")
+        if not dashboard:
+            fail(f"the page has no dashboard_url annotation: {alert['annotations']}")
+        chat = wait_payload("/chat", lambda p: next(
+            (a for a in p.get("attachments", []) if p.get("channel") == "#challenge-latam-oncall"
+             and summary in a.get("text", "")), None), t_fault, PAGE_BOUND_S)
+        if chat is None:
+            fail(f"no chat message of the page in #challenge-latam-oncall within {PAGE_BOUND_S}s")
+        t_chat, att, _ = chat
+        want = {"title": f"page: {ALERT}", "figures": "Error ratio ",
+                "runbook": "Runbook: https://", "runbook path": f"/{RUNBOOK}",
+                "dashboard": "Dashboard: https://", "dashboard path": dashboard}
+        lacking = [k for k, w in want.items()
+                   if w not in (att.get("title", "") if k == "title" else att.get("text", ""))]
+        if lacking:
+            fail(f"the page's chat message lacks {lacking}: {att}")
+        mark(f"CHAT message in #challenge-latam-oncall {t_chat - t_fault:.1f}s after the fault: "
+             f"{att['title']!r}, with the summary, figures, runbook and dashboard links")
+        mark(f"  {att['text'].splitlines()[2][:110]}...")
+
+        # 3. The tickets of the same SLO fire too, and Alertmanager holds them back.
+        def tickets_of_slo():
+            return [a for a in am_alerts(am) if a["labels"].get("severity") == "ticket"
+                    and a["labels"].get("slo") == "availability"
+                    and a["labels"].get("service") == SERVICE]
+        exhausted = "ChallengeLatamApiAvailabilityBudgetExhausted"
+
+        def both_tickets():
+            got = {(a["labels"]["alertname"], a["labels"].get("tier")) for a in tickets_of_slo()}
+            return (ALERT, "slow") in got and any(n == exhausted for n, _ in got)
+        wait_for(f"the slow tier's ticket and {exhausted} in Alertmanager",
+                 both_tickets, TICKETS_BOUND_S)
+        t_tickets = time.monotonic()
+        everything = {a["fingerprint"]: a for a in am_alerts(am)}
+
+        def check_held_back(when):
+            tickets = tickets_of_slo()
+            for a in tickets:
+                st = a["status"]
+                sources = [everything.get(fp, {}).get("labels", {}) for fp in st.get("inhibitedBy", [])]
+                if st.get("state") != "suppressed" or not sources:
+                    fail(f"{when}: ticket {a['labels']} is not held back: status {st}")
+                if not all(src.get("severity") == "page" and src.get("slo") == "availability"
+                           and src.get("service") == SERVICE for src in sources):
+                    fail(f"{when}: ticket {a['labels']} is inhibited by something other than the "
+                         f"SLO's page: {sources}")
+                if [r["name"] for r in a.get("receivers", [])] != ["ticket"]:
+                    fail(f"{when}: ticket {a['labels']} would go to {a.get('receivers')}, not ticket")
+            return tickets
+        tickets = check_held_back("with the page firing")
+        mark(f"INHIBITED: {len(tickets)} tickets of the SLO in Alertmanager {t_tickets - t_fault:.1f}s "
+             f"after the fault, all suppressed, inhibitedBy the page: "
+             f"{sorted((a['labels']['alertname'], a['labels'].get('tier', '-')) for a in tickets)}")
+        # Past the ticket route's group_wait, the tickets' first notification is due: with the page
+        # still firing, nothing of this SLO may have reached the ticket receiver.
+        time.sleep(max(0.0, t_tickets + ticket_wait + 2 - time.monotonic()))
+        everything = {a["fingerprint"]: a for a in am_alerts(am)}
+        check_held_back(f"{ticket_wait}s (the ticket route's group_wait) later")
+        if not prom_firing(prom, "fast"):
+            fail("the fast tier stopped firing before the inhibition could be judged")
+        leaked = received("/ticket", lambda a: a["labels"].get("slo") == "availability")
+        if leaked:
+            fail(f"a ticket of the SLO reached the ticket receiver while the page fired: {leaked}")
+        mark(f"no ticket of the SLO at the ticket receiver {ticket_wait + 2}s after they fired "
+             f"(ticket group_wait {ticket_wait}s), page still firing")
+
         # 3. Recovery.
         t_fix = time.monotonic()
         status, body = http("PUT", f"{admin}/admin/faults", {"http_error_rate": 0})
         if status != 200 or json.loads(body)["http_error_rate"] != 0:
             fail(f"PUT /admin/faults answered {status} {body[:200]!r}")
         mark("fault off: PUT /admin/faults {\"http_error_rate\": 0}")
-        got = wait_notification(lambda a: a["labels"].get("alertname") == ALERT
+        got = wait_notification("/pager", lambda a: a["labels"].get("alertname") == ALERT
                                 and a["labels"].get("tier") == "fast" and a["status"] == "resolved",
                                 t_fix, RESOLVE_BOUND_S)
         if got is None:
@@ -319,14 +480,40 @@ scrape_configs:
         t_resolved, alert, _ = got
         mark(f"RESOLVED received {t_resolved - t_fix:.1f}s after the fix (bound {RESOLVE_BOUND_S}s, "
              f"short window 5s)")
-        others = sorted({(a["labels"].get("alertname"), a["labels"].get("slo"), a["labels"].get("tier"),
-                          a["status"]) for _, p in notifications for a in p.get("alerts", [])})
-        mark(f"webhook received {len(notifications)} notifications in all: {others}")
+
+        # 4. Once no page of the SLO fires, its tickets are no longer held back.
+        got = wait_payload("/pager", lambda p: p if p.get("status") == "resolved" and all(
+            a["labels"].get("slo") == "availability" for a in p["alerts"]) else None,
+            t_fix, PAGE_RESOLVED_BOUND_S)
+        if got is None:
+            fail(f"the SLO's pages did not all resolve within {PAGE_RESOLVED_BOUND_S}s of the fix: "
+                 f"{prom_firing(prom)}")
+        t_all_resolved = got[0]
+        tiers = sorted(a["labels"].get("tier") for a in got[2]["alerts"])
+        mark(f"every page of the SLO resolved {t_all_resolved - t_fix:.1f}s after the fix ({tiers})")
+        if received("/ticket", lambda a: a["labels"].get("slo") == "availability", 0.0, t_all_resolved):
+            fail("a ticket of the SLO reached the ticket receiver before its pages resolved")
+        got = wait_notification("/ticket", lambda a: a["labels"].get("slo") == "availability"
+                                and a["status"] == "firing", t_all_resolved,
+                                TICKET_AFTER_PAGE_BOUND_S)
+        if got is None:
+            fail(f"no ticket of the SLO at the ticket receiver within {TICKET_AFTER_PAGE_BOUND_S}s "
+                 f"of its pages resolving (ticket group_interval {ticket_interval}s): inhibition "
+                 f"must mute, not drop")
+        t_ticket, alert, payload = got
+        mark(f"TICKET received {t_ticket - t_all_resolved:.1f}s after the pages resolved (bound "
+             f"{TICKET_AFTER_PAGE_BOUND_S}s, ticket group_interval {ticket_interval}s): "
+             f"{sorted((a['labels']['alertname'], a['labels'].get('tier', '-')) for a in payload['alerts'])}")
+        others = sorted({(p, a["labels"].get("alertname"), a["labels"].get("slo"), a["labels"].get("tier"),
+                          a["status"]) for _, p, pl in notifications for a in pl.get("alerts", [])})
+        mark(f"webhooks received {len(notifications)} notifications in all: {others}")
         mark(f"load: {load_counts['sent']} requests, {load_counts['5xx']} answered 5xx")
         if time.monotonic() - T0 > DRILL_LIMIT_S:
             fail(f"the drill took over {DRILL_LIMIT_S}s")
         print(f"slo-burn-drill: passed in {time.monotonic() - T0:.0f}s: page within "
-              f"{t_page - t_fault:.1f}s, resolve within {t_resolved - t_fix:.1f}s", flush=True)
+              f"{t_page - t_fault:.1f}s, {len(tickets)} tickets of the SLO held back while it "
+              f"fired, resolve within {t_resolved - t_fix:.1f}s, ticket "
+              f"{t_ticket - t_all_resolved:.1f}s after the pages resolved", flush=True)
     except subprocess.CalledProcessError as e:
         fail(f"{e.cmd[0]} failed: {e}")
     finally:

@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use crate::config::Faults;
 use crate::domain::{RecordFilter, StoredRecord};
 use crate::ports::{
-    DependencyError, ErrorKind, OutgoingMessage, Publisher, RecordQuery, Row, RowWriter,
+    DependencyError, ErrorKind, Idempotency, OutgoingMessage, Published, Publisher, RecordQuery,
+    Row, RowWriter,
 };
 use crate::telemetry::metrics::{self, DbOp, MessagingOp};
 
@@ -64,7 +65,8 @@ impl Publisher for FaultyPublisher {
     async fn publish(
         &self,
         messages: Vec<OutgoingMessage>,
-    ) -> Result<Vec<String>, DependencyError> {
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Published, DependencyError> {
         let f = self.faults.get();
         let started = Instant::now();
         if let Err(e) = inject(f.broker_latency_ms, f.broker_error_rate, "broker").await {
@@ -77,7 +79,7 @@ impl Publisher for FaultyPublisher {
             metrics::messages_sent(self.system, Some(e.kind), messages.len() as u64);
             return Err(e);
         }
-        self.inner.publish(messages).await
+        self.inner.publish(messages, idempotency).await
     }
 
     async fn check(&self) -> Result<(), DependencyError> {

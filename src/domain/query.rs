@@ -41,6 +41,36 @@ pub struct RecordFilter {
     pub to_us: i64,
     /// Continue after this row (from `pageToken`).
     pub after: Option<Cursor>,
+    /// Which bounds follow the clock: `to` when it was not given (it is "now"), and `from`
+    /// when neither was (it is "now minus the default window").
+    pub moving: MovingBounds,
+}
+
+/// The bounds of a window that were computed from the time of the request, not given.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct MovingBounds {
+    /// `from` is `now - DEFAULT_WINDOW`.
+    pub from: bool,
+    /// `to` is `now`.
+    pub to: bool,
+}
+
+/// A filter as the read cache keys it: what the client asked for, with the bounds that follow
+/// the clock left out. Two requests with the default window a second apart ask for the same
+/// thing ("the newest rows"), so they share a key; the cache's staleness bound says how long
+/// one answer may stand for the other.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FilterKey {
+    /// Rows per page.
+    pub limit: u32,
+    /// Only this customer's records.
+    pub customer_id: Option<String>,
+    /// `from`, unless it follows the clock.
+    pub from_us: Option<i64>,
+    /// `to`, unless it follows the clock.
+    pub to_us: Option<i64>,
+    /// The page token's cursor.
+    pub after: Option<(i64, String)>,
 }
 
 /// A query string that does not describe a valid filter (HTTP 400).
@@ -112,6 +142,10 @@ impl RecordFilter {
             (None, Some(t)) => (t - window, t),
             (None, None) => (now - window, now),
         };
+        let moving = MovingBounds {
+            from: from.is_none() && to.is_none(),
+            to: to.is_none(),
+        };
         if from_t >= to_t {
             errors.push(err("from", "must be before `to`"));
         }
@@ -122,6 +156,7 @@ impl RecordFilter {
             from_us: from_t.timestamp_micros(),
             to_us: to_t.timestamp_micros(),
             after: None,
+            moving,
         };
         if let Some(token) = token {
             match filter.decode_token(&token) {
@@ -136,6 +171,20 @@ impl RecordFilter {
             Ok(filter)
         } else {
             Err(QueryError(errors))
+        }
+    }
+
+    /// This filter as the read cache keys it (see [`FilterKey`]).
+    pub fn key(&self) -> FilterKey {
+        FilterKey {
+            limit: self.limit,
+            customer_id: self.customer_id.clone(),
+            from_us: (!self.moving.from).then_some(self.from_us),
+            to_us: (!self.moving.to).then_some(self.to_us),
+            after: self
+                .after
+                .as_ref()
+                .map(|c| (c.publish_time_us, c.message_id.clone())),
         }
     }
 
@@ -231,6 +280,34 @@ mod tests {
         assert_eq!(f.limit, 10);
         assert_eq!(f.to_us - f.from_us, 7 * 24 * 3600 * 1_000_000);
         assert_eq!(f.to_us, now().timestamp_micros());
+    }
+
+    #[test]
+    fn default_windows_share_a_key_and_given_ones_do_not() {
+        let later = now() + chrono::Duration::seconds(3);
+        let key = |q: &str, at| RecordFilter::parse(Some(q), at).unwrap().key();
+        assert_eq!(key("limit=5", now()), key("limit=5", later));
+        assert_eq!(
+            key("from=2026-11-01T00:00:00Z", now()),
+            key("from=2026-11-01T00:00:00Z", later)
+        );
+        assert_ne!(key("limit=5", now()), key("limit=6", now()));
+        assert_ne!(key("customerId=a", now()), key("customerId=b", now()));
+        // A given `to` fixes both ends: the key holds them, whatever the clock says.
+        let to = "to=2026-11-20T00:00:00Z";
+        assert_eq!(key(to, now()).to_us, key(to, later).to_us);
+        assert!(key(to, now()).from_us.is_some());
+        assert_ne!(key(to, now()), key("to=2026-11-21T00:00:00Z", now()));
+        // A next-page link spells the window out, so every later page has a fixed key.
+        let f = RecordFilter::parse(Some("limit=2"), now()).unwrap();
+        let cursor = Cursor {
+            publish_time_us: 9,
+            message_id: "9".into(),
+        };
+        let next = f.next_page_query(&cursor);
+        let k = key(&next, later);
+        assert!(k.from_us.is_some() && k.to_us.is_some() && k.after.is_some());
+        assert_eq!(key(&next, now()), key(&next, later));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::domain::FieldError;
+use crate::domain::{FieldError, IDEMPOTENCY_KEY_HEADER};
 use crate::ports::{DependencyError, ErrorKind};
 
 /// An RFC 9457 problem document.
@@ -48,6 +48,10 @@ pub enum ApiError {
     UnsupportedMediaType,
     /// 422: JSON that breaks the schema.
     Invalid(Vec<FieldError>),
+    /// 409: a request with the same idempotency key is being served now; retry later.
+    KeyInFlight,
+    /// 409: the idempotency key was already used with another body; never retry as is.
+    KeyReused,
     /// 429: over the client's rate; retry after this many seconds.
     RateLimited(u64),
     /// 503: shedding load.
@@ -62,6 +66,9 @@ pub enum ApiError {
 
 const RETRY_AFTER_DEPENDENCY: u64 = 2;
 const RETRY_AFTER_OVERLOAD: u64 = 1;
+/// The request in flight ends within `REQUEST_TIMEOUT_MS` (5 s by default), usually within
+/// milliseconds.
+const RETRY_AFTER_KEY_IN_FLIGHT: u64 = 1;
 
 impl ApiError {
     fn parts(&self) -> (StatusCode, &'static str, &'static str, String) {
@@ -121,6 +128,18 @@ impl ApiError {
                 "Validation error",
                 "the records do not match the schema; nothing was published".into(),
             ),
+            KeyInFlight => (
+                StatusCode::CONFLICT,
+                "idempotency-key-in-flight",
+                "Request in flight",
+                "a request with this Idempotency-Key is being processed; retry the same request later".into(),
+            ),
+            KeyReused => (
+                StatusCode::CONFLICT,
+                "idempotency-key-reused",
+                "Idempotency key reused",
+                "this Idempotency-Key was already used with a different body; nothing was published".into(),
+            ),
             RateLimited(s) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate-limited",
@@ -172,6 +191,7 @@ impl ApiError {
         match self {
             ApiError::RateLimited(s) => Some((*s).max(1)),
             ApiError::Overloaded => Some(RETRY_AFTER_OVERLOAD),
+            ApiError::KeyInFlight => Some(RETRY_AFTER_KEY_IN_FLIGHT),
             _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(RETRY_AFTER_DEPENDENCY),
             _ => None,
         }
@@ -190,6 +210,15 @@ impl IntoResponse for ApiError {
         }
         let errors = match self {
             ApiError::BadRequest(ref e) | ApiError::Invalid(ref e) => Some(e.clone()),
+            ApiError::KeyInFlight => Some(vec![FieldError {
+                field: IDEMPOTENCY_KEY_HEADER.into(),
+                message: "a request with this key has not been answered yet".into(),
+            }]),
+            ApiError::KeyReused => Some(vec![FieldError {
+                field: IDEMPOTENCY_KEY_HEADER.into(),
+                message: "already used with a different body; send a new key for new content"
+                    .into(),
+            }]),
             _ => None,
         };
         let retry_after = self.retry_after(status);

@@ -58,8 +58,10 @@ pub(crate) const ROUTES: [&str; 5] = [INGEST, GET_DATA, HEALTHZ, READYZ, OPENAPI
 pub struct AppState {
     /// Publishes ingested records.
     pub publisher: Arc<dyn Publisher>,
-    /// Serves getData.
+    /// The store, for readiness.
     pub query: Arc<dyn RecordQuery>,
+    /// Serves getData: cached, coalesced, bounded pages over `query`.
+    pub pages: Arc<crate::pages::Pages>,
     /// `messaging.system` span attribute (`local` / `gcp_pubsub`).
     pub messaging_system: &'static str,
     /// `db.system.name` span attribute (`sqlite` / `gcp.bigquery`).
@@ -72,6 +74,8 @@ pub struct AppState {
     pub auth_mode: &'static str,
     /// Deadline of every dependency call.
     pub request_timeout: Duration,
+    /// Idempotency keys whose request is being served now (409 for a second one).
+    pub keys_in_flight: Arc<routes::ingest::KeysInFlight>,
 }
 
 /// The protection settings of the API routes.

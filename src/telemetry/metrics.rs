@@ -30,11 +30,40 @@ pub const PIPELINE_BACKLOG: &str = "pipeline_backlog_messages";
 pub const PIPELINE_DEAD_LETTERED: &str = "pipeline_dead_lettered_messages_total";
 /// Build information (value 1).
 pub const BUILD_INFO: &str = "app_build_info";
+/// getData cache lookups, by `result` (`hit`, `miss`, `coalesced`).
+pub const CACHE_LOOKUPS: &str = "app_getdata_cache_lookups_total";
+/// getData pages dropped from the cache, by `reason` (`size`, `expired`, `replaced`).
+pub const CACHE_EVICTIONS: &str = "app_getdata_cache_evictions_total";
+/// Age of the pages served from the cache (seconds): the staleness clients see.
+pub const CACHE_AGE: &str = "app_getdata_cache_age_seconds";
+/// Pages in the cache.
+pub const CACHE_ENTRIES: &str = "app_getdata_cache_entries";
+/// Weighted bytes of the pages in the cache (body plus a fixed overhead per page).
+pub const CACHE_BYTES: &str = "app_getdata_cache_bytes";
+/// The cache's staleness bound, `QUERY_CACHE_TTL_MS` (0: off), for dashboards and the
+/// freshness SLI's documentation.
+pub const CACHE_TTL: &str = "app_getdata_cache_ttl_seconds";
+/// getData store queries running now.
+pub const QUERY_IN_FLIGHT: &str = "app_getdata_store_queries_in_flight";
+/// The bound on them (`QUERY_MAX_IN_FLIGHT`).
+pub const QUERY_MAX_IN_FLIGHT: &str = "app_getdata_store_queries_max_in_flight";
+/// getData requests answered 503 because the bound was reached.
+pub const QUERY_REJECTED: &str = "app_getdata_store_queries_rejected_total";
+/// Bytes BigQuery billed for getData queries (`totalBytesBilled`): the cost of reads.
+pub const BQ_BILLED_BYTES: &str = "app_bigquery_billed_bytes_total";
+/// getData queries BigQuery ran, by `cache_hit` (`true` when its own result cache answered).
+pub const BQ_QUERIES: &str = "app_bigquery_queries_total";
+/// Ingest requests that carried an `Idempotency-Key`, by outcome.
+pub const IDEMPOTENT_REQUESTS: &str = "app_idempotent_requests_total";
 
 /// Buckets of the HTTP, messaging and database histograms; every SLO latency threshold is one
 /// of these boundaries.
 pub const LATENCY_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+/// Buckets of the cache age histogram: from a few milliseconds up to the longest TTL default.
+pub const CACHE_AGE_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 /// Buckets of the end-to-end histogram (freshness SLO threshold: 60 s).
 pub const E2E_BUCKETS: &[f64] = &[
@@ -89,6 +118,7 @@ pub fn install(otlp: Option<opentelemetry::metrics::Meter>) -> anyhow::Result<Pr
         .set_buckets_for_metric(Matcher::Full(MESSAGING_DURATION.into()), LATENCY_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(DB_DURATION.into()), LATENCY_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(PIPELINE_E2E.into()), E2E_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(CACHE_AGE.into()), CACHE_AGE_BUCKETS)?
         .build_recorder();
     let handle = prometheus.handle();
     match otlp {
@@ -131,6 +161,7 @@ fn buckets(name: &str) -> Option<&'static [f64]> {
     match name {
         HTTP_DURATION | MESSAGING_DURATION | DB_DURATION => Some(LATENCY_BUCKETS),
         PIPELINE_E2E => Some(E2E_BUCKETS),
+        CACHE_AGE => Some(CACHE_AGE_BUCKETS),
         _ => None,
     }
 }
@@ -175,6 +206,50 @@ fn describe() {
         "Messages moved to the dead-letter table after their maximum delivery attempts."
     );
     describe_gauge!(BUILD_INFO, "Build information; the value is always 1.");
+    describe_counter!(
+        CACHE_LOOKUPS,
+        "getData cache lookups by result: hit, miss (this request queried the store), coalesced (it waited for an identical request's query)."
+    );
+    describe_counter!(
+        CACHE_EVICTIONS,
+        "getData pages dropped from the cache by reason: size, expired, replaced."
+    );
+    describe_histogram!(
+        CACHE_AGE,
+        Unit::Seconds,
+        "Age of the getData pages served from the cache (hits and coalesced waits)."
+    );
+    describe_gauge!(CACHE_ENTRIES, "getData pages in the cache.");
+    describe_gauge!(
+        CACHE_BYTES,
+        "Weighted bytes of the getData pages in the cache (QUERY_CACHE_MAX_BYTES bounds it)."
+    );
+    describe_gauge!(
+        CACHE_TTL,
+        "How long a getData page may be served after it was computed (QUERY_CACHE_TTL_MS); 0 when off."
+    );
+    describe_gauge!(QUERY_IN_FLIGHT, "getData store queries running now.");
+    describe_gauge!(
+        QUERY_MAX_IN_FLIGHT,
+        "getData store queries allowed at once (QUERY_MAX_IN_FLIGHT); past it getData answers 503."
+    );
+    describe_counter!(
+        QUERY_REJECTED,
+        "getData requests answered 503 because QUERY_MAX_IN_FLIGHT store queries were running."
+    );
+    describe_counter!(
+        BQ_BILLED_BYTES,
+        Unit::Bytes,
+        "Bytes BigQuery billed for getData queries (totalBytesBilled)."
+    );
+    describe_counter!(
+        BQ_QUERIES,
+        "getData queries answered by BigQuery, by whether its result cache answered them (cache_hit)."
+    );
+    describe_counter!(
+        IDEMPOTENT_REQUESTS,
+        "Ingest requests with an Idempotency-Key, by outcome (new, replayed, in_flight, key_reused)."
+    );
 }
 
 fn error_label(error: Option<ErrorKind>) -> &'static str {
@@ -341,4 +416,33 @@ pub fn max_active(n: usize) {
 pub fn build_info() {
     let revision = option_env!("GIT_REVISION").unwrap_or("unknown");
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "revision" => revision).set(1.0);
+}
+
+/// `idempotency_outcome` values of [`IDEMPOTENT_REQUESTS`].
+#[derive(Debug, Clone, Copy)]
+pub enum IdempotencyOutcome {
+    /// Published now.
+    New,
+    /// Answered with an earlier request's ids; nothing published.
+    Replayed,
+    /// 409: a request with the key was being served.
+    InFlight,
+    /// 409: the key was used with another body.
+    KeyReused,
+}
+
+impl IdempotencyOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            IdempotencyOutcome::New => "new",
+            IdempotencyOutcome::Replayed => "replayed",
+            IdempotencyOutcome::InFlight => "in_flight",
+            IdempotencyOutcome::KeyReused => "key_reused",
+        }
+    }
+}
+
+/// Counts one ingest request that carried an `Idempotency-Key`.
+pub fn idempotent_request(outcome: IdempotencyOutcome) {
+    counter!(IDEMPOTENT_REQUESTS, "idempotency_outcome" => outcome.as_str()).increment(1);
 }

@@ -1,7 +1,8 @@
 # Bootstrap of one environment's project, applied once by a project owner (terraform/README.md):
 # the APIs, the versioned state bucket, Workload Identity Federation for this repository, and
 # the two identities GitHub Actions use there (the deployer and the read-only planner). The
-# deployer then applies terraform/envs/<env> from the workflows; it cannot widen its own roles.
+# deployer then applies terraform/envs/app with <env>.tfvars from the workflows; it cannot widen
+# its own roles.
 #
 # State: the bucket is created first with gcloud (terraform/README.md, "Bootstrap"), because the
 # state of this very configuration lives in it; the import block below then adopts it, and the
@@ -46,9 +47,9 @@ locals {
     "sts.googleapis.com",
   ]
 
-  # What the deployer needs to create and change everything envs/<env> manages. Project-level
-  # because Terraform creates resources of these kinds (a resource cannot be granted on before it
-  # exists). tests/terraform/test_iam.py pins this list exactly.
+  # What the deployer needs to create and change everything terraform/envs/app manages.
+  # Project-level because Terraform creates resources of these kinds (a resource cannot be
+  # granted on before it exists). tests/terraform/test_iam.py pins this list exactly.
   deployer_roles = concat([
     "roles/bigquery.dataOwner",
     "roles/iam.serviceAccountAdmin",
@@ -88,7 +89,7 @@ module "wif" {
     deployer = {
       account_id     = module.names.service_accounts.deployer
       display_name   = "challenge-latam deployer (${var.env})"
-      description    = "Applies terraform/envs/${var.env} from the GitHub environment ${var.env}."
+      description    = "Applies terraform/envs/app with ${var.env}.tfvars from the GitHub environment ${var.env}."
       principal      = "environment:${var.env}"
       project_roles  = local.deployer_roles
       mint_id_tokens = false
@@ -96,7 +97,7 @@ module "wif" {
     readonly = {
       account_id     = module.names.service_accounts.readonly
       display_name   = "challenge-latam read-only (${var.env})"
-      description    = "Plans terraform/envs/${var.env}, invokes the service and reads the test key, from ${var.env}-readonly."
+      description    = "Plans terraform/envs/app with ${var.env}.tfvars, invokes the service and reads the test key, from ${var.env}-readonly."
       principal      = "environment:${var.env}-readonly"
       project_roles  = local.readonly_roles
       mint_id_tokens = true

@@ -341,6 +341,20 @@ impl TestApp {
             .collect()
     }
 
+    /// POST a raw JSON body with an `Idempotency-Key`, as the caller `api_key`.
+    pub async fn ingest_keyed(&self, body: &str, key: &str, api_key: &str) -> reqwest::Response {
+        let rb = self
+            .client
+            .post(self.url("/challenge-latam-api/ingestData"))
+            .header("content-type", "application/json")
+            .header("idempotency-key", key)
+            .body(body.to_owned());
+        self.auth(rb, Some(api_key))
+            .send()
+            .await
+            .expect("ingest request")
+    }
+
     /// GET getData with a raw query string and the default key.
     pub async fn get_data(&self, query: &str) -> reqwest::Response {
         self.get_data_as(query, Some(&self.key.clone())).await
@@ -400,6 +414,21 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Patches the drill faults through `PUT /admin/faults` (a JSON object of the fields to
+    /// change), asserting that the process took them.
+    pub async fn set_faults(&self, patch: &str) {
+        let admin = self.admin.as_ref().expect("faults need a local process");
+        let r = self
+            .client
+            .put(format!("{admin}/admin/faults"))
+            .header("content-type", "application/json")
+            .body(patch.to_owned())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{patch}: {}", r.text().await.unwrap());
+    }
+
     /// Sum of a metric's samples whose labels include every `labels` pair.
     pub async fn metric_sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         metric_sum(&self.metrics().await, name, labels)
@@ -444,6 +473,57 @@ impl TestApp {
     pub fn log_file(&self) -> String {
         std::fs::read_to_string(self.data_dir.join(LOG_FILE)).unwrap_or_default()
     }
+}
+
+/// The `messageIds` of a 200 ingest answer; panics with the body on any other.
+pub async fn message_ids(r: reqwest::Response) -> Vec<String> {
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    assert_eq!(status, 200, "ingest failed: {text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    v["messageIds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Rows of `customer` as stored in the BigQuery emulator's table, duplicates included
+/// (`TEST_BACKEND=gcp` only): what `getData` deduplicates.
+pub async fn stored_rows_on_the_emulator(customer: &str) -> usize {
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set"));
+    let (host, project) = (var("BIGQUERY_EMULATOR_HOST"), var("GCP_PROJECT"));
+    let sql = format!(
+        "SELECT COUNT(*) FROM `{project}.{}.{}` WHERE customerId = @customer",
+        var("BQ_DATASET"),
+        var("BQ_TABLE")
+    );
+    let body = json!({
+        "query": sql,
+        "useLegacySql": false,
+        "parameterMode": "NAMED",
+        "queryParameters": [{
+            "name": "customer",
+            "parameterType": {"type": "STRING"},
+            "parameterValue": {"value": customer}
+        }]
+    });
+    let v: Value = reqwest::Client::new()
+        .post(format!(
+            "http://{host}/bigquery/v2/projects/{project}/queries"
+        ))
+        .json(&body)
+        .send()
+        .await
+        .expect("query the BigQuery emulator")
+        .json()
+        .await
+        .unwrap();
+    v["rows"][0]["f"][0]["v"]
+        .as_str()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected answer: {v}"))
 }
 
 /// Every line of `text` as JSON; panics naming the first line that is not.

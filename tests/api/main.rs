@@ -10,7 +10,9 @@
 
 mod helpers;
 
+mod cache;
 mod durability;
+mod idempotency;
 mod ingest;
 mod observability;
 mod protection;

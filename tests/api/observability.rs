@@ -90,18 +90,10 @@ async fn the_admin_port_counts_known_traffic_exactly_with_bounded_labels() {
     app.wait_for(&customer, 3, Duration::from_secs(30)).await;
 
     // One getData made slow on purpose: it must land above the 0.25 s boundary.
-    let admin = app.admin.clone().unwrap();
-    let put = |body: &'static str| {
-        app.client
-            .put(format!("{admin}/admin/faults"))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-    };
     let before = app.metrics().await;
-    put(r#"{"http_latency_ms": 300}"#).await.unwrap();
+    app.set_faults(r#"{"http_latency_ms": 300}"#).await;
     assert_eq!(app.get_data("limit=1").await.status(), 200);
-    put(r#"{"http_latency_ms": 0}"#).await.unwrap();
+    app.set_faults(r#"{"http_latency_ms": 0}"#).await;
     let text = app.metrics().await;
 
     let get_data = [
@@ -239,6 +231,10 @@ async fn the_admin_port_counts_known_traffic_exactly_with_bounded_labels() {
         ("messaging_operation_name", &["publish", "receive", "ack"]),
         ("db_system_name", &["sqlite", "gcp.bigquery"]),
         ("db_operation_name", &["query", "insert"]),
+        (
+            "idempotency_outcome",
+            &["new", "replayed", "in_flight", "key_reused"],
+        ),
         (
             "error_type",
             &[

@@ -178,21 +178,7 @@ async fn a_dependency_that_times_out_is_a_504_and_one_that_fails_is_a_503_with_r
         return;
     }
     let app = spawn_with(Options::default().env("REQUEST_TIMEOUT_MS", "200")).await;
-    let admin = app.admin.clone().unwrap();
-    let set = |body: &'static str| {
-        let (client, admin) = (app.client.clone(), admin.clone());
-        async move {
-            let r = client
-                .put(format!("{admin}/admin/faults"))
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200);
-        }
-    };
-    set(r#"{"store_latency_ms": 500}"#).await;
+    app.set_faults(r#"{"store_latency_ms": 500}"#).await;
     assert_eq!(app.get_data("limit=1").await.status(), 504);
     let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(
@@ -202,7 +188,8 @@ async fn a_dependency_that_times_out_is_a_504_and_one_that_fails_is_a_503_with_r
     );
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["store"], "timeout");
-    set(r#"{"store_latency_ms": 0, "broker_error_rate": 1.0}"#).await;
+    app.set_faults(r#"{"store_latency_ms": 0, "broker_error_rate": 1.0}"#)
+        .await;
     let r = app.ingest(&record(&unique("f"), "n")).await;
     assert_eq!(r.status(), 503);
     assert!(r.headers().contains_key("retry-after"));
@@ -211,7 +198,7 @@ async fn a_dependency_that_times_out_is_a_504_and_one_that_fails_is_a_503_with_r
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["broker"], "unavailable");
     assert_eq!(body["store"], "ok");
-    set(r#"{"broker_error_rate": 0}"#).await;
+    app.set_faults(r#"{"broker_error_rate": 0}"#).await;
     assert_eq!(
         app.ingest(&record(&unique("f"), "n")).await.status(),
         200,

@@ -110,6 +110,26 @@ def load_dir(path: str) -> Config:
     return cfg
 
 
+# The service's one composition (terraform/envs/app) and the environments it is applied with:
+# each has <env>.tfvars (its values) and <env>.backend.hcl (where its state lives).
+APP = "envs/app"
+ENVIRONMENTS = ("dev", "prod")
+
+
+def load_hcl_file(path: str) -> dict:
+    """A .tfvars or backend .hcl file: top-level attributes only, as plain Python values."""
+    with open(path, encoding="utf-8") as fh:
+        return unquote(hcl2.load(fh))
+
+
+def env_values(env: str) -> dict:
+    return load_hcl_file(os.path.join(TF, APP, f"{env}.tfvars"))
+
+
+def backend_config(env: str) -> dict:
+    return load_hcl_file(os.path.join(TF, APP, f"{env}.backend.hcl"))
+
+
 def all_dirs() -> list[str]:
     dirs = sorted(glob.glob(os.path.join(TF, "modules", "*"))) + sorted(glob.glob(os.path.join(TF, "envs", "*")))
     dirs.append(os.path.join(TF, "bootstrap"))

@@ -8,11 +8,13 @@ exact list of project-level exceptions, secrets without values, the Cloud Run se
 
 from __future__ import annotations
 
+import glob
+import os
 import re
 
 import pytest
 
-from conftest import blocks, read_json, var_name
+from conftest import APP, TF, blocks, read_json, var_name
 
 PINNED = re.compile(r"(:[0-9]+\.[0-9]+\.[0-9]+(@sha256:[0-9a-f]{64})?|@sha256:[0-9a-f]{64})$")
 
@@ -56,9 +58,9 @@ def test_a_bigquery_outage_of_minutes_dead_letters_nothing(configs, resources):
     over much more than a few minutes, and never redeliver at once (docs/gcp.md)."""
     pubsub = configs["modules/pubsub"].variables
     lo, hi = pubsub["retry_minimum_backoff"]["default"], pubsub["retry_maximum_backoff"]["default"]
-    # The stack passes its own default to the module; the smaller one is what could deploy.
+    # The composition passes its own default to the module; the smaller one is what could deploy.
     attempts = min(pubsub["max_delivery_attempts"]["default"],
-                   configs["modules/stack"].variables["max_delivery_attempts"]["default"])
+                   configs[APP].variables["max_delivery_attempts"]["default"])
     assert float(lo.rstrip("s")) >= 10, f"minimum backoff {lo}: redeliveries too fast"
     tolerated = outage_tolerance_s(lo, hi, attempts)
     assert tolerated >= 15 * 60, f"{attempts} attempts, {lo}..{hi}: dead-letters after {tolerated:.0f} s"
@@ -100,9 +102,9 @@ def test_table_schemas_come_from_the_single_schema_files(configs):
     tables = {r.name: r for r in bq.resources if r.type == "google_bigquery_table"}
     assert tables["records"].body["schema"] == "${file(var.records_schema_file)}"
     assert tables["dead_letters"].body["schema"] == "${file(var.dead_letter_schema_file)}"
-    call = configs["modules/stack"].modules["bigquery"]
-    assert call["records_schema_file"] == "${var.repo_root}/schema/records.bigquery.json"
-    assert call["dead_letter_schema_file"] == "${var.repo_root}/schema/dead_letters.bigquery.json"
+    call = configs[APP].modules["bigquery"]
+    assert call["records_schema_file"] == "${local.repo_root}/schema/records.bigquery.json"
+    assert call["dead_letter_schema_file"] == "${local.repo_root}/schema/dead_letters.bigquery.json"
     for rel, clustered in (("schema/records.bigquery.json", True), ("schema/dead_letters.bigquery.json", False)):
         fields = {f["name"]: f for f in read_json(rel)}
         assert fields["publish_time"]["type"] == "TIMESTAMP", rel
@@ -136,15 +138,14 @@ def test_nobody_public_anywhere(configs, resources):
                 checked += 1
                 assert not any(p in text for p in public), f"{c.directory} {where}: {text}"
     assert checked > 500
-    for d in ("envs/dev", "envs/prod", "envs/shared"):
-        try:
-            with open(f"terraform/{d}/terraform.tfvars", encoding="utf-8") as fh:
-                text = fh.read()
-        except FileNotFoundError:
-            continue
-        assert "allUsers" not in text and "allAuthenticatedUsers" not in text, d
+    values_files = glob.glob(os.path.join(TF, "envs", "*", "*.tfvars"))
+    assert len(values_files) >= 3, values_files  # dev, prod and shared
+    for f in values_files:
+        with open(f, encoding="utf-8") as fh:
+            text = fh.read()
+        assert "allUsers" not in text and "allAuthenticatedUsers" not in text, f
     # The doors where a member list enters are validated to refuse them.
-    for d, v in (("modules/cloud_run", "invokers"), ("modules/stack", "invokers"), ("modules/registry", "readers")):
+    for d, v in (("modules/cloud_run", "invokers"), (APP, "invokers"), ("modules/registry", "readers")):
         conditions = " ".join(x["condition"] for x in blocks(configs[d].variables[v].get("validation")))
         assert "allUsers" in conditions and "allAuthenticatedUsers" in conditions, f"{d} var.{v}"
     service = next(r for r in resources if r.type == "google_cloud_run_v2_service")

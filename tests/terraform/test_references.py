@@ -16,7 +16,21 @@ META = {"source", "count", "for_each", "depends_on", "providers", "version"}
 
 
 def code(text: str) -> str:
-    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    """The text without comments and without moved blocks: a moved block's `from` names an address
+    of the old state on purpose, which validate does not resolve (its `to` is checked below too)."""
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    return re.sub(r"(?ms)^moved \{.*?^\}", "", "\n".join(lines))
+
+
+def test_moved_blocks_lead_to_called_modules(configs):
+    moves = 0
+    for c in configs.values():
+        text = "\n".join(line for line in c.text.splitlines() if not line.lstrip().startswith("#"))
+        for block in re.findall(r"(?ms)^moved \{.*?^\}", text):
+            moves += 1
+            target_ = re.search(r"^\s*to\s*=\s*module\.([A-Za-z0-9_]+)\s*$", block, re.M)
+            assert target_ and target_.group(1) in c.modules, f"{c.directory}: {block}"
+    assert moves >= 7, "envs/app carries the former module.stack state over with moved blocks"
 
 
 def target(c, call):

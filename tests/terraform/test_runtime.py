@@ -6,8 +6,9 @@ import fnmatch
 import glob
 import json
 import os
+import re
 
-from conftest import REPO, blocks
+from conftest import APP, ENVIRONMENTS, REPO, backend_config, blocks, env_values
 
 
 def service(configs):
@@ -78,6 +79,53 @@ def test_probes_secrets_and_sidecars(configs):
     assert "var.admin_port" in str(locs["gmp_config"])
 
 
+def resolve(run, expr):
+    """A literal, or the value a ${local.x} / ${var.x} (its default) stands for in modules/cloud_run."""
+    if isinstance(expr, str) and expr.startswith("${local."):
+        return run.locals[expr[len("${local."):-1]]
+    if isinstance(expr, str) and expr.startswith("${var."):
+        return run.variables[expr[len("${var."):-1]]["default"]
+    return expr
+
+
+def test_every_probe_times_out_before_its_next_period(configs):
+    """The provider's reference for google_cloud_run_v2_service: timeout_seconds "must be smaller
+    than periodSeconds" (the API itself says period >= timeout; strictly smaller satisfies both)."""
+    _, cs = containers(service(configs))
+    probes = 0
+    for name, c in cs.items():
+        for kind in ("startup_probe", "liveness_probe"):
+            for probe in blocks(c.get(kind)):
+                probes += 1
+                timeout, period = probe.get("timeout_seconds", 1), probe.get("period_seconds", 10)
+                assert timeout < period, f"{name} {kind}: timeout {timeout} s is not below the period {period} s"
+    assert probes == 3, "app: startup and liveness; datadog-agent: startup"
+    # The time each container has to start is what it was before the timeouts were shortened.
+    window = {n: blocks(c["startup_probe"])[0]["failure_threshold"] * blocks(c["startup_probe"])[0]["period_seconds"]
+              for n, c in cs.items() if c.get("startup_probe")}
+    assert window == {"app": 60, "datadog-agent": 30}
+
+
+def test_every_container_gets_whole_vcpus(configs):
+    """Cloud Run allows less than 1 vCPU only with maximum concurrency 1 and request-based billing
+    ("Configure CPU limits for services"). This service runs many requests at once with CPU always
+    allocated, so each container, the sidecars included, gets a whole number of vCPUs."""
+    run = configs["modules/cloud_run"]
+    assert run.variables["concurrency"]["default"] > 1 and run.variables["cpu_always_allocated"]["default"] is True
+    _, cs = containers(service(configs))
+    total = 0
+    for name, c in cs.items():
+        limits = blocks(c["resources"])[0]["limits"]
+        cpu = resolve(run, limits["cpu"])
+        assert cpu in ("1", "2", "4", "6", "8"), f"{name}: cpu {cpu!r} is not a whole number of vCPUs"
+        total += int(cpu)
+        assert resolve(run, limits["memory"]) in ("512Mi", "1Gi", "2Gi"), f"{name}: memory {limits['memory']}"
+    assert total == 3, "app + Datadog + GMP sidecars; terraform/README.md prices 3 vCPU per warm instance"
+    # The app's own CPU is a variable: its validation refuses fractions too.
+    conditions = " ".join(v["condition"] for v in blocks(run.variables["app_cpu"].get("validation")))
+    assert '"1"' in conditions and '"0.5"' not in conditions
+
+
 def test_secret_values_never_enter_terraform(resources):
     versions = [r.address for r in resources if r.type == "google_secret_manager_secret_version"]
     # The one version is the GMP sidecar's scrape configuration, which is not secret.
@@ -90,10 +138,16 @@ def test_secret_values_never_enter_terraform(resources):
 
 
 def test_state_lives_in_gcs_with_the_bucket_given_at_init(configs):
-    for d in ("envs/dev", "envs/prod", "envs/shared", "bootstrap"):
+    for d in (APP, "envs/shared", "bootstrap"):
         backends = [b for t in configs[d].terraform for b in blocks(t.get("backend"))]
         assert len(backends) == 1 and "gcs" in backends[0], d
         assert "bucket" not in (backends[0]["gcs"] or {}), f"{d} hard-codes the state bucket"
+    # One root for every environment: a prefix written in it would put dev and prod in one state.
+    app_backend = [b for t in configs[APP].terraform for b in blocks(t.get("backend"))][0]
+    assert not app_backend["gcs"], "envs/app's backend must be partial: the prefix comes from <env>.backend.hcl"
+    for env in ENVIRONMENTS:
+        # The prefixes of the former per-environment roots, so existing state is found where it was.
+        assert backend_config(env) == {"prefix": f"challenge-latam-api/{env}"}, env
     bucket = next(r for r in configs["modules/state_bucket"].resources if r.type == "google_storage_bucket")
     assert bucket.body["uniform_bucket_level_access"] is True
     assert bucket.body["public_access_prevention"] == "enforced"
@@ -101,19 +155,20 @@ def test_state_lives_in_gcs_with_the_bucket_given_at_init(configs):
 
 
 def test_prod_keeps_a_warm_instance_and_dev_scales_to_zero(configs):
-    assert configs["envs/prod"].modules["stack"]["min_instances"] >= 1
-    assert configs["envs/dev"].modules["stack"]["min_instances"] == 0
-    for env in ("dev", "prod"):
-        stack = configs[f"envs/{env}"].modules["stack"]
-        assert stack["env"] == env and stack["image"] == "${var.image}"
-        assert stack["max_instances"] >= stack["min_instances"]
-    assert configs["modules/stack"].variables["enable_edge"]["default"] is False
+    assert env_values("prod")["min_instances"] >= 1
+    assert env_values("dev")["min_instances"] == 0
+    for env in ENVIRONMENTS:
+        values = env_values(env)
+        assert values["env"] == env
+        assert values["max_instances"] >= values["min_instances"]
+    assert configs[APP].modules["cloud_run"]["image"] == "${var.image}"
+    assert configs[APP].variables["enable_edge"]["default"] is False
 
 
 def test_dashboards_and_slos_are_read_from_the_repository_with_fileset(configs):
-    stack = configs["modules/stack"]
-    assert stack.modules["monitoring"]["dashboards_dir"] == "${var.repo_root}/dashboards/cloud-monitoring"
-    assert stack.modules["datadog"]["dashboards_dir"] == "${var.repo_root}/dashboards/datadog"
+    stack = configs[APP]
+    assert stack.modules["monitoring"]["dashboards_dir"] == "${local.repo_root}/dashboards/cloud-monitoring"
+    assert stack.modules["datadog"]["dashboards_dir"] == "${local.repo_root}/dashboards/datadog"
     assert "alerts/cloud-monitoring" in stack.modules["monitoring"]["slo_files"]
     assert "alerts/datadog" in stack.modules["datadog"]["slo_files"]
     for d, rtype in (("modules/monitoring", "google_monitoring_dashboard"), ("modules/datadog", "datadog_dashboard_json")):
@@ -157,6 +212,23 @@ def test_burn_rate_policies_combine_a_long_and_a_short_window(configs):
     uptime = next(r for r in mon.resources if r.type == "google_monitoring_uptime_check_config")
     http = blocks(uptime.body["http_check"])[0]
     assert http["path"] == "/healthz" and blocks(http["service_agent_authentication"])[0]["type"] == "OIDC_TOKEN"
+
+
+def test_the_export_alert_reads_the_bigquery_subscription_state(configs):
+    """Both subscriptions are BigQuery (export) subscriptions: push metrics describe a push
+    endpoint they do not have. Cloud Monitoring's pubsub metrics list gives export subscriptions
+    subscription/export_push_subscription_details (labels subscription_type, subscription_state);
+    the error states are BigQueryConfig.State's."""
+    pipeline = configs["modules/monitoring"].locals["pipeline_alerts"]
+    for name, alert in pipeline.items():
+        assert "push_request" not in alert["filter"], f"{name}: a push metric on a BigQuery subscription"
+    export = pipeline["export_failing"]
+    assert 'pubsub.googleapis.com/subscription/export_push_subscription_details' in export["filter"]
+    assert "${local.sub_filter}" in export["filter"] and export["aligner"] == "ALIGN_MAX"
+    states = re.search(r'subscription_state=monitoring\.regex\.full_match\(\\?"\(\?i\)\(([a-z_|]+)\)\\?"\)', export["filter"])
+    assert states, export["filter"]
+    assert set(states.group(1).split("|")) >= {"permission_denied", "not_found", "schema_mismatch"}
+    assert "active" not in states.group(1).split("|")
 
 
 def test_checkov_skips_carry_a_reason(resources):

@@ -1,5 +1,7 @@
 //! BigQuery over `gcp-bigquery-client`: rows written with `tabledata.insertAll` (the worker
-//! path) and `getData` served by `jobs.query` with named parameters only.
+//! path) and `getData` served by `jobs.query` with named parameters only, in short-query mode
+//! (`jobCreationMode=JOB_CREATION_OPTIONAL`): BigQuery answers small queries without creating a
+//! job, which saves the job's overhead on every read, and says what each query billed.
 //!
 //! Rows carry the same columns a BigQuery subscription with `write_metadata` writes
 //! (`subscription_name`, `message_id`, `publish_time`, `attributes`), so a row looks the same
@@ -18,12 +20,14 @@ use gcp_bigquery_client::model::query_parameter::QueryParameter;
 use gcp_bigquery_client::model::query_parameter_type::QueryParameterType;
 use gcp_bigquery_client::model::query_parameter_value::QueryParameterValue;
 use gcp_bigquery_client::model::query_request::QueryRequest;
+use gcp_bigquery_client::model::query_response::QueryResponse;
 use gcp_bigquery_client::model::table_cell::TableCell;
 use gcp_bigquery_client::model::table_data_insert_all_request::TableDataInsertAllRequest;
 use gcp_bigquery_client::Client;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::pubsub::RECORD_ID_ATTRIBUTE as RECORD_ID;
 use super::{deadline, CHECK_TIMEOUT, DB_SYSTEM};
 use crate::domain::{Order, RecordFilter, StoredRecord};
 use crate::ports::{DependencyError, ErrorKind, RecordQuery, Row, RowWriter};
@@ -43,10 +47,21 @@ pub struct TableRef {
 /// Writes and queries the records table.
 pub struct BigQueryStore {
     client: Client,
+    /// `jobs.query` is sent by hand (see [`ShortQuery`]) with the same HTTP client and token.
+    http: reqwest::Client,
+    auth: Arc<dyn Authenticator>,
+    /// `{base}/projects/{project}/queries`.
+    queries_url: String,
     table: TableRef,
     maximum_bytes_billed: u64,
     timeout: Duration,
+    billing: Billing,
 }
+
+/// Google's endpoint of the BigQuery v2 REST API.
+const BIGQUERY_V2: &str = "https://bigquery.googleapis.com/bigquery/v2";
+/// The OAuth scope of every call this store makes.
+const BIGQUERY_SCOPE: &str = "https://www.googleapis.com/auth/bigquery";
 
 /// The emulator takes any bearer token; no credentials are read or sent anywhere else.
 #[derive(Clone)]
@@ -59,6 +74,46 @@ impl Authenticator for EmulatorToken {
     }
 }
 
+/// Application Default Credentials through Google's own `google-cloud-auth`, the library the
+/// Pub/Sub client already uses: one ADC implementation in the process, and a token source this
+/// module can also use for the `jobs.query` it sends itself.
+#[derive(Clone)]
+struct AdcToken(google_cloud_auth::credentials::AccessTokenCredentials);
+
+#[async_trait]
+impl Authenticator for AdcToken {
+    async fn access_token(&self) -> Result<String, BQError> {
+        self.0.access_token().await.map(|t| t.token).map_err(|e| {
+            BQError::InvalidApplicationDefaultCredentialsAuthenticator(std::io::Error::other(
+                e.to_string(),
+            ))
+        })
+    }
+}
+
+/// `jobs.query` with the fields `gcp-bigquery-client` 0.28 does not model. Its `QueryRequest`
+/// has no `jobCreationMode`, and its `QueryResponse` drops `totalBytesBilled` and
+/// `jobCreationReason`, so the request is the crate's, flattened, plus the mode; the response
+/// is the crate's plus what billing needs.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ShortQuery<'a> {
+    #[serde(flatten)]
+    request: &'a QueryRequest,
+    /// `JOB_CREATION_OPTIONAL`: BigQuery runs the query without a job when it can.
+    job_creation_mode: &'static str,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ShortQueryResponse {
+    #[serde(flatten)]
+    response: QueryResponse,
+    /// Bytes billed, as a decimal string (absent when BigQuery's cache answered, and from the
+    /// emulator).
+    total_bytes_billed: Option<String>,
+}
+
 impl BigQueryStore {
     /// A client for `table`: Application Default Credentials against Google's endpoint, or
     /// the emulator at `emulator_base` (`http://host:port/bigquery/v2`).
@@ -68,29 +123,56 @@ impl BigQueryStore {
         maximum_bytes_billed: u64,
         timeout: Duration,
     ) -> anyhow::Result<Self> {
-        let client = match emulator_base {
-            Some(base) => {
-                ClientBuilder::new()
-                    .with_v2_base_url(base.to_owned())
-                    .build_from_authenticator(Arc::new(EmulatorToken))
-                    .await?
-            }
-            None => {
-                ClientBuilder::new()
-                    .build_from_application_default_credentials()
-                    .await?
-            }
+        let (auth, base): (Arc<dyn Authenticator>, &str) = match emulator_base {
+            Some(base) => (Arc::new(EmulatorToken), base),
+            None => (
+                Arc::new(AdcToken(
+                    google_cloud_auth::credentials::Builder::default()
+                        .with_scopes([BIGQUERY_SCOPE])
+                        .build_access_token_credentials()?,
+                )),
+                BIGQUERY_V2,
+            ),
         };
+        let http = reqwest::Client::new();
+        let client = ClientBuilder::new()
+            .with_v2_base_url(base.to_owned())
+            .with_client(http.clone())
+            .build_from_authenticator(auth.clone())
+            .await?;
+        let queries_url = format!("{base}/projects/{}/queries", table.project);
         Ok(Self {
             client,
+            http,
+            auth,
+            queries_url,
             table,
             maximum_bytes_billed,
             timeout,
+            billing: Billing::register(),
         })
     }
 
-    fn sql(&self, filter: &RecordFilter) -> String {
-        select_sql(&self.table, filter)
+    /// Sends one `jobs.query` in short-query mode.
+    async fn short_query(&self, request: &QueryRequest) -> Result<ShortQueryResponse, BQError> {
+        let token = self.auth.access_token().await?;
+        let response = self
+            .http
+            .post(&self.queries_url)
+            .bearer_auth(token)
+            .json(&ShortQuery {
+                request,
+                job_creation_mode: "JOB_CREATION_OPTIONAL",
+            })
+            .send()
+            .await?;
+        if response.status().is_success() {
+            Ok(response.json().await?)
+        } else {
+            Err(BQError::ResponseError {
+                error: response.json().await?,
+            })
+        }
     }
 }
 
@@ -147,19 +229,27 @@ fn rfc3339(us: i64) -> String {
 
 /// The getData query. Every value is a named parameter; the only text that varies is which
 /// predicates are present. The `publish_time` range prunes partitions, so the table is never
-/// fully scanned; `QUALIFY` keeps one row per `message_id` (a message delivered twice, or
-/// written by both paths, is returned once); the keyset predicate continues after the
-/// previous page's last row, newest first.
+/// fully scanned. A record's id is its `record_id` attribute when the request had an
+/// `Idempotency-Key` (the id the client was answered with, the same on every retry), else its
+/// Pub/Sub `message_id`; `QUALIFY` keeps one row per record id, the earliest (a message
+/// delivered twice, written by both paths, or published again by a retry is returned once);
+/// the keyset predicate continues after the previous page's last row, newest first.
 fn select_sql(t: &TableRef, filter: &RecordFilter) -> String {
     let mut sql = format!(
         "SELECT customerId, name, orders, revenue, message_id, publish_time\n\
-         FROM `{}.{}.{}`\n\
-         WHERE publish_time >= @from_time AND publish_time < @to_time",
+         FROM (\n\
+         \x20 SELECT customerId, name, orders, revenue, publish_time,\n\
+         \x20   message_id AS pubsub_message_id,\n\
+         \x20   COALESCE(JSON_VALUE(attributes, '$.{RECORD_ID}'), message_id) AS message_id\n\
+         \x20 FROM `{}.{}.{}`\n\
+         \x20 WHERE publish_time >= @from_time AND publish_time < @to_time",
         t.project, t.dataset, t.table
     );
     if filter.customer_id.is_some() {
-        sql.push_str("\n  AND customerId = @customer_id");
+        sql.push_str("\n    AND customerId = @customer_id");
     }
+    // BigQuery wants a WHERE (or GROUP BY, HAVING) beside QUALIFY.
+    sql.push_str("\n)\nWHERE TRUE");
     if filter.after.is_some() {
         sql.push_str(
             "\n  AND (publish_time < @after_time\
@@ -167,11 +257,33 @@ fn select_sql(t: &TableRef, filter: &RecordFilter) -> String {
         );
     }
     sql.push_str(
-        "\nQUALIFY ROW_NUMBER() OVER (PARTITION BY message_id ORDER BY publish_time) = 1\
+        "\nQUALIFY ROW_NUMBER() OVER (PARTITION BY message_id ORDER BY publish_time, pubsub_message_id) = 1\
          \nORDER BY publish_time DESC, message_id DESC\
          \nLIMIT @row_limit",
     );
     sql
+}
+
+/// The `jobs.query` request of one getData: named parameters, the cost guard, BigQuery's
+/// result cache on, and a timeout inside the request deadline (so BigQuery gives up, and in
+/// short-query mode returns a job reference instead of rows, before the caller does).
+fn query_request(
+    table: &TableRef,
+    filter: &RecordFilter,
+    maximum_bytes_billed: u64,
+    deadline: Duration,
+) -> QueryRequest {
+    let mut request = QueryRequest::new(select_sql(table, filter));
+    request.parameter_mode = Some("NAMED".to_owned());
+    request.query_parameters = Some(parameters(filter));
+    request.maximum_bytes_billed = Some(maximum_bytes_billed.to_string());
+    request.timeout_ms = Some((deadline.as_millis() as i32 * 9 / 10).max(100));
+    request.max_results = Some(filter.limit as i32 + 1);
+    request.use_query_cache = Some(true);
+    request.format_options = Some(DataFormatOptions {
+        use_int64_timestamp: Some(true),
+    });
+    request
 }
 
 fn parameter(name: &str, ty: &str, value: String) -> QueryParameter {
@@ -286,24 +398,14 @@ impl RowWriter for BigQueryStore {
 impl RecordQuery for BigQueryStore {
     async fn query(&self, filter: &RecordFilter) -> Result<Vec<StoredRecord>, DependencyError> {
         let started = Instant::now();
-        let mut request = QueryRequest::new(self.sql(filter));
-        request.parameter_mode = Some("NAMED".to_owned());
-        request.query_parameters = Some(parameters(filter));
-        request.maximum_bytes_billed = Some(self.maximum_bytes_billed.to_string());
-        // The job's own timeout, a little inside ours, so BigQuery gives up before we do.
-        request.timeout_ms = Some((self.timeout.as_millis() as i32 * 9 / 10).max(100));
-        request.max_results = Some(filter.limit as i32 + 1);
-        request.use_query_cache = Some(true);
-        request.format_options = Some(DataFormatOptions {
-            use_int64_timestamp: Some(true),
-        });
+        let request = query_request(&self.table, filter, self.maximum_bytes_billed, self.timeout);
         let result = deadline(self.timeout, "jobs.query", async {
-            let response = self
-                .client
-                .job()
-                .query(&self.table.project, request)
-                .await
-                .map_err(|e| classify(&e))?;
+            let ShortQueryResponse {
+                response,
+                total_bytes_billed,
+            } = self.short_query(&request).await.map_err(|e| classify(&e))?;
+            self.billing
+                .record(response.cache_hit, total_bytes_billed.as_deref());
             // The emulator (and some BigQuery failures) answer 200 with errors[].
             if let Some(err) = response.errors.as_ref().and_then(|e| e.first()) {
                 let reason = err.reason.clone().unwrap_or_default();
@@ -353,6 +455,43 @@ impl RecordQuery for BigQueryStore {
                 .map_err(|e| classify(&e))
         })
         .await
+    }
+}
+
+/// What getData's queries cost: handles registered once, when the store is built.
+struct Billing {
+    bytes: ::metrics::Counter,
+    cache_hits: ::metrics::Counter,
+    cache_misses: ::metrics::Counter,
+}
+
+impl Billing {
+    fn register() -> Self {
+        let queries =
+            |hit: &'static str| ::metrics::counter!(metrics::BQ_QUERIES, "cache_hit" => hit);
+        let billing = Self {
+            bytes: ::metrics::counter!(metrics::BQ_BILLED_BYTES),
+            cache_hits: queries("true"),
+            cache_misses: queries("false"),
+        };
+        // Every series from the start: "nothing billed" reads 0, not absent.
+        for c in [&billing.bytes, &billing.cache_hits, &billing.cache_misses] {
+            c.increment(0);
+        }
+        billing
+    }
+
+    /// Counts one answered query: the bytes billed, and whether BigQuery's own result cache
+    /// answered it (billing nothing). The seed asks for metrics tied to billing; this is the
+    /// read side's.
+    fn record(&self, cache_hit: Option<bool>, total_bytes_billed: Option<&str>) {
+        if cache_hit == Some(true) {
+            self.cache_hits.increment(1);
+        } else {
+            self.cache_misses.increment(1);
+        }
+        let bytes = total_bytes_billed.and_then(|b| b.parse::<u64>().ok());
+        self.bytes.increment(bytes.unwrap_or(0));
     }
 }
 
@@ -479,9 +618,10 @@ fn classify(e: &BQError) -> DependencyError {
                 _ => ErrorKind::Internal,
             }
         }
-        BQError::AuthError(_) | BQError::YupAuthError(_) | BQError::NoToken => {
-            ErrorKind::Unavailable
-        }
+        BQError::AuthError(_)
+        | BQError::YupAuthError(_)
+        | BQError::NoToken
+        | BQError::InvalidApplicationDefaultCredentialsAuthenticator(_) => ErrorKind::Unavailable,
         _ => ErrorKind::Internal,
     };
     DependencyError::new(kind, e.to_string())
@@ -507,7 +647,46 @@ mod tests {
             from_us: 0,
             to_us: 1_000_000,
             after,
+            moving: Default::default(),
         }
+    }
+
+    #[test]
+    fn getdata_is_sent_in_short_query_mode_with_the_cache_on_and_a_timeout_under_the_deadline() {
+        let f = filter(Some("c1"), None);
+        let request = query_request(&table(), &f, 1_000, Duration::from_secs(5));
+        let body = serde_json::to_value(ShortQuery {
+            request: &request,
+            job_creation_mode: "JOB_CREATION_OPTIONAL",
+        })
+        .unwrap();
+        assert_eq!(body["jobCreationMode"], "JOB_CREATION_OPTIONAL");
+        assert_eq!(body["useQueryCache"], true);
+        assert_eq!(body["timeoutMs"], 4_500);
+        assert_eq!(body["maximumBytesBilled"], "1000");
+        assert_eq!(body["parameterMode"], "NAMED");
+        assert_eq!(body["useLegacySql"], false);
+        assert_eq!(body["maxResults"], 11);
+        assert!(body["query"].as_str().unwrap().contains("@customer_id"));
+        assert_eq!(body["queryParameters"].as_array().unwrap().len(), 4);
+    }
+
+    #[test]
+    fn the_bytes_billed_and_the_cache_hit_are_read_from_a_short_query_answer() {
+        let answer: ShortQueryResponse = serde_json::from_value(serde_json::json!({
+            "kind": "bigquery#queryResponse",
+            "jobComplete": true,
+            "cacheHit": false,
+            "totalBytesProcessed": "2048",
+            "totalBytesBilled": "10485760",
+            "jobCreationReason": {"code": "REQUESTED"},
+            "queryId": "q1",
+            "rows": [],
+        }))
+        .unwrap();
+        assert_eq!(answer.total_bytes_billed.as_deref(), Some("10485760"));
+        assert_eq!(answer.response.cache_hit, Some(false));
+        assert_eq!(answer.response.job_complete, Some(true));
     }
 
     #[test]
@@ -541,6 +720,9 @@ mod tests {
         let sql = select_sql(&table(), &filter(None, None));
         assert!(sql.contains("FROM `p.d.t`"));
         assert!(sql.contains("WHERE publish_time >= @from_time AND publish_time < @to_time"));
+        // One row per record id: a keyed request's record_id, else the Pub/Sub message id.
+        assert!(sql
+            .contains("COALESCE(JSON_VALUE(attributes, '$.record_id'), message_id) AS message_id"));
         assert!(sql.contains("QUALIFY ROW_NUMBER() OVER (PARTITION BY message_id"));
         assert!(sql.contains("ORDER BY publish_time DESC, message_id DESC"));
         assert!(!sql.contains("@customer_id") && !sql.contains("@after_time"));

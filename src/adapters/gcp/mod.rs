@@ -9,6 +9,7 @@
 //! real services and how each difference is covered.
 
 mod bigquery;
+mod idempotency;
 mod pubsub;
 mod pull;
 
@@ -48,6 +49,7 @@ pub async fn build(settings: &Settings) -> anyhow::Result<Backends> {
         &format!("projects/{project}/topics/{topic}"),
         pubsub_endpoint.as_deref(),
         settings.request_timeout,
+        settings.idempotency_ttl,
     )
     .await
     .context("connecting the Pub/Sub publisher")?;

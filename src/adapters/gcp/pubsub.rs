@@ -10,8 +10,9 @@ use google_cloud_pubsub::error::PublishError;
 use google_cloud_pubsub::model::Message;
 use google_cloud_pubsub::retry_policy::RetryableErrors;
 
+use super::idempotency::{KeyTable, Seen};
 use super::{deadline, CHECK_TIMEOUT, MESSAGING_SYSTEM};
-use crate::ports::{DependencyError, ErrorKind, OutgoingMessage};
+use crate::ports::{DependencyError, ErrorKind, Idempotency, OutgoingMessage, Published};
 use crate::telemetry::metrics::{self, MessagingOp};
 
 /// Messages the publisher sends in one RPC: a whole ingest batch (at most 500 records) goes
@@ -23,6 +24,10 @@ const BATCH_BYTES: u32 = 2 * 1024 * 1024;
 /// How long the publisher waits to fill a batch. Latency first: a request's messages are all
 /// handed over at once, so there is little to gain from waiting for other requests.
 const BATCH_DELAY: Duration = Duration::from_millis(2);
+/// The message attribute that carries a keyed request's record id, which `getData` returns as
+/// `messageId` and deduplicates on (docs/gcp.md).
+pub const RECORD_ID_ATTRIBUTE: &str = "record_id";
+
 /// Where a client connects: Google's endpoint with Application Default Credentials, or an
 /// emulator with anonymous credentials.
 fn anonymous() -> google_cloud_auth::credentials::Credentials {
@@ -35,16 +40,20 @@ pub struct PubSubPublisher {
     admin: TopicAdmin,
     topic: String,
     timeout: Duration,
+    /// Idempotency keys seen by this instance.
+    keys: KeyTable,
 }
 
 impl PubSubPublisher {
     /// Connects to `topic` (`projects/P/topics/T`). Transient failures are retried for at most
     /// half of `timeout`, so that a broker that is down answers `Unavailable` (503 with
-    /// `Retry-After`) before the request deadline turns it into a 504.
+    /// `Retry-After`) before the request deadline turns it into a 504. Idempotency keys are
+    /// remembered by this instance for `idempotency_ttl`.
     pub async fn connect(
         topic: &str,
         endpoint: Option<&str>,
         timeout: Duration,
+        idempotency_ttl: Duration,
     ) -> anyhow::Result<Self> {
         let mut builder = Publisher::builder(topic)
             .set_message_count_threshold(BATCH_MESSAGES)
@@ -63,23 +72,72 @@ impl PubSubPublisher {
             admin: admin.build().await?,
             topic: topic.to_owned(),
             timeout,
+            keys: KeyTable::new(idempotency_ttl, super::idempotency::MAX_KEYS),
         })
     }
 }
 
 #[async_trait]
 impl crate::ports::Publisher for PubSubPublisher {
+    /// With an idempotency key, every message carries a record id derived from the scope, key,
+    /// body and its index ([`RECORD_ID_ATTRIBUTE`]), and the answer is those ids, not Pub/Sub's:
+    /// a retry publishes the same ids wherever and whenever it lands, and the query returns one
+    /// row per id. Within this instance, a retry of a request that succeeded publishes nothing,
+    /// and another body under the key is refused.
     async fn publish(
         &self,
-        messages: Vec<OutgoingMessage>,
-    ) -> Result<Vec<String>, DependencyError> {
+        mut messages: Vec<OutgoingMessage>,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Published, DependencyError> {
+        let Some(idem) = idempotency else {
+            return self.send(messages).await.map(Published::New);
+        };
+        let record_ids = |n: usize| (0..n).map(|i| idem.record_id(i)).collect::<Vec<_>>();
+        match self.keys.begin(idem) {
+            Seen::Published { count } => return Ok(Published::Replayed(record_ids(count))),
+            Seen::OtherBody => return Ok(Published::KeyReused),
+            Seen::New | Seen::Attempted => {}
+        }
+        let ids = record_ids(messages.len());
+        for (m, id) in messages.iter_mut().zip(&ids) {
+            m.attributes
+                .insert(RECORD_ID_ATTRIBUTE.to_owned(), id.clone());
+        }
+        self.send(messages).await?;
+        self.keys.published(idem, ids.len());
+        Ok(Published::New(ids))
+    }
+
+    async fn check(&self) -> Result<(), DependencyError> {
+        deadline(CHECK_TIMEOUT, "get topic", async {
+            self.admin
+                .get_topic()
+                .set_topic(&self.topic)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| classify(&e))
+        })
+        .await
+    }
+
+    async fn flush(&self) {
+        // Every request awaits its own messages, so this only matters for a request cut off
+        // by shutdown; bounded so a dead broker cannot hold the exit.
+        let _ = tokio::time::timeout(self.timeout, self.publisher.flush()).await;
+    }
+}
+
+impl PubSubPublisher {
+    /// Publishes `messages` and answers Pub/Sub's ids once every one has one.
+    async fn send(&self, messages: Vec<OutgoingMessage>) -> Result<Vec<String>, DependencyError> {
         let started = Instant::now();
         let n = messages.len() as u64;
         // Pub/Sub has no multi-message transaction. Every message is handed to the batcher
         // at once (one RPC for a whole request), the client retries transient failures within
         // the time limit, and the request succeeds only when every message has an id. The
-        // gap that remains (some messages published, the request answered 503) is documented
-        // in docs/gcp.md.
+        // gap that remains (some messages published, the request answered 503/504) is closed
+        // by a retry with the same Idempotency-Key (docs/gcp.md).
         let futures: Vec<_> = messages
             .into_iter()
             .map(|m| {
@@ -121,25 +179,6 @@ impl crate::ports::Publisher for PubSubPublisher {
         );
         metrics::messages_sent(MESSAGING_SYSTEM, kind, n);
         result
-    }
-
-    async fn check(&self) -> Result<(), DependencyError> {
-        deadline(CHECK_TIMEOUT, "get topic", async {
-            self.admin
-                .get_topic()
-                .set_topic(&self.topic)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| classify(&e))
-        })
-        .await
-    }
-
-    async fn flush(&self) {
-        // Every request awaits its own messages, so this only matters for a request cut off
-        // by shutdown; bounded so a dead broker cannot hold the exit.
-        let _ = tokio::time::timeout(self.timeout, self.publisher.flush()).await;
     }
 }
 

@@ -15,8 +15,13 @@ pub use store::LocalStore;
 
 use crate::ports::{Backends, Pipeline};
 
-/// Opens (creating if needed) the broker and store under `data_dir`.
-pub fn build(data_dir: &Path, max_delivery_attempts: u32) -> anyhow::Result<Backends> {
+/// Opens (creating if needed) the broker and store under `data_dir`. Idempotency keys are
+/// remembered for `idempotency_ttl`.
+pub fn build(
+    data_dir: &Path,
+    max_delivery_attempts: u32,
+    idempotency_ttl: Duration,
+) -> anyhow::Result<Backends> {
     std::fs::create_dir_all(data_dir)
         .map_err(|e| anyhow::anyhow!("DATA_DIR {}: {e}", data_dir.display()))?;
     let broker = LocalBroker::open(BrokerConfig {
@@ -24,6 +29,8 @@ pub fn build(data_dir: &Path, max_delivery_attempts: u32) -> anyhow::Result<Back
         max_delivery_attempts,
         ack_deadline: Duration::from_secs(30),
         subscription: "challenge-latam-local-subscription".to_owned(),
+        idempotency_ttl,
+        max_idempotency_keys: broker::MAX_IDEMPOTENCY_KEYS,
     })?;
     let store = Arc::new(LocalStore::open(&data_dir.join("store.db"))?);
     Ok(Backends {

@@ -1,17 +1,17 @@
 //! `GET /challenge-latam-api/getData`: newest records first, one per message id, paged by
-//! keyset with a `Link: rel="next"` header so the body stays the seed's bare list.
+//! keyset with a `Link: rel="next"` header so the body stays the seed's bare list. The page
+//! comes from [`crate::pages`] (cached, coalesced, bounded) with an `ETag`, and an
+//! `If-None-Match` that names it is answered 304 with no body.
 
 use axum::extract::State;
-use axum::http::{header, HeaderValue, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
-use tracing::Instrument;
 
-use crate::domain::{Cursor, RecordFilter, StoredRecord};
+use crate::domain::{RecordFilter, StoredRecord};
 use crate::http::error::{ApiError, Problem};
 use crate::http::AppState;
+use crate::pages;
 use crate::ports::{DependencyError, ErrorKind};
-use crate::telemetry;
 
 /// Query parameters of getData (documentation; parsing is `RecordFilter::parse`).
 #[derive(utoipa::IntoParams)]
@@ -40,56 +40,60 @@ pub struct GetDataParams {
     get,
     path = "/challenge-latam-api/getData",
     tag = "records",
-    params(GetDataParams),
+    params(GetDataParams,
+        ("If-None-Match" = Option<String>, Header,
+            description = "An `ETag` of this page from an earlier answer: 304 without a body while the page is unchanged.")),
     responses(
-        (status = 200, description = "Records, newest first. `Link: <...>; rel=\"next\"` when more exist.", body = Vec<StoredRecord>),
+        (status = 200, description = "Records, newest first. `Link: <...>; rel=\"next\"` when more exist. `ETag` validates the page; it may be served from a cache for up to `QUERY_CACHE_TTL_MS`.", body = Vec<StoredRecord>,
+            headers(("ETag" = String, description = "Validator of this page, for `If-None-Match`."))),
+        (status = 304, description = "Not modified: `If-None-Match` names this page's `ETag`.",
+            headers(("ETag" = String, description = "Validator of this page."))),
         (status = 400, description = "A query parameter is wrong.", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No or unknown API key.", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The key lacks the `read` scope.", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Store unavailable or load shed.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable, too many store queries running, or load shed (`Retry-After`).", body = Problem, content_type = "application/problem+json"),
         (status = 504, description = "Store timed out.", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []))
 )]
-pub async fn get_data(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
+pub async fn get_data(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let filter = RecordFilter::parse(uri.query(), chrono::Utc::now())
         .map_err(|e| ApiError::BadRequest(e.0))?;
-    let span = telemetry::trace_span(|| {
-        tracing::info_span!(
-            "SELECT records",
-            otel.kind = "client",
-            db.system.name = state.db_system,
-            db.operation.name = "query",
-            db.collection.name = "records",
-        )
-    });
-    let mut rows = tokio::time::timeout(state.request_timeout, state.query.query(&filter))
-        .instrument(span)
+    let page = tokio::time::timeout(state.request_timeout, state.pages.get(&filter))
         .await
         .unwrap_or_else(|_| Err(DependencyError::new(ErrorKind::Timeout, "query timed out")))
         .map_err(|e| ApiError::Dependency("store", e))?;
 
-    let limit = filter.limit as usize;
-    let next = if rows.len() > limit {
-        rows.truncate(limit);
-        rows.last().map(|r| Cursor {
-            publish_time_us: r.publish_time_us,
-            message_id: r.message_id.clone(),
-        })
+    let unchanged = headers
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|v| pages::matches(v.as_bytes(), &page.etag));
+    let mut response = if unchanged {
+        StatusCode::NOT_MODIFIED.into_response()
     } else {
-        None
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            page.body.clone(),
+        )
+            .into_response()
     };
-    let mut response = Json(rows).into_response();
-    if let Some(cursor) = next {
-        let link = format!(
-            "<{}?{}>; rel=\"next\"",
-            uri.path(),
-            filter.next_page_query(&cursor)
-        );
-        if let Ok(v) = HeaderValue::from_str(&link) {
-            response.headers_mut().insert(header::LINK, v);
-        }
+    let h = response.headers_mut();
+    h.insert(header::ETAG, page.etag.clone());
+    // The page depends on the caller's credentials: no shared cache may keep it, and a
+    // client's own cache must revalidate (which the ETag makes cheap).
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache"),
+    );
+    if let Some(link) = &page.link {
+        h.insert(header::LINK, link.clone());
     }
     Ok(response)
 }

@@ -27,6 +27,13 @@ terraform {
 }
 
 locals {
+  # Each sidecar's limits. Cloud Run ("Configure CPU limits for services") allows less than 1 vCPU
+  # only with maximum concurrency 1 and request-based billing; this service takes 80 concurrent
+  # requests with CPU always allocated, so every container gets whole vCPUs. The instance is
+  # app + 2 sidecars = 3 vCPU and 1.5 GiB (terraform/README.md, "What it costs").
+  sidecar_cpu    = "1"
+  sidecar_memory = "512Mi"
+
   api_keys_dir  = "/secrets/api-keys"
   api_keys_file = "${local.api_keys_dir}/keys.json"
   logs_dir      = "/shared-logs"
@@ -310,12 +317,15 @@ resource "google_cloud_run_v2_service" "api" {
         mount_path = local.logs_dir
       }
 
-      # Ready only when broker and store answer (CONTRACT.md: /readyz).
+      # Ready only when broker and store answer (CONTRACT.md: /readyz). The timeout stays below
+      # the period: the provider's reference says timeout_seconds "must be smaller than
+      # periodSeconds" (the API's "period >= timeout" allows equal; smaller satisfies both).
+      # 20 probes x 3 s keep the 60 s the instance had to become ready.
       startup_probe {
         initial_delay_seconds = 0
-        period_seconds        = 2
+        period_seconds        = 3
         timeout_seconds       = 2
-        failure_threshold     = 30
+        failure_threshold     = 20
         http_get {
           path = "/readyz"
           port = 8080
@@ -357,10 +367,13 @@ resource "google_cloud_run_v2_service" "api" {
         }
       }
 
+      # A whole vCPU, as Datadog's own Cloud Run module gives this sidecar (cpu "1", 512Mi):
+      # Cloud Run allows less than 1 vCPU only with maximum concurrency 1 and request-based
+      # billing, and this service runs 80 concurrent requests with CPU always allocated.
       resources {
         limits = {
-          cpu    = "0.5"
-          memory = "256Mi"
+          cpu    = local.sidecar_cpu
+          memory = local.sidecar_memory
         }
       }
 
@@ -369,9 +382,11 @@ resource "google_cloud_run_v2_service" "api" {
         mount_path = local.logs_dir
       }
 
+      # A TCP connect on the health port: 1 s is plenty and stays below the 2 s period
+      # (15 x 2 s = 30 s, as before).
       startup_probe {
         period_seconds    = 2
-        timeout_seconds   = 2
+        timeout_seconds   = 1
         failure_threshold = 15
         tcp_socket {
           port = 5555
@@ -386,10 +401,11 @@ resource "google_cloud_run_v2_service" "api" {
         image      = var.gmp_image
         depends_on = ["app"]
 
+        # A whole vCPU for the same reason as the Datadog sidecar's.
         resources {
           limits = {
-            cpu    = "0.5"
-            memory = "256Mi"
+            cpu    = local.sidecar_cpu
+            memory = local.sidecar_memory
           }
         }
 

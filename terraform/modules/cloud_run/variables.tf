@@ -192,9 +192,14 @@ variable "concurrency" {
 }
 
 variable "app_cpu" {
-  description = "vCPU limit of the app container (\"1\")."
+  description = "vCPU limit of the app container (\"1\"): a whole number, since less than 1 vCPU needs concurrency 1 and request-based billing."
   type        = string
   default     = "1"
+
+  validation {
+    condition     = contains(["1", "2", "4", "6", "8"], var.app_cpu)
+    error_message = "app_cpu must be 1, 2, 4, 6 or 8 vCPU: Cloud Run allows less than 1 vCPU only with concurrency 1 and request-based billing."
+  }
 }
 
 variable "app_memory" {

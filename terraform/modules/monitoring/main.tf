@@ -235,12 +235,18 @@ locals {
   dl_sub_filter = "resource.type=\"pubsub_subscription\" AND resource.label.subscription_id=\"${var.dead_letter_subscription_name}\""
 
   pipeline_alerts = {
-    # A BigQuery subscription whose writes fail (table gone, permission revoked, schema drift:
-    # the subscription's state leaves ACTIVE) answers its deliveries with a non-ack class.
+    # A BigQuery subscription whose writes fail (table gone, permission revoked, schema drift)
+    # leaves the ACTIVE state for one of BigQueryConfig.State's error states. Cloud Monitoring
+    # reports an export subscription's type and state as the gauge
+    # subscription/export_push_subscription_details (labels subscription_type,
+    # subscription_state); subscription/push_request_count counts attempts on a push endpoint,
+    # which a BigQuery subscription does not have. The states are matched without regard to
+    # case, and only the error states: an unknown label value pages nobody by mistake (the
+    # oldest-unacked policy below still catches any stall).
     export_failing = {
       name       = "records subscription cannot write to BigQuery"
-      filter     = "metric.type=\"pubsub.googleapis.com/subscription/push_request_count\" AND ${local.sub_filter} AND metric.label.response_class!=\"ack\""
-      aligner    = "ALIGN_RATE"
+      filter     = "metric.type=\"pubsub.googleapis.com/subscription/export_push_subscription_details\" AND ${local.sub_filter} AND metric.label.subscription_state=monitoring.regex.full_match(\"(?i)(permission_denied|not_found|schema_mismatch|in_transit_location_restriction|vertex_ai_location_restriction)\")"
+      aligner    = "ALIGN_MAX"
       threshold  = 0
       duration   = "600s"
       severity   = "page"

@@ -100,21 +100,37 @@ locals {
     }
   ]...)
 
+  # Burn-rate windows as Datadog's burn-rate alerts take them ("Burn Rate Alerts": the long
+  # window is specified in hours, 1h to 48h; the short window in minutes, below the long one;
+  # its 30-day table gives 5, 30 and 120 minutes). The generator writes the short window in its
+  # largest unit ("2h"); it is rewritten in minutes here ("120m"). null when not parseable: the
+  # datadog_monitors output refuses it.
+  dd_windows = {
+    for key, slo in local.dd_slos : key => {
+      for m in slo.monitors : m.tier => {
+        long_hours    = try(tonumber(regex("^([0-9]+)h$", m.long_window)[0]), null)
+        short_minutes = try(tonumber(regex("^([0-9]+)[mh]$", m.short_window)[0]) * (endswith(m.short_window, "h") ? 60 : 1), null)
+      } if m.type == "burn_rate"
+    }
+  }
+
   # Each monitor's query, with %s where the created SLO's id goes (format() in the datadog module).
   dd_monitors = merge([
     for key, slo in local.dd_slos : {
       for m in slo.monitors : "${key}/${m.tier}" => {
-        slo_key  = key
-        service  = slo.service
-        slo_id   = slo.slo_id
-        slo_name = slo.name
-        tier     = m.tier
-        severity = m.severity
-        type     = m.type
-        runbook  = m.runbook
-        reason   = try(m.reason, null)
+        slo_key       = key
+        service       = slo.service
+        slo_id        = slo.slo_id
+        slo_name      = slo.name
+        tier          = m.tier
+        severity      = m.severity
+        type          = m.type
+        runbook       = m.runbook
+        reason        = try(m.reason, null)
+        long_hours    = try(local.dd_windows[key][m.tier].long_hours, null)
+        short_minutes = try(local.dd_windows[key][m.tier].short_minutes, null)
         query_format = (m.type == "burn_rate"
-          ? "burn_rate(\"%s\").over(\"${slo.timeframe}\").long_window(\"${m.long_window}\").short_window(\"${m.short_window}\") > ${tostring(m.threshold)}"
+          ? "burn_rate(\"%s\").over(\"${slo.timeframe}\").long_window(\"${m.long_window}\").short_window(\"${try(format("%dm", local.dd_windows[key][m.tier].short_minutes), m.short_window)}\") > ${tostring(m.threshold)}"
         : "error_budget(\"%s\").over(\"${slo.timeframe}\") > ${tostring(m.threshold_percent_consumed)}")
         critical = m.type == "burn_rate" ? m.threshold : m.threshold_percent_consumed
       }

@@ -75,4 +75,14 @@ output "datadog_monitors" {
     condition     = alltrue([for m in values(local.dd_monitors) : contains(["burn_rate", "error_budget"], m.type)])
     error_message = "Datadog monitors must be of type burn_rate or error_budget."
   }
+
+  # Datadog's "Burn Rate Alerts": 1 hour <= long window <= 48 hours, the short window in minutes
+  # and always less than the long window.
+  precondition {
+    condition = alltrue([for m in values(local.dd_monitors) : m.type != "burn_rate" || (
+      m.long_hours != null && m.short_minutes != null
+      && try(m.long_hours >= 1 && m.long_hours <= 48 && m.short_minutes >= 1 && m.short_minutes < m.long_hours * 60, false)
+    )])
+    error_message = "every Datadog burn-rate monitor needs a long window of 1h to 48h in hours and a shorter short window in minutes or hours."
+  }
 }

@@ -10,8 +10,10 @@ use anyhow::{bail, ensure, Result};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
-use crate::spec::{CloudMonitoringSli, Matcher, Selector, Service, SliKind, Slo, Tier};
-use crate::units::{datadog_bound, datadog_window, json_number, plain, prom_duration};
+use crate::spec::{CloudMonitoringSli, Matcher, Selector, Service, Severity, SliKind, Slo, Tier};
+use crate::units::{
+    datadog_bound, datadog_short_window, datadog_window, json_number, plain, prom_duration,
+};
 
 /// Cloud Monitoring's longest burn-rate lookback.
 const CM_MAX_LOOKBACK: u64 = 86_400;
@@ -150,6 +152,7 @@ pub fn cloud_monitoring(svc: &Service, generated_by: &str) -> Result<Value> {
             }
         }
         let (kind, sli) = cm_sli(slo)?;
+        let exhausted = svc.exhausted_alert(slo);
         let mut entry = json!({
             "slo_id": slo.name,
             "display_name": format!("{} {}", svc.name, slo.display_name),
@@ -157,6 +160,20 @@ pub fn cloud_monitoring(svc: &Service, generated_by: &str) -> Result<Value> {
             "rolling_period_days": slo.period / 86_400,
             "burn_rate_alerts": burn,
             "budget_alerts": budget,
+            // Apart from budget_alerts, which stand in for tiers and so always leave some budget.
+            "budget_exhausted_alert": {
+                "alert": exhausted,
+                "severity": Severity::Ticket.as_str(),
+                "filter": "select_slo_budget_fraction",
+                "comparison": "COMPARISON_LT",
+                "threshold_value": json_number(Decimal::ZERO),
+                "reason": format!(
+                    "the whole error budget of the {} period is spent (remaining fraction \
+                     below 0): the error-budget policy applies (slo/POLICY.md)",
+                    prom_duration(slo.period)
+                ),
+                "runbook": svc.runbook(&exhausted),
+            },
         });
         entry[kind] = sli;
         slos.push(entry);
@@ -234,7 +251,7 @@ pub fn datadog(svc: &Service, generated_by: &str) -> Result<Value> {
                     "severity": t.severity.as_str(),
                     "type": "burn_rate",
                     "long_window": datadog_window(t.long),
-                    "short_window": datadog_window(t.short),
+                    "short_window": datadog_short_window(t.short),
                     "threshold": json_number(t.burn_rate),
                     "runbook": svc.runbook(&alert),
                 }));
@@ -254,6 +271,18 @@ pub fn datadog(svc: &Service, generated_by: &str) -> Result<Value> {
                 }));
             }
         }
+        let exhausted = svc.exhausted_alert(slo);
+        monitors.push(json!({
+            "tier": "budget-exhausted",
+            "severity": Severity::Ticket.as_str(),
+            "type": "error_budget",
+            "threshold_percent_consumed": json_number(Decimal::ONE_HUNDRED),
+            "reason": format!(
+                "the whole error budget of the {timeframe} timeframe is spent; the error-budget \
+                 policy applies (slo/POLICY.md)"
+            ),
+            "runbook": svc.runbook(&exhausted),
+        }));
         let mut entry = json!({
             "slo_id": slo.name,
             "name": format!("{} {}", svc.name, slo.display_name),
@@ -366,6 +395,31 @@ mod tests {
     }
 
     #[test]
+    fn every_slo_has_a_budget_exhausted_alert_in_both_backends() {
+        let svc = service();
+        let cm = cloud_monitoring(&svc, "test").unwrap();
+        let dd = datadog(&svc, "test").unwrap();
+        for (i, slo) in svc.slos.iter().enumerate() {
+            let c = &cm["slos"][i]["budget_exhausted_alert"];
+            assert_eq!(c["comparison"], "COMPARISON_LT");
+            assert_eq!(c["threshold_value"], 0.0);
+            assert_eq!(c["severity"], "ticket");
+            assert_eq!(
+                c["runbook"],
+                format!("alerts/runbooks/{}.md", svc.exhausted_alert(slo))
+            );
+            let monitors = dd["slos"][i]["monitors"].as_array().unwrap();
+            let m = monitors.last().unwrap();
+            assert_eq!(m["tier"], "budget-exhausted");
+            assert_eq!(m["type"], "error_budget");
+            assert_eq!(m["threshold_percent_consumed"], 100.0);
+            assert_eq!(m["runbook"], c["runbook"]);
+            // One monitor per tier, and this one.
+            assert_eq!(monitors.len(), slo.tiers.len() + 1);
+        }
+    }
+
+    #[test]
     fn cloud_monitoring_latency_is_a_distribution_cut_at_the_threshold() {
         let cm = cloud_monitoring(&service(), "test").unwrap();
         let cut = &cm["slos"][1]["request_based_sli"]["distribution_cut"];
@@ -385,6 +439,7 @@ mod tests {
         let a = &dd["slos"][0];
         assert_eq!(a["target"], 99.95);
         assert_eq!(a["monitors"][2]["long_window"], "24h");
+        assert_eq!(a["monitors"][2]["short_window"], "120m");
         assert_eq!(a["monitors"][3]["type"], "error_budget");
         assert_eq!(a["monitors"][3]["threshold_percent_consumed"], 90.0);
         assert_eq!(

@@ -93,7 +93,8 @@ fn render(services: &[spec::Service]) -> Result<BTreeMap<String, String>> {
                         &svc.source,
                         &format!(
                             "SLO {}: burn-rate recording rules and alerts (multi-window, \
-                             multi-burn-rate), and the absent-metrics alert.",
+                             multi-burn-rate), the absent-metrics alert, and the budget-exhausted \
+                             alert over the whole period.",
                             slo.name
                         ),
                     ),
@@ -123,6 +124,25 @@ fn render(services: &[spec::Service]) -> Result<BTreeMap<String, String>> {
                     ),
                 );
             }
+            files.insert(
+                format!(
+                    "{}/tests/{}/{}.budget.test.yml",
+                    svc.out_dir, svc.name, slo.name
+                ),
+                promtests::budget_tests(
+                    svc,
+                    slo,
+                    &yaml_header(
+                        &svc.source,
+                        &format!(
+                            "promtool tests of SLO {}: the budget-exhausted alert tickets once the \
+                             whole period has spent more than the budget, and only then.",
+                            slo.name
+                        ),
+                    ),
+                    &rules_rel,
+                ),
+            );
             files.insert(
                 format!(
                     "{}/tests/{}/{}.steady.test.yml",
@@ -253,7 +273,8 @@ fn check(root: &Path, services: &[spec::Service]) -> Result<()> {
                 ));
             }
         }
-        rules += svc.slos.iter().map(|s| s.tiers.len() + 1).sum::<usize>();
+        // Per SLO: one rule per tier, the absent alert and the budget-exhausted alert.
+        rules += svc.slos.iter().map(|s| s.tiers.len() + 2).sum::<usize>();
     }
     let slos: usize = services.iter().map(|s| s.slos.len()).sum();
     println!(

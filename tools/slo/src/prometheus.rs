@@ -164,6 +164,48 @@ fn block(out: &mut String, indent: usize, key: &str, text: &str) {
     }
 }
 
+/// Summary and description of an SLO's budget-exhausted alert.
+pub fn exhausted_annotations(svc: &Service, slo: &Slo) -> (String, String) {
+    let period = prom_duration(slo.period);
+    let budget = percent(slo.budget());
+    let summary = format!(
+        "{} {}: the {period} error budget is spent",
+        svc.name, slo.name
+    );
+    let description = format!(
+        "Error ratio {{{{ $value | humanizePercentage }}}} over the last {period}, above the \
+         error budget of {budget} ({}; at least {} events): the objective, {}, is missed over \
+         {period} rolling. The error-budget policy applies (slo/POLICY.md): releases of {} stop, \
+         except fixes and reliability work, until the ratio over {period} is back under {budget}.",
+        bad_event_text(slo),
+        slo.minimum_events,
+        slo.objective_text,
+        svc.name,
+    );
+    (summary, description)
+}
+
+/// The budget-exhausted alert expression: more bad events over the whole period than the
+/// objective allows, judged only with enough events.
+pub fn exhausted_expr(svc: &Service, slo: &Slo) -> String {
+    let l = slo_labels(svc, slo);
+    format!(
+        "{}{{{l}}} > {}\nand on (service, slo)\n{}{{{l}}} >= {}",
+        ratio_record(slo.period),
+        plain(slo.budget()),
+        events_record(slo.period),
+        slo.minimum_events
+    )
+}
+
+/// `runbook_url` and, when the service names its dashboard, `dashboard_url`.
+fn link_annotations(out: &mut String, svc: &Service, alert: &str) {
+    let _ = writeln!(out, "          runbook_url: {}", svc.runbook(alert));
+    if let Some(d) = &svc.dashboard {
+        let _ = writeln!(out, "          dashboard_url: {}", yaml_str(d));
+    }
+}
+
 /// The burn-rate alert expression of one tier.
 pub fn burn_expr(svc: &Service, slo: &Slo, tier: &Tier) -> String {
     let l = slo_labels(svc, slo);
@@ -224,7 +266,7 @@ pub fn rules(svc: &Service, slos: &[&Slo], header: &str) -> String {
             let _ = writeln!(out, "        annotations:");
             let _ = writeln!(out, "          summary: {}", yaml_str(&summary));
             let _ = writeln!(out, "          description: {}", yaml_str(&description));
-            let _ = writeln!(out, "          runbook_url: {}", svc.runbook(&alert));
+            link_annotations(&mut out, svc, &alert);
         }
         let absent = svc.absent_alert();
         let (summary, description) = absent_annotations(svc, slo);
@@ -239,7 +281,37 @@ pub fn rules(svc: &Service, slos: &[&Slo], header: &str) -> String {
         let _ = writeln!(out, "        annotations:");
         let _ = writeln!(out, "          summary: {}", yaml_str(&summary));
         let _ = writeln!(out, "          description: {}", yaml_str(&description));
-        let _ = writeln!(out, "          runbook_url: {}", svc.runbook(&absent));
+        link_annotations(&mut out, svc, &absent);
+
+        // The whole period in a group of its own, evaluated every few minutes: a ratio over 30
+        // days moves slowly, and each evaluation reads a month of samples.
+        let period = prom_duration(slo.period);
+        let labels = format!(
+            "        labels:\n          service: {}\n          slo: {}",
+            svc.name, slo.name
+        );
+        let _ = writeln!(out, "  - name: slo-{}-{}-budget", svc.name, slo.name);
+        let _ = writeln!(out, "    interval: {}", prom_duration(svc.budget_eval));
+        out.push_str("    rules:\n");
+        let _ = writeln!(out, "      - record: {}", ratio_record(slo.period));
+        block(&mut out, 8, "expr", &error_ratio_expr(slo, &period));
+        let _ = writeln!(out, "{labels}");
+        let _ = writeln!(out, "      - record: {}", events_record(slo.period));
+        let _ = writeln!(
+            out,
+            "        expr: sum(increase({}[{period}]))",
+            total_series(slo)
+        );
+        let _ = writeln!(out, "{labels}");
+        let exhausted = svc.exhausted_alert(slo);
+        let (summary, description) = exhausted_annotations(svc, slo);
+        let _ = writeln!(out, "      - alert: {exhausted}");
+        block(&mut out, 8, "expr", &exhausted_expr(svc, slo));
+        out.push_str("        labels:\n          severity: ticket\n");
+        let _ = writeln!(out, "        annotations:");
+        let _ = writeln!(out, "          summary: {}", yaml_str(&summary));
+        let _ = writeln!(out, "          description: {}", yaml_str(&description));
+        link_annotations(&mut out, svc, &exhausted);
     }
     out
 }
@@ -315,6 +387,27 @@ mod tests {
              and on (service, slo)\n\
              slo:sli_events:increase5m{service=\"challenge-latam-api\",slo=\"availability\"} >= 20"
         );
+    }
+
+    #[test]
+    fn the_budget_is_exhausted_when_the_period_spends_more_than_the_budget() {
+        let svc = service();
+        let slo = &svc.slos[0];
+        assert_eq!(
+            exhausted_expr(&svc, slo),
+            "slo:sli_error:ratio_rate30d{service=\"challenge-latam-api\",slo=\"availability\"} > 0.0005\n\
+             and on (service, slo)\n\
+             slo:sli_events:increase30d{service=\"challenge-latam-api\",slo=\"availability\"} >= 20"
+        );
+        let text = rules(&svc, &[slo], "");
+        assert!(text
+            .contains("  - name: slo-challenge-latam-api-availability-budget\n    interval: 5m\n"));
+        assert!(text.contains(
+            "runbook_url: alerts/runbooks/ChallengeLatamApiAvailabilityBudgetExhausted.md"
+        ));
+        let (_, d) = exhausted_annotations(&svc, slo);
+        assert!(d.contains("error budget of 0.05 %"), "{d}");
+        assert!(d.contains("slo/POLICY.md"), "{d}");
     }
 
     #[test]

@@ -10,13 +10,18 @@
 //! - `absent.test.yml`: missing metrics raise the absent alert of every SLO;
 //! - `<slo>.steady.test.yml` (every hour, windows full): healthy traffic is silent,
 //!   a sustained burn between two thresholds fires exactly the tiers below it (a slow burn
-//!   tickets without paging), a total outage fires all, and too little traffic never pages.
+//!   tickets without paging), a total outage fires all, and too little traffic never pages;
+//! - `<slo>.budget.test.yml` (every hour over the whole period): the budget-exhausted alert
+//!   tickets when more than the budget is spent over the period, not before, not on too few
+//!   events, and resolves once the spending has left the window.
 
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::prometheus::{absent_annotations, absent_labels, burn_annotations};
+use crate::prometheus::{
+    absent_annotations, absent_labels, burn_annotations, exhausted_annotations,
+};
 use crate::spec::{Service, Severity, SliKind, Slo, Tier};
 use crate::units::{go_g4, plain, prom_duration};
 
@@ -163,7 +168,12 @@ fn values(incs: &[Decimal], phases: &[Phase]) -> String {
 }
 
 fn write_inputs(out: &mut String, slo: &Slo, phases: &[Phase]) {
-    out.push_str("    interval: 1m\n    input_series:\n");
+    write_inputs_every(out, slo, phases, "1m");
+}
+
+/// The input series with one sample every `interval` (a phase's `minutes` then counts samples).
+fn write_inputs_every(out: &mut String, slo: &Slo, phases: &[Phase], interval: &str) {
+    let _ = writeln!(out, "    interval: {interval}\n    input_series:");
     for s in input_series(slo, phases) {
         let _ = writeln!(
             out,
@@ -193,8 +203,13 @@ fn firing_sample(svc: &Service, slo: &Slo, alert: &str, tier: &Tier) -> String {
 }
 
 fn promql(out: &mut String, at: u64, expr: &str, sample: Option<&str>, why: &str) {
+    promql_at(out, &format!("{at}m"), expr, sample, why);
+}
+
+/// A `promql_expr_test` at a promtool duration (`90m`, `361h`).
+fn promql_at(out: &mut String, at: &str, expr: &str, sample: Option<&str>, why: &str) {
     let _ = writeln!(out, "      # {why}");
-    let _ = writeln!(out, "      - expr: '{expr}'\n        eval_time: {at}m");
+    let _ = writeln!(out, "      - expr: '{expr}'\n        eval_time: {at}");
     match sample {
         Some(s) => {
             let _ = writeln!(
@@ -226,13 +241,37 @@ fn expected_burn(out: &mut String, svc: &Service, slo: &Slo, tier: &Tier, ratio:
         tier.severity.as_str(),
         tier.name
     );
+    exp_annotations(out, svc, &summary, &description, &svc.burn_alert(slo));
+}
+
+/// The annotations every generated alert carries, as promtool expects them.
+fn exp_annotations(out: &mut String, svc: &Service, summary: &str, description: &str, alert: &str) {
     let _ = writeln!(
         out,
         "            exp_annotations:\n              summary: {}\n              description: {}\n              runbook_url: {}",
-        yaml_str(&summary),
-        yaml_str(&description),
-        svc.runbook(&svc.burn_alert(slo))
+        yaml_str(summary),
+        yaml_str(description),
+        svc.runbook(alert)
     );
+    if let Some(d) = &svc.dashboard {
+        let _ = writeln!(out, "              dashboard_url: {}", yaml_str(d));
+    }
+}
+
+/// An expected firing budget-exhausted alert with its description rendered for `ratio`.
+fn expected_exhausted(out: &mut String, svc: &Service, slo: &Slo, ratio: Decimal) {
+    let (summary, description) = exhausted_annotations(svc, slo);
+    let value: f64 = plain(ratio).parse().expect("a float");
+    let description = description.replace(
+        "{{ $value | humanizePercentage }}",
+        &format!("{}%", go_g4(value * 100.0)),
+    );
+    let _ = writeln!(
+        out,
+        "          - exp_labels:\n              service: {}\n              slo: {}\n              severity: ticket",
+        svc.name, slo.name
+    );
+    exp_annotations(out, svc, &summary, &description, &svc.exhausted_alert(slo));
 }
 
 fn ceil_to(step: u64, m: u64) -> u64 {
@@ -400,13 +439,7 @@ pub fn absent_tests(svc: &Service, header: &str, rules_files: &[String]) -> Stri
         for (l, v) in absent_labels(slo) {
             let _ = writeln!(out, "              {l}: {}", yaml_str(&v));
         }
-        let _ = writeln!(
-            out,
-            "            exp_annotations:\n              summary: {}\n              description: {}\n              runbook_url: {}",
-            yaml_str(&summary),
-            yaml_str(&description),
-            svc.runbook(&absent)
-        );
+        exp_annotations(&mut out, svc, &summary, &description, &absent);
     }
     for slo in &svc.slos {
         let _ = writeln!(
@@ -546,5 +579,147 @@ pub fn steady_tests(svc: &Service, slo: &Slo, header: &str, rules_file: &str) ->
             }
         }
     }
+    out
+}
+
+/// The budget-exhausted tests of one SLO: one sample every hour over the whole period, one
+/// evaluation a day (each evaluation of every loaded rule reads the period's samples; hourly it
+/// took 20 s a file). Spending 90 % of the budget is silent and 110 % tickets; too few events
+/// never judge; an outage that spends the budget fires, and the alert resolves once the outage
+/// has left the period's window.
+pub fn budget_tests(svc: &Service, slo: &Slo, header: &str, rules_file: &str) -> String {
+    let mut out = String::new();
+    out.push_str(header);
+    let hours = slo.period.div_ceil(3600);
+    // Every eval_time below is a multiple of the evaluation interval, so it is evaluated exactly.
+    let step = if hours.is_multiple_of(24) { 24 } else { 1 };
+    let _ = writeln!(
+        out,
+        "rule_files:\n  - {rules_file}\nevaluation_interval: {}\ntests:",
+        prom_duration(step * 3600)
+    );
+    let alert = svc.exhausted_alert(slo);
+    let budget = slo.budget();
+    let span = hours + step;
+    let per_hour = d(RATE * 60);
+    let period = prom_duration(slo.period);
+    let absent_clean = |out: &mut String, at: u64| {
+        let _ = writeln!(
+            out,
+            "    promql_expr_test:\n      - expr: '{}'\n        eval_time: {at}h\n        exp_samples: []",
+            alerts_expr(&svc.absent_alert(), &format!(",slo=\"{}\"", slo.name))
+        );
+    };
+    let spent: [(&str, &str); 2] = [("0.9", "90 %"), ("1.1", "110 %")];
+    for (burn, share) in spent {
+        let burn: Decimal = burn.parse().expect("a decimal");
+        let fires = burn > Decimal::ONE;
+        let phases = [Phase {
+            minutes: span,
+            total: per_hour,
+            bad: burn * budget * per_hour,
+        }];
+        let _ = writeln!(
+            out,
+            "  # {} {}: burn rate {} for {}: {share} of the budget spent over the last {period}{}.",
+            svc.name,
+            slo.name,
+            plain(burn),
+            prom_duration(span * 3600),
+            if fires { ": a ticket" } else { ": silent" }
+        );
+        out.push_str("  - ");
+        let mut body = String::new();
+        write_inputs_every(&mut body, slo, &phases, "1h");
+        out.push_str(body.trim_start());
+        let _ = writeln!(
+            out,
+            "    alert_rule_test:\n      - alertname: {alert}\n        eval_time: {span}h"
+        );
+        if fires {
+            out.push_str("        exp_alerts:\n");
+            expected_exhausted(&mut out, svc, slo, burn * budget);
+        } else {
+            out.push_str("        exp_alerts: []\n");
+        }
+        absent_clean(&mut out, span);
+    }
+
+    // Every event bad, but fewer than minimum-events over the whole period.
+    let rate = (d(slo.minimum_events) / (d(2) * d(span))).round_dp(6);
+    let phases = [Phase {
+        minutes: span,
+        total: rate,
+        bad: rate,
+    }];
+    let _ = writeln!(
+        out,
+        "  # {} {}: every event bad, but only {} per hour: too few events over {period} to judge.",
+        svc.name,
+        slo.name,
+        plain(rate)
+    );
+    out.push_str("  - ");
+    let mut body = String::new();
+    write_inputs_every(&mut body, slo, &phases, "1h");
+    out.push_str(body.trim_start());
+    let _ = writeln!(
+        out,
+        "    alert_rule_test:\n      - alertname: {alert}\n        eval_time: {span}h\n        exp_alerts: []"
+    );
+
+    // A total outage long enough to spend twice the budget of the period, then healthy traffic:
+    // spent halfway through, and silent again once the outage is older than the period.
+    let outage = (d(2) * budget * d(hours)).ceil();
+    let outage: u64 = outage.try_into().unwrap_or(1).max(1);
+    let (mid, end) = (
+        ceil_to(step, outage + hours / 2),
+        ceil_to(step, outage + hours + 1),
+    );
+    let healthy_hours = end - outage;
+    let phases = [
+        Phase {
+            minutes: outage,
+            total: per_hour,
+            bad: per_hour,
+        },
+        Phase {
+            minutes: healthy_hours,
+            total: per_hour,
+            bad: healthy() * budget * per_hour,
+        },
+    ];
+    let _ = writeln!(
+        out,
+        "  # {} {}: a total outage for {} (twice the budget of {period}), then healthy (burn \
+         {HEALTHY_BURN}) until the outage has left the window.",
+        svc.name,
+        slo.name,
+        prom_duration(outage * 3600)
+    );
+    out.push_str("  - ");
+    let mut body = String::new();
+    write_inputs_every(&mut body, slo, &phases, "1h");
+    out.push_str(body.trim_start());
+    out.push_str("    promql_expr_test:\n");
+    let ex = alerts_expr(&alert, "");
+    let sample = format!(
+        "ALERTS{{alertname=\"{alert}\",alertstate=\"firing\",service=\"{}\",severity=\"ticket\",slo=\"{}\"}}",
+        svc.name, slo.name
+    );
+    promql_at(
+        &mut out,
+        &format!("{mid}h"),
+        &ex,
+        Some(&sample),
+        "the outage is inside the window: the budget is spent",
+    );
+    promql_at(
+        &mut out,
+        &format!("{end}h"),
+        &ex,
+        None,
+        "the outage has left the window: silent again",
+    );
     out
 }

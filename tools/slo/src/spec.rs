@@ -11,6 +11,8 @@ use crate::units::{decimal, parse_duration, plain};
 
 /// Prefix of this project's OpenSLO extension annotations (slo/README.md, "The extension").
 pub const EXT: &str = "slo.challenge-latam.dev/";
+/// Evaluation interval of the budget-exhausted rule group, seconds (see [`Service::budget_eval`]).
+pub const BUDGET_EVAL: u64 = 300;
 
 /// One service: its SLOs, the tiers they alert on, and what the backends need to name things.
 #[derive(Debug, Clone)]
@@ -29,6 +31,12 @@ pub struct Service {
     pub buckets: BTreeMap<String, Vec<Decimal>>,
     /// Windows are divided by this in the drill profile.
     pub drill_compression: u64,
+    /// Where the SLO dashboard of this service is (the `dashboard` annotation): every generated
+    /// alert carries it as its `dashboard_url` annotation, for the notification templates.
+    pub dashboard: Option<String>,
+    /// Evaluation interval, seconds, of the rule group that judges each SLO's whole period (the
+    /// budget-exhausted alert): a ratio over 30 days moves slowly and reads a month of samples.
+    pub budget_eval: u64,
     /// The SLOs, in spec order.
     pub slos: Vec<Slo>,
 }
@@ -225,6 +233,10 @@ impl Service {
     pub fn runbook(&self, alert: &str) -> String {
         format!("{}/runbooks/{alert}.md", self.out_dir)
     }
+    /// Alert name of an SLO's budget-exhausted alert: the whole period's budget is spent.
+    pub fn exhausted_alert(&self, slo: &Slo) -> String {
+        format!("{}{}BudgetExhausted", self.alert_prefix, pascal(&slo.name))
+    }
     /// Alert name of the absent-metrics alerts (one rule per SLO).
     pub fn absent_alert(&self) -> String {
         format!("{}SLIMetricsAbsent", self.alert_prefix)
@@ -232,6 +244,7 @@ impl Service {
     /// Every alert name the generated rules use.
     pub fn alert_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.slos.iter().map(|s| self.burn_alert(s)).collect();
+        names.extend(self.slos.iter().map(|s| self.exhausted_alert(s)));
         names.push(self.absent_alert());
         names
     }
@@ -253,7 +266,9 @@ impl Service {
             Ok(s / k)
         };
         let mut out = self.clone();
+        out.budget_eval = div("the budget group's evaluation interval", self.budget_eval)?;
         for slo in &mut out.slos {
+            slo.period = div("the period", slo.period)?;
             slo.absent_for = div("absent-for", slo.absent_for)?;
             for tier in &mut slo.tiers {
                 tier.long = div("a long window", tier.long)?;
@@ -561,10 +576,18 @@ fn parse_inner(text: &str, source: &str) -> Result<Service> {
             buckets.insert(hist.to_string(), bounds);
         }
     }
+    let dashboard = ann.get(&format!("{EXT}dashboard")).cloned();
+    if let Some(d) = &dashboard {
+        ensure!(
+            !d.is_empty() && !d.contains(char::is_whitespace) && !d.contains('"'),
+            "dashboard {d:?} must be a URL or a path, without spaces or quotes"
+        );
+    }
     for key in ann.keys() {
         if let Some(ext) = key.strip_prefix(EXT) {
             ensure!(
-                ext.starts_with("buckets.") || ["alert-prefix", "drill-compression"].contains(&ext),
+                ext.starts_with("buckets.")
+                    || ["alert-prefix", "drill-compression", "dashboard"].contains(&ext),
                 "unknown Service annotation {key:?}{}",
                 if ext == "datadog-namespace" {
                     " (the app's metrics reach Datadog over OTLP under their own names, \
@@ -690,6 +713,8 @@ fn parse_inner(text: &str, source: &str) -> Result<Service> {
         alert_prefix,
         buckets,
         drill_compression,
+        dashboard,
+        budget_eval: BUDGET_EVAL,
         slos,
     })
 }
@@ -740,6 +765,13 @@ fn parse_slo(
         ensure!(
             tier.long <= period,
             "tier {:?}: long window is longer than the period",
+            tier.name
+        );
+        // The budget-exhausted alert already judges the whole period (and records its ratio).
+        ensure!(
+            tier.long < period,
+            "tier {:?}: a long window of the whole period is the budget-exhausted alert, which \
+             every SLO has; give the tier a shorter window",
             tier.name
         );
         // An error ratio never exceeds 1, so a threshold ratio at or above 1 can never fire.
@@ -1160,5 +1192,37 @@ mod tests {
         let fast = &svc.slos[0].tiers[0];
         assert_eq!((fast.long, fast.short), (60, 5));
         assert_eq!(svc.slos[0].absent_for, 15);
+        assert_eq!((svc.slos[0].period, svc.budget_eval), (43_200, 5));
+    }
+
+    #[test]
+    fn a_tier_over_the_whole_period_is_left_to_the_budget_exhausted_alert() {
+        let text = SPEC.replace("lookbackWindow: 3d", "lookbackWindow: 30d");
+        assert!(
+            err_of(&text).contains("budget-exhausted alert"),
+            "{}",
+            err_of(&text)
+        );
+    }
+
+    #[test]
+    fn every_slo_has_a_budget_exhausted_alert_and_the_dashboard_is_read() {
+        let svc = parse(SPEC, SOURCE).unwrap();
+        assert_eq!(
+            svc.exhausted_alert(&svc.slos[1]),
+            "ChallengeLatamApiIngestLatencyBudgetExhausted"
+        );
+        assert_eq!(svc.alert_names().len(), 2 * svc.slos.len() + 1);
+        assert!(svc
+            .dashboard
+            .as_deref()
+            .unwrap()
+            .contains("challenge-latam-slo"));
+        let text = SPEC.replace("/d/challenge-latam-slo", "/d/a dashboard");
+        assert!(
+            err_of(&text).contains("without spaces"),
+            "{}",
+            err_of(&text)
+        );
     }
 }

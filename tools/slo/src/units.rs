@@ -43,6 +43,13 @@ pub fn prom_duration(seconds: u64) -> String {
     unreachable!("seconds divide by 1")
 }
 
+/// A burn-rate monitor's short window, always in minutes (`5m`, `120m`): Datadog's burn-rate
+/// alert docs give the long window in hours and the short one in minutes, so `2h` is not a
+/// short window it documents. Windows come from the spec in whole minutes.
+pub fn datadog_short_window(seconds: u64) -> String {
+    format!("{}m", seconds / 60)
+}
+
 /// A duration in minutes or hours only, as Datadog's burn-rate windows take it (`5m`, `24h`).
 pub fn datadog_window(seconds: u64) -> String {
     if seconds.is_multiple_of(3600) {
@@ -165,6 +172,9 @@ mod tests {
         assert!(datadog_bound("0.00001".parse().unwrap()).is_err());
         assert!(datadog_bound("1000000".parse().unwrap()).is_err());
         assert_eq!(datadog_window(1_800), "30m");
+        assert_eq!(datadog_short_window(7_200), "120m");
+        assert_eq!(datadog_short_window(1_800), "30m");
+        assert_eq!(datadog_short_window(300), "5m");
         assert_eq!(human_duration(180_000), "2d 2h");
         assert_eq!(human_duration(1_296), "21m 36s");
     }

@@ -77,6 +77,18 @@ run "datadog_monitor_queries_follow_the_slo_alert_syntax" {
     condition     = output.datadog_monitors["sample-api/freshness/slow"].critical == 3
     error_message = "the monitor's critical threshold is the burn rate"
   }
+
+  # Datadog's "Burn Rate Alerts" page: the short window is specified in minutes (its 30-day
+  # table: 5, 30 and 120 minutes). The sample's "2h", as the generator writes it, becomes 120m.
+  assert {
+    condition     = format(output.datadog_monitors["sample-api/freshness/slow"].query_format, "abc123") == "burn_rate(\"abc123\").over(\"30d\").long_window(\"24h\").short_window(\"120m\") > 3"
+    error_message = "a short window given in hours is written in minutes"
+  }
+
+  assert {
+    condition     = output.datadog_monitors["sample-api/freshness/slow"].long_hours == 24 && output.datadog_monitors["sample-api/freshness/slow"].short_minutes == 120
+    error_message = "the windows are carried as numbers for the checks"
+  }
 }
 
 run "a_missing_runbook_is_refused" {
@@ -104,6 +116,29 @@ run "the_generated_documents_of_this_repository_map_too" {
     condition     = alltrue([for k, a in output.cloud_monitoring_burn_rate_alerts : a.threshold >= 1])
     error_message = "every generated burn-rate threshold is at least 1"
   }
+
+  assert {
+    condition     = alltrue([for k, m in output.datadog_monitors : m.type != "burn_rate" || can(regex("\\.long_window\\(\"[0-9]+h\"\\)\\.short_window\\(\"[0-9]+m\"\\)", m.query_format))])
+    error_message = "every generated Datadog burn-rate monitor has its long window in hours and its short window in minutes"
+  }
+
+  assert {
+    condition     = length([for k, m in output.datadog_monitors : m if m.type == "burn_rate"]) >= 3
+    error_message = "the generated documents hold burn-rate monitors"
+  }
+}
+
+# A long window beyond Datadog's 48 hours, or a short window that is not shorter than the long
+# one, is refused rather than sent to Datadog.
+run "impossible_datadog_burn_rate_windows_are_refused" {
+  command = plan
+
+  variables {
+    cloud_monitoring_files = []
+    datadog_files          = ["testdata/bad-windows/sample-api.json"]
+  }
+
+  expect_failures = [output.datadog_monitors]
 }
 
 # Dev and prod share a Datadog organization: with a scope, every SLI query names its

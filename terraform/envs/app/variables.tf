@@ -21,46 +21,29 @@ variable "project_id" {
 variable "region" {
   description = "Region of Cloud Run (and the edge's serverless NEG)."
   type        = string
+  default     = "us-central1"
 }
 
 variable "bigquery_location" {
-  description = "BigQuery dataset location; the region of Cloud Run keeps reads local."
+  description = "BigQuery dataset location; null keeps it in var.region, next to Cloud Run, so reads stay local."
   type        = string
-}
-
-variable "repo_root" {
-  description = "Path of the repository root (schema/, dashboards/, alerts/ are read from it)."
-  type        = string
+  default     = null
 }
 
 variable "image" {
-  description = "API image by digest (<registry>/challenge-latam-api@sha256:...); the deploy workflow passes it with -var."
+  description = "API image by digest; the deploy workflow passes it: -var image=<registry>/challenge-latam-api@sha256:<digest>. Never in a .tfvars file."
   type        = string
+
+  validation {
+    condition     = can(regex("^[a-z0-9-]+-docker\\.pkg\\.dev/[a-z0-9-]+/[a-z0-9-]+/challenge-latam-api@sha256:[0-9a-f]{64}$", var.image))
+    error_message = "image must be an Artifact Registry image of challenge-latam-api by digest."
+  }
 }
 
 variable "app_version" {
-  description = "Version label (DD_VERSION)."
+  description = "Release version for DD_VERSION (null: the digest's first 12 characters)."
   type        = string
-}
-
-variable "deployer_service_account" {
-  description = "Email of the environment's deployer (bootstrap output); may act as the runtime identity."
-  type        = string
-
-  validation {
-    condition     = endswith(var.deployer_service_account, ".iam.gserviceaccount.com")
-    error_message = "deployer_service_account must be a service account email."
-  }
-}
-
-variable "readonly_service_account" {
-  description = "Email of the environment's read-only identity (bootstrap output): invokes the service and reads the test key."
-  type        = string
-
-  validation {
-    condition     = endswith(var.readonly_service_account, ".iam.gserviceaccount.com")
-    error_message = "readonly_service_account must be a service account email."
-  }
+  default     = null
 }
 
 variable "invokers" {
@@ -75,7 +58,7 @@ variable "invokers" {
 }
 
 variable "min_instances" {
-  description = "Warm instances (0 scales to zero)."
+  description = "Warm instances: 0 scales to zero (dev); prod keeps one so a cold start never lands on the ingest latency SLO."
   type        = number
 }
 

@@ -1,6 +1,15 @@
-# One environment of the service, composed from the concern modules. envs/dev and envs/prod
-# call this with their own values only, so the two environments cannot drift apart in shape:
-# what differs between them is visible in their main.tf and nowhere else.
+# The service's one composition: every environment (dev, prod) is this root with its own values.
+#
+#   dev.tfvars / prod.tfvars             what differs between the environments (project, scaling,
+#                                        retention, runbook branch); everything else is a default here
+#   dev.backend.hcl / prod.backend.hcl   where each environment's state lives (GCS prefix); the
+#                                        bucket is given at init, never written in the repository
+#
+#   terraform -chdir=terraform/envs/app init -backend-config=dev.backend.hcl -backend-config=bucket=<TF_STATE_BUCKET>
+#   terraform -chdir=terraform/envs/app plan -var-file=dev.tfvars -var image=<registry>/challenge-latam-api@sha256:<digest>
+#
+# A new input of the environment is one variable in variables.tf, used below, plus its value in
+# the .tfvars files when it differs from the default. Bootstrap first (terraform/README.md).
 #
 # Data path: app -> topic -> BigQuery subscription -> records table (dead letters -> their own
 # topic -> BigQuery subscription -> dead-letter table). Observability: Datadog (traces and logs
@@ -9,6 +18,11 @@
 
 terraform {
   required_version = ">= 1.9"
+
+  # Partial configuration: the prefix comes from <env>.backend.hcl and the bucket from
+  # -backend-config=bucket=... (the TF_STATE_BUCKET of the environment).
+  backend "gcs" {}
+
   required_providers {
     google = {
       source  = "hashicorp/google"
@@ -21,8 +35,24 @@ terraform {
   }
 }
 
+provider "google" {
+  project = var.project_id
+  region  = var.region
+
+  default_labels = {
+    service     = "challenge-latam-api"
+    environment = var.env
+  }
+}
+
+# Keys come from DD_API_KEY and DD_APP_KEY in terraform's environment, never from a file here.
+provider "datadog" {
+  api_url  = "https://api.${var.datadog_site}/"
+  validate = var.enable_datadog ? "true" : "false"
+}
+
 module "names" {
-  source = "../naming"
+  source = "../../modules/naming"
   env    = var.env
 }
 
@@ -38,27 +68,39 @@ locals {
   # Signs the uptime check's identity token; it must be allowed to invoke the service.
   uptime_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-monitoring-notification.iam.gserviceaccount.com"
 
-  readonly_member = "serviceAccount:${var.readonly_service_account}"
-  deployer_member = "serviceAccount:${var.deployer_service_account}"
+  # The identities the bootstrap created (terraform/bootstrap), by the names the naming module
+  # gives them: the deployer applies this root, the read-only identity plans it and runs the
+  # post-deploy tests.
+  deployer_member = "serviceAccount:${module.names.service_accounts.deployer}@${var.project_id}.iam.gserviceaccount.com"
+  readonly_member = "serviceAccount:${module.names.service_accounts.readonly}@${var.project_id}.iam.gserviceaccount.com"
+
+  # schema/, dashboards/ and alerts/ are read from the repository this root lives in.
+  repo_root = "${path.root}/../../.."
+
+  # BigQuery next to Cloud Run unless an environment says otherwise: reads stay in the region.
+  bigquery_location = coalesce(var.bigquery_location, var.region)
+
+  # The digest's first 12 hex characters name the version when no release tag is known.
+  app_version = coalesce(var.app_version, substr(split("@sha256:", var.image)[1], 0, 12))
 }
 
 module "bigquery" {
-  source = "../bigquery"
+  source = "../../modules/bigquery"
 
   project_id                = var.project_id
   env                       = var.env
-  location                  = var.bigquery_location
+  location                  = local.bigquery_location
   dataset_id                = local.bq.dataset
   table_id                  = local.bq.table
   dead_letter_table_id      = local.bq.dead_letter_table
-  records_schema_file       = "${var.repo_root}/schema/records.bigquery.json"
-  dead_letter_schema_file   = "${var.repo_root}/schema/dead_letters.bigquery.json"
+  records_schema_file       = "${local.repo_root}/schema/records.bigquery.json"
+  dead_letter_schema_file   = "${local.repo_root}/schema/dead_letters.bigquery.json"
   partition_expiration_days = var.partition_expiration_days
   labels                    = local.labels
 }
 
 module "pubsub" {
-  source = "../pubsub"
+  source = "../../modules/pubsub"
 
   project_id                    = var.project_id
   topic_name                    = local.names.topic
@@ -74,7 +116,7 @@ module "pubsub" {
 }
 
 module "secrets" {
-  source = "../secrets"
+  source = "../../modules/secrets"
 
   project_id = var.project_id
   labels     = local.labels
@@ -106,7 +148,7 @@ module "secrets" {
 }
 
 module "cloud_run" {
-  source = "../cloud_run"
+  source = "../../modules/cloud_run"
 
   project_id                = var.project_id
   region                    = var.region
@@ -114,7 +156,7 @@ module "cloud_run" {
   service_name              = local.names.service
   runtime_account_id        = module.names.service_accounts.runtime
   image                     = var.image
-  app_version               = var.app_version
+  app_version               = local.app_version
   topic_name                = module.pubsub.topic_name
   dataset_id                = module.bigquery.dataset_id
   table_id                  = module.bigquery.table_id
@@ -134,15 +176,15 @@ module "cloud_run" {
 }
 
 module "monitoring" {
-  source = "../monitoring"
+  source = "../../modules/monitoring"
 
   project_id                    = var.project_id
   env                           = var.env
   service_name                  = module.cloud_run.service_name
   service_host                  = module.cloud_run.host
-  dashboards_dir                = "${var.repo_root}/dashboards/cloud-monitoring"
-  slo_files                     = [for f in fileset("${var.repo_root}/alerts/cloud-monitoring", "*.json") : "${var.repo_root}/alerts/cloud-monitoring/${f}"]
-  repo_root                     = var.repo_root
+  dashboards_dir                = "${local.repo_root}/dashboards/cloud-monitoring"
+  slo_files                     = [for f in fileset("${local.repo_root}/alerts/cloud-monitoring", "*.json") : "${local.repo_root}/alerts/cloud-monitoring/${f}"]
+  repo_root                     = local.repo_root
   runbook_base_url              = var.runbook_base_url
   subscription_name             = module.pubsub.subscription_name
   dead_letter_subscription_name = module.pubsub.dead_letter_subscription_name
@@ -152,20 +194,20 @@ module "monitoring" {
 }
 
 module "datadog" {
-  source = "../datadog"
+  source = "../../modules/datadog"
   count  = var.enable_datadog ? 1 : 0
 
   env              = var.env
   project_id       = var.project_id
-  dashboards_dir   = "${var.repo_root}/dashboards/datadog"
-  slo_files        = [for f in fileset("${var.repo_root}/alerts/datadog", "*.json") : "${var.repo_root}/alerts/datadog/${f}"]
-  repo_root        = var.repo_root
+  dashboards_dir   = "${local.repo_root}/dashboards/datadog"
+  slo_files        = [for f in fileset("${local.repo_root}/alerts/datadog", "*.json") : "${local.repo_root}/alerts/datadog/${f}"]
+  repo_root        = local.repo_root
   runbook_base_url = var.runbook_base_url
   notify           = var.datadog_notify
 }
 
 module "edge" {
-  source = "../edge"
+  source = "../../modules/edge"
   count  = var.enable_edge ? 1 : 0
 
   project_id        = var.project_id
@@ -173,4 +215,44 @@ module "edge" {
   name              = local.names.edge
   cloud_run_service = module.cloud_run.service_name
   domain            = var.edge_domain
+}
+
+# --- State moved from the former per-environment roots ----------------------------------------
+# The former per-environment roots called this composition as module "stack"; it is the root
+# now, so every resource drops the module.stack prefix. The GCS prefixes (<env>.backend.hcl) are
+# unchanged, so the first plan after the move shows these moves and no replacement.
+
+moved {
+  from = module.stack.module.bigquery
+  to   = module.bigquery
+}
+
+moved {
+  from = module.stack.module.pubsub
+  to   = module.pubsub
+}
+
+moved {
+  from = module.stack.module.secrets
+  to   = module.secrets
+}
+
+moved {
+  from = module.stack.module.cloud_run
+  to   = module.cloud_run
+}
+
+moved {
+  from = module.stack.module.monitoring
+  to   = module.monitoring
+}
+
+moved {
+  from = module.stack.module.datadog
+  to   = module.datadog
+}
+
+moved {
+  from = module.stack.module.edge
+  to   = module.edge
 }

@@ -1,0 +1,5 @@
+# Partial GCS backend configuration of prod (terraform init -backend-config=prod.backend.hcl).
+# The bucket is the environment's TF_STATE_BUCKET, given at init with -backend-config=bucket=...,
+# never written here. The prefix is the one the former per-environment root of prod used, so the
+# state stays where it was.
+prefix = "challenge-latam-api/prod"
