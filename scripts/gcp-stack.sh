@@ -2,7 +2,7 @@
 # The whole GCP stack on this machine, in one command: the Pub/Sub and BigQuery emulators on
 # loopback (topic, worker subscription with its dead-letter topic, dataset and tables from
 # schema/*.bigquery.json, via scripts/emulators.sh) and the service on BACKEND=gcp with
-# PUBSUB_SUBSCRIPTION set, so its streaming-pull worker writes rows into the BigQuery emulator.
+# PUBSUB_SUBSCRIPTION set, so its pull worker writes rows into the BigQuery emulator.
 # Ctrl-C (or SIGTERM) stops the service and then the emulators this script started.
 #
 #   scripts/gcp-stack.sh                 # API on 127.0.0.1:8080, metrics on 127.0.0.1:9464

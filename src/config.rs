@@ -86,7 +86,7 @@ pub struct Settings {
     pub gcp_project: Option<String>,
     /// `PUBSUB_TOPIC`: the topic id (not the full path).
     pub pubsub_topic: Option<String>,
-    /// `PUBSUB_SUBSCRIPTION`: when set on `gcp`, run a streaming-pull worker that writes rows
+    /// `PUBSUB_SUBSCRIPTION`: when set on `gcp`, run a pull worker that writes rows
     /// itself (emulators, or deployments without a native BigQuery subscription).
     pub pubsub_subscription: Option<String>,
     /// `BQ_DATASET`.

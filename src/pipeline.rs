@@ -5,10 +5,10 @@
 //!
 //! - The store is down, slow or out of quota (`Unavailable`, `Timeout`, `ResourceExhausted`):
 //!   nothing is wrong with the messages, so they are neither nacked nor dead-lettered. The
-//!   pipeline keeps the batch (the broker keeps its leases: Pub/Sub's client extends them, the
+//!   pipeline keeps the batch (the broker keeps its leases: the Pub/Sub worker extends them, the
 //!   local broker has one consumer) and writes it again with exponential backoff, 100 ms to
 //!   10 s, the same range as the local broker's redeliveries. It receives nothing new meanwhile,
-//!   so pulling pauses (flow control stops the streaming pull once its buffer is full) and no
+//!   so pulling pauses (the worker pulls only what the pipeline asks for) and no
 //!   delivery attempt is spent while the store is out, however long that lasts.
 //! - The store rejected the batch (`Invalid`, `Internal`): each message is written on its own,
 //!   so that one bad row (a poison message) is nacked, retried with the broker's backoff and
@@ -42,6 +42,9 @@ const BATCH: usize = 500;
 const HOLD_MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest wait between two writes of a held batch.
 const HOLD_MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Wait after a failed receive (the broker is down), doubling up to [`RECEIVE_MAX_BACKOFF`].
+const RECEIVE_MIN_BACKOFF: Duration = Duration::from_millis(250);
+const RECEIVE_MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Whether a failed write says the store is out (retry the same rows later, spend no delivery
 /// attempt) rather than that it refused these rows (nack, and dead-letter in the end).
@@ -65,20 +68,26 @@ pub async fn run(
         writer,
     } = pipeline;
     let name: Arc<str> = subscription.name().into();
+    let mut retry = RECEIVE_MIN_BACKOFF;
     loop {
         let deliveries = tokio::select! {
             _ = stop.cancelled() => break,
             r = subscription.receive(BATCH) => r,
         };
         match deliveries {
-            Ok(d) if d.is_empty() => {}
-            Ok(d) => process(d, systems, &name, writer.as_ref(), write_timeout, &stop).await,
+            Ok(d) => {
+                retry = RECEIVE_MIN_BACKOFF;
+                if !d.is_empty() {
+                    process(d, systems, &name, writer.as_ref(), write_timeout, &stop).await;
+                }
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "receive failed; retrying");
+                tracing::warn!(error = %e, retry_in_ms = retry.as_millis() as u64, "receive failed; retrying");
                 tokio::select! {
                     _ = stop.cancelled() => break,
-                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    _ = tokio::time::sleep(retry) => {}
                 }
+                retry = (retry * 2).min(RECEIVE_MAX_BACKOFF);
             }
         }
     }

@@ -184,7 +184,7 @@ pub trait RecordQuery: Send + Sync + 'static {
 }
 
 /// The delivery side of the pipeline, when this process stores rows itself: the embedded
-/// default always, GCP only with a streaming-pull worker (production's default there is the
+/// default always, GCP only with the pull worker (production's default there is the
 /// native BigQuery subscription, which needs no code).
 #[derive(Clone)]
 pub struct Pipeline {

@@ -4,7 +4,7 @@
 //!
 //! - the Pub/Sub emulator dies: ingest answers 503 with `Retry-After` within the deadline and
 //!   `/readyz` names the broker; it comes back: the same process publishes again, and its
-//!   streaming pull writes rows again, without a restart;
+//!   pull worker writes rows again, without a restart;
 //! - the BigQuery emulator dies: `getData` answers 503 with `Retry-After` and `/readyz` names
 //!   the store; it comes back: `getData` answers again;
 //! - a message the worker rejects (a payload that is not a record) is nacked and dead-lettered
@@ -359,7 +359,7 @@ async fn ingest_answers_503_while_pubsub_is_down_and_recovers_without_a_restart(
         || async { (app.ingest(&record(&after)).await.status() == 200).then_some(()) },
     )
     .await;
-    // The worker's streaming pull reopened on its own: the new record reaches the table.
+    // The worker's pulls resumed on their own: the new record reaches the table.
     let rows = eventually(
         Duration::from_secs(60),
         "record stored after recovery",
@@ -527,6 +527,35 @@ async fn messages_the_worker_cannot_store_end_in_the_dead_letter_topic() {
     );
     let attrs = dead_lettered(&emu, &app, |d| d == poison.as_bytes()).await;
     println!("poison message dead-lettered with attributes {attrs}");
+    // The worker moved it itself on its last attempt, so the reason is in the message (and so
+    // in the dead-letter row) and in a warning with its message id.
+    let reason = attrs["dead_letter_reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("payload is not a record"),
+        "no reason in the dead-letter attributes {attrs}"
+    );
+    let source_id = attrs["dead_letter_source_message_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!source_id.is_empty(), "no source message id in {attrs}");
+    // (Logs are written in batches: the line may trail the publish by a moment.)
+    eventually(
+        Duration::from_secs(10),
+        "a warning with the reason and the message id",
+        || app.log(),
+        || async {
+            app.log()
+                .lines()
+                .any(|l| {
+                    l.contains("moved to the dead-letter topic with the reason")
+                        && l.contains(&source_id)
+                        && l.contains("payload is not a record")
+                })
+                .then_some(())
+        },
+    )
+    .await;
 
     // 2. A valid record while the table is gone: every insertAll fails (404, the store is
     //    unavailable), so the worker must hold the message instead of nacking it: with the

@@ -1,5 +1,5 @@
 //! The GCP backends behind the same ports as the embedded default: Pub/Sub (publish, and a
-//! streaming-pull worker when `PUBSUB_SUBSCRIPTION` is set) and BigQuery (`insertAll` and
+//! pull worker when `PUBSUB_SUBSCRIPTION` is set) and BigQuery (`insertAll` and
 //! `jobs.query`).
 //!
 //! Credentials are Application Default Credentials (workload identity on Cloud Run). With
@@ -11,6 +11,7 @@
 mod bigquery;
 mod idempotency;
 mod pubsub;
+mod pull;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +22,8 @@ use crate::config::Settings;
 use crate::ports::{Backends, DependencyError, ErrorKind, Pipeline};
 
 pub use bigquery::BigQueryStore;
-pub use pubsub::{PubSubPublisher, PubSubSubscription};
+pub use pubsub::PubSubPublisher;
+pub use pull::PubSubSubscription;
 
 /// `messaging_system` label value of these adapters.
 pub const MESSAGING_SYSTEM: &str = crate::telemetry::metrics::MESSAGING_GCP;

@@ -55,7 +55,7 @@ locals {
 
   # The contract's settings (CONTRACT.md, Settings). PUBSUB_SUBSCRIPTION stays unset on
   # purpose: the native BigQuery subscription writes the rows (terraform/README.md explains the
-  # streaming-pull worker alternative).
+  # pull worker alternative).
   app_env = {
     BACKEND                     = "gcp"
     ADMIN_PORT                  = tostring(var.admin_port)
