@@ -291,7 +291,7 @@ impl Settings {
                 default_cache_ttl(backend).as_millis() as u64,
             )?),
             query_cache_max_bytes: parse(vars, "QUERY_CACHE_MAX_BYTES", 16 * 1024 * 1024)?,
-            query_cache_max_entries: parse(vars, "QUERY_CACHE_MAX_ENTRIES", 4096)?,
+            query_cache_max_entries: parse(vars, "QUERY_CACHE_MAX_ENTRIES", 16_384)?,
             query_max_in_flight: parse(vars, "QUERY_MAX_IN_FLIGHT", 32)?,
             query_queue_timeout: ms("QUERY_QUEUE_TIMEOUT_MS", 250)?,
             faults,
