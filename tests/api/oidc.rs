@@ -557,3 +557,32 @@ async fn cached_keys_keep_working_when_the_issuer_goes_down() {
     assert_eq!(app.get_data_as("limit=1", Some(&token)).await.status(), 200);
     assert_eq!(ingest_as(&app, &token).await.status(), 200);
 }
+
+#[tokio::test]
+async fn the_openapi_document_offers_api_keys_and_oidc_tokens_on_both_api_routes() {
+    let app = spawn_app().await;
+    let doc: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let schemes = &doc["components"]["securitySchemes"];
+    assert_eq!(schemes["api_key"]["scheme"], "bearer");
+    assert_eq!(schemes["oidc"]["scheme"], "bearer");
+    assert_eq!(schemes["oidc"]["bearerFormat"], "JWT");
+    for (path, method) in [
+        ("/challenge-latam-api/ingestData", "post"),
+        ("/challenge-latam-api/getData", "get"),
+    ] {
+        let security = &doc["paths"][path][method]["security"];
+        assert_eq!(
+            security,
+            &json!([{ "api_key": [] }, { "oidc": [] }]),
+            "{path}: either credential"
+        );
+    }
+}
