@@ -186,7 +186,8 @@ fn list(raw: Option<&str>) -> Vec<String> {
 
 /// Parses `OIDC_SCOPE_MAP`: `value=scope+scope,value=scope`, scopes from `ingest`, `read`.
 /// The value is matched exactly against a claim value (an Okta group, a `scp` entry, an
-/// email); a value may not be listed twice.
+/// email); written `<issuer>#value` it matches only tokens of that issuer. A value may not be
+/// listed twice.
 pub fn parse_scope_map(raw: &str) -> Result<Vec<(String, Vec<String>)>, String> {
     let mut out: Vec<(String, Vec<String>)> = Vec::new();
     for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
@@ -546,14 +547,17 @@ mod tests {
             ("OIDC_ISSUERS", "https://accounts.google.com"),
             ("OIDC_AUDIENCE", "https://api.example"),
             ("OIDC_SCOPE_CLAIM", "email"),
-            ("OIDC_SCOPE_MAP", "ci@p.iam.gserviceaccount.com=ingest+read"),
+            (
+                "OIDC_SCOPE_MAP",
+                "https://accounts.google.com#ci@p.iam.gserviceaccount.com=ingest+read",
+            ),
         ];
         let s = settings(&with_oidc).unwrap();
         assert_eq!(s.oidc_scope_claims, vec!["email".to_owned()]);
         assert_eq!(
             s.oidc_scope_map,
             vec![(
-                "ci@p.iam.gserviceaccount.com".to_owned(),
+                "https://accounts.google.com#ci@p.iam.gserviceaccount.com".to_owned(),
                 vec!["ingest".to_owned(), "read".to_owned()]
             )]
         );

@@ -258,12 +258,14 @@ impl Oidc {
             .ok_or(Failure::Invalid("sub"))?;
         Ok(Verified {
             key_id: subject_id(sub).into(),
-            scopes: self.scopes(&claims),
+            scopes: self.scopes(&issuer.url, &claims),
         })
     }
 
-    /// The union of the scopes that the configured claims' values map to.
-    fn scopes(&self, claims: &serde_json::Map<String, Value>) -> Scopes {
+    /// The union of the scopes that the configured claims' values map to: entries written
+    /// `value` match a value from any issuer, entries written `<issuer>#value` only from that
+    /// issuer (so an Okta user's `email` can never match a Google service account's entry).
+    fn scopes(&self, issuer: &str, claims: &serde_json::Map<String, Value>) -> Scopes {
         let mut granted = Vec::new();
         for name in &self.claims {
             let values: Vec<&str> = match claims.get(name) {
@@ -273,8 +275,11 @@ impl Oidc {
                 _ => Vec::new(),
             };
             for v in values {
-                if let Some(scopes) = self.map.get(v) {
-                    granted.extend(scopes.iter().copied());
+                let qualified = format!("{issuer}#{v}");
+                for key in [v, qualified.as_str()] {
+                    if let Some(scopes) = self.map.get(key) {
+                        granted.extend(scopes.iter().copied());
+                    }
                 }
             }
         }

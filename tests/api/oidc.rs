@@ -190,6 +190,50 @@ async fn app_trusting(issuer: &TestIssuer) -> TestApp {
     .await
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_map_entry_qualified_by_an_issuer_grants_nothing_to_another_issuers_tokens() {
+    if skip("a_map_entry_qualified_by_an_issuer_grants_nothing_to_another_issuers_tokens") {
+        return;
+    }
+    let (google_key, okta_key) = (SigningKey::rsa("g-1"), SigningKey::ec("o-1"));
+    let (google, okta) = (
+        TestIssuer::start(&[&google_key]).await,
+        TestIssuer::start(&[&okta_key]).await,
+    );
+    let sa = "ci@project.iam.gserviceaccount.com";
+    let app = spawn_with(
+        Options::default()
+            .env("OIDC_ISSUERS", &format!("{},{}", google.url(), okta.url()))
+            .env("OIDC_AUDIENCE", AUDIENCE)
+            .env("OIDC_SCOPE_CLAIM", "groups,email")
+            .env(
+                "OIDC_SCOPE_MAP",
+                &format!("{}#{sa}=ingest+read,writers=ingest", google.url()),
+            ),
+    )
+    .await;
+    let with_email = |issuer: &TestIssuer, key: &SigningKey| {
+        let mut c = issuer.claims("1234567890", &[]);
+        c["email"] = json!(sa);
+        key.sign(&c)
+    };
+    let from_google = with_email(&google, &google_key);
+    let from_okta = with_email(&okta, &okta_key);
+    assert_eq!(
+        app.get_data_as("limit=1", Some(&from_google))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.get_data_as("limit=1", Some(&from_okta)).await.status(),
+        403
+    );
+    // Unqualified entries match every issuer.
+    let writer = okta_key.sign(&okta.claims("someone", &["writers"]));
+    assert_eq!(ingest_as(&app, &writer).await.status(), 200);
+}
+
 fn skip(test: &str) -> bool {
     skip_unless(
         &[Target::Local, Target::Gcp],

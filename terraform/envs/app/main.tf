@@ -84,7 +84,8 @@ locals {
   oidc_audience = var.oidc_audience != "" ? var.oidc_audience : "challenge-latam-api-${var.env}"
   oidc_scope_map = join(",", compact([
     var.oidc_scope_map,
-    var.accept_google_id_tokens ? "${module.names.service_accounts.readonly}@${var.project_id}.iam.gserviceaccount.com=ingest+read" : "",
+    # Qualified by the issuer: only Google's tokens can claim this email.
+    var.accept_google_id_tokens ? "https://accounts.google.com#${module.names.service_accounts.readonly}@${var.project_id}.iam.gserviceaccount.com=ingest+read" : "",
   ]))
 
   # schema/, dashboards/ and alerts/ are read from the repository this root lives in.
