@@ -101,6 +101,16 @@ pub struct Settings {
     pub bigquery_emulator_host: Option<String>,
     /// `API_KEYS_FILE`: JSON list of `{id, sha256, scopes}`; required on `gcp`.
     pub api_keys_file: Option<PathBuf>,
+    /// `OIDC_ISSUERS`: issuer URLs (comma-separated) whose bearer JWTs are accepted beside
+    /// API keys; empty when OIDC is off.
+    pub oidc_issuers: Vec<String>,
+    /// `OIDC_AUDIENCE`: the `aud` every token must carry; required with `OIDC_ISSUERS`.
+    pub oidc_audience: Option<String>,
+    /// `OIDC_SCOPE_CLAIM`: the claims (comma-separated) whose values are looked up in
+    /// `OIDC_SCOPE_MAP` (default `groups`).
+    pub oidc_scope_claims: Vec<String>,
+    /// `OIDC_SCOPE_MAP`: `value=scope+scope,...`; a claim value not listed grants nothing.
+    pub oidc_scope_map: Vec<(String, Vec<String>)>,
     /// `RATE_LIMIT_PER_SECOND`: sustained requests per second per client.
     pub rate_limit_per_second: f64,
     /// `RATE_LIMIT_BURST`: requests a client may send at once.
@@ -162,6 +172,45 @@ pub fn default_cache_ttl(backend: Backend) -> Duration {
         Backend::Local => Duration::from_secs(30),
         Backend::Gcp => Duration::from_secs(5),
     }
+}
+
+/// Splits a comma-separated list, dropping empty items.
+fn list(raw: Option<&str>) -> Vec<String> {
+    raw.unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Parses `OIDC_SCOPE_MAP`: `value=scope+scope,value=scope`, scopes from `ingest`, `read`.
+/// The value is matched exactly against a claim value (an Okta group, a `scp` entry, an
+/// email); written `<issuer>#value` it matches only tokens of that issuer. A value may not be
+/// listed twice.
+pub fn parse_scope_map(raw: &str) -> Result<Vec<(String, Vec<String>)>, String> {
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (value, scopes) = entry
+            .rsplit_once('=')
+            .ok_or_else(|| format!("{entry:?} is not value=scope+scope"))?;
+        let value = value.trim();
+        if value.is_empty() {
+            return Err(format!("{entry:?} has an empty claim value"));
+        }
+        if out.iter().any(|(v, _)| v == value) {
+            return Err(format!("{value:?} is listed twice"));
+        }
+        let scopes: Vec<String> = scopes.split('+').map(|s| s.trim().to_owned()).collect();
+        if let Some(s) = scopes
+            .iter()
+            .find(|s| !matches!(s.as_str(), "ingest" | "read"))
+        {
+            return Err(format!("{value:?}: {s:?} is not one of ingest, read"));
+        }
+        out.push((value.to_owned(), scopes));
+    }
+    Ok(out)
 }
 
 /// A setting that could not be used; names the variable.
@@ -272,6 +321,14 @@ impl Settings {
             pubsub_emulator_host: get("PUBSUB_EMULATOR_HOST").map(str::to_owned),
             bigquery_emulator_host: get("BIGQUERY_EMULATOR_HOST").map(str::to_owned),
             api_keys_file: get("API_KEYS_FILE").map(PathBuf::from),
+            oidc_issuers: list(get("OIDC_ISSUERS")),
+            oidc_audience: get("OIDC_AUDIENCE").map(str::to_owned),
+            oidc_scope_claims: match get("OIDC_SCOPE_CLAIM") {
+                Some(v) => list(Some(v)),
+                None => vec!["groups".to_owned()],
+            },
+            oidc_scope_map: parse_scope_map(get("OIDC_SCOPE_MAP").unwrap_or(""))
+                .map_err(|p| bad("OIDC_SCOPE_MAP", p))?,
             rate_limit_per_second: parse(vars, "RATE_LIMIT_PER_SECOND", 50.0)?,
             rate_limit_burst: parse(vars, "RATE_LIMIT_BURST", 100)?,
             trust_forwarded_for: parse(vars, "TRUST_FORWARDED_FOR", false)?,
@@ -312,6 +369,30 @@ impl Settings {
                 problem: problem.to_owned(),
             })
         };
+        for issuer in &self.oidc_issuers {
+            let local =
+                issuer.starts_with("http://127.0.0.1") || issuer.starts_with("http://localhost");
+            if !(issuer.starts_with("https://") || local) || issuer.ends_with('/') {
+                return bad(
+                    "OIDC_ISSUERS",
+                    "each issuer must be an https:// URL (http:// only for 127.0.0.1 or localhost) without a trailing slash, exactly as tokens carry it in `iss`",
+                );
+            }
+        }
+        if !self.oidc_issuers.is_empty() {
+            if self.oidc_audience.is_none() {
+                return bad("OIDC_AUDIENCE", "is required with OIDC_ISSUERS");
+            }
+            if self.oidc_scope_claims.is_empty() {
+                return bad("OIDC_SCOPE_CLAIM", "must name at least one claim");
+            }
+            if self.oidc_scope_map.is_empty() {
+                return bad(
+                    "OIDC_SCOPE_MAP",
+                    "is required with OIDC_ISSUERS: without it no token grants anything",
+                );
+            }
+        }
         if !(self.rate_limit_per_second.is_finite() && self.rate_limit_per_second > 0.0) {
             return bad("RATE_LIMIT_PER_SECOND", "must be a number greater than 0");
         }
@@ -359,10 +440,10 @@ impl Settings {
                     return bad(name, "is required when BACKEND=gcp");
                 }
             }
-            if self.api_keys_file.is_none() {
+            if self.api_keys_file.is_none() && self.oidc_issuers.is_empty() {
                 return bad(
                     "API_KEYS_FILE",
-                    "is required when BACKEND=gcp: the service never runs open on GCP",
+                    "or OIDC_ISSUERS is required when BACKEND=gcp: the service never runs open on GCP",
                 );
             }
             if self.faults.any() {
@@ -453,5 +534,53 @@ mod tests {
         assert!(settings(&with_keys).is_ok());
         with_keys.push(("FAULT_HTTP_ERROR_RATE", "0.5"));
         assert_eq!(settings(&with_keys).unwrap_err().name, "FAULT_*");
+    }
+
+    #[test]
+    fn gcp_starts_with_issuers_and_no_keys_file() {
+        let with_oidc = [
+            ("BACKEND", "gcp"),
+            ("GCP_PROJECT", "p"),
+            ("PUBSUB_TOPIC", "t"),
+            ("BQ_DATASET", "d"),
+            ("BQ_TABLE", "t"),
+            ("OIDC_ISSUERS", "https://accounts.google.com"),
+            ("OIDC_AUDIENCE", "https://api.example"),
+            ("OIDC_SCOPE_CLAIM", "email"),
+            (
+                "OIDC_SCOPE_MAP",
+                "https://accounts.google.com#ci@p.iam.gserviceaccount.com=ingest+read",
+            ),
+        ];
+        let s = settings(&with_oidc).unwrap();
+        assert_eq!(s.oidc_scope_claims, vec!["email".to_owned()]);
+        assert_eq!(
+            s.oidc_scope_map,
+            vec![(
+                "https://accounts.google.com#ci@p.iam.gserviceaccount.com".to_owned(),
+                vec!["ingest".to_owned(), "read".to_owned()]
+            )]
+        );
+    }
+
+    #[test]
+    fn oidc_settings_are_checked_and_the_message_names_the_variable() {
+        let issuer = ("OIDC_ISSUERS", "https://example.okta.com/oauth2/default");
+        let audience = ("OIDC_AUDIENCE", "api://challenge");
+        let map = ("OIDC_SCOPE_MAP", "group-a=ingest+read,group-b=read");
+        assert_eq!(settings(&[issuer, map]).unwrap_err().name, "OIDC_AUDIENCE");
+        assert_eq!(
+            settings(&[issuer, audience]).unwrap_err().name,
+            "OIDC_SCOPE_MAP"
+        );
+        assert!(settings(&[issuer, audience, map]).is_ok());
+        for bad_issuer in ["http://example.com", "https://example.com/", "example.com"] {
+            let err = settings(&[("OIDC_ISSUERS", bad_issuer), audience, map]).unwrap_err();
+            assert_eq!(err.name, "OIDC_ISSUERS", "{bad_issuer}");
+        }
+        for bad_map in ["group-a", "group-a=write", "=read", "a=read,a=ingest"] {
+            let err = settings(&[issuer, audience, ("OIDC_SCOPE_MAP", bad_map)]).unwrap_err();
+            assert_eq!(err.name, "OIDC_SCOPE_MAP", "{bad_map}");
+        }
     }
 }

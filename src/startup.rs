@@ -123,8 +123,23 @@ impl Application {
             ..backends
         };
 
+        let oidc = if settings.oidc_issuers.is_empty() {
+            None
+        } else {
+            let oidc = http::oidc::Oidc::new(
+                &settings.oidc_issuers,
+                settings.oidc_audience.as_deref().unwrap_or_default(),
+                &settings.oidc_scope_claims,
+                &settings.oidc_scope_map,
+            )?;
+            oidc.start().await;
+            oidc.spawn_refresh();
+            Some(Arc::new(oidc))
+        };
         let auth = match &settings.api_keys_file {
             Some(path) => Auth::from_file(path)?,
+            // Tokens only: no key matches, but the service is not open.
+            None if oidc.is_some() => Auth::Keys(Vec::new()),
             None => {
                 tracing::warn!(
                     "API_KEYS_FILE is not set: authentication is DISABLED (local backend only)"
@@ -148,6 +163,7 @@ impl Application {
                 Backend::Gcp => "gcp",
             },
             auth_mode: auth.mode(),
+            oidc: oidc.clone(),
             request_timeout: settings.request_timeout,
             keys_in_flight: Default::default(),
         };
@@ -159,6 +175,7 @@ impl Application {
                 state,
                 Protection {
                     auth: Arc::new(auth),
+                    oidc,
                     trust_forwarded_for: settings.trust_forwarded_for,
                     max_in_flight: settings.max_in_flight,
                     rate_limit,

@@ -22,7 +22,7 @@ use pin_project_lite::pin_project;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::{Layer, Service, ServiceExt};
 
-use super::auth::{self, AuthState, Scope};
+use super::auth::{self, AuthState, Rejection, Scope};
 use super::error::ApiError;
 use crate::adapters::faults::FaultSwitch;
 
@@ -103,7 +103,7 @@ where
                     {
                         return ApiError::InjectedFault.into_response();
                     }
-                    if let Err(e) = gate.auth.authenticate(&mut req) {
+                    if let Err(e) = gate.auth.authenticate_async(&mut req).await {
                         return e.into_response();
                     }
                     match inner.oneshot(req).await {
@@ -113,8 +113,29 @@ where
                 }),
             };
         }
-        if let Err(e) = self.gate.auth.authenticate(&mut req) {
-            return AdmitFuture::rejected(e);
+        match self.gate.auth.authenticate(&mut req) {
+            Ok(()) => {}
+            Err(Rejection::Error(e)) => return AdmitFuture::rejected(e),
+            Err(Rejection::Refresh(issuer)) => {
+                // Rare (a key rotation, or a made-up key id at most once per interval per
+                // issuer): this request waits for the refresh, so it may box like a drill.
+                let gate = self.gate.clone();
+                let inner = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, inner);
+                return AdmitFuture::Faulty {
+                    future: Box::pin(async move {
+                        let _permit = permit;
+                        if let Err(e) = gate.auth.authenticate_after_refresh(&mut req, issuer).await
+                        {
+                            return e.into_response();
+                        }
+                        match inner.oneshot(req).await {
+                            Ok(response) => response,
+                            Err(never) => match never {},
+                        }
+                    }),
+                };
+            }
         }
         AdmitFuture::Admitted {
             future: self.inner.call(req),

@@ -24,7 +24,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
+use super::oidc::{self, Failure, Issuer, Oidc};
 use crate::telemetry::logging;
+use crate::telemetry::metrics::AUTH_REQUESTS;
 
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -37,7 +39,8 @@ pub enum Scope {
 }
 
 impl Scope {
-    fn as_str(self) -> &'static str {
+    /// The scope's name in the contract.
+    pub fn as_str(self) -> &'static str {
         match self {
             Scope::Ingest => "ingest",
             Scope::Read => "read",
@@ -152,14 +155,7 @@ impl Auth {
             }
             Auth::Keys(keys) => keys,
         };
-        let token = authorization
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or(ApiError::Unauthorized)?;
+        let token = bearer(authorization).ok_or(ApiError::Unauthorized)?;
         let token = token.as_bytes();
         // Each loop looks at every key, whatever matches, so the time taken does not depend
         // on which key it is.
@@ -208,21 +204,99 @@ pub struct ClientKey(pub Arc<str>);
 pub struct AuthState {
     /// The configured keys.
     pub auth: Arc<Auth>,
+    /// Trusted OIDC issuers, when `OIDC_ISSUERS` is set.
+    pub oidc: Option<Arc<Oidc>>,
     /// Key anonymous clients by the first `X-Forwarded-For` address.
     pub trust_forwarded_for: bool,
 }
 
+/// Why [`AuthState::authenticate`] did not admit a request.
+pub enum Rejection {
+    /// Answer with this error.
+    Error(ApiError),
+    /// A bearer JWT names a key the issuer's cached set lacks: refresh that issuer's keys,
+    /// then try once more ([`AuthState::authenticate_after_refresh`]).
+    Refresh(Arc<Issuer>),
+}
+
+fn count(method: &'static str, outcome: &'static str) {
+    metrics::counter!(AUTH_REQUESTS, "auth_method" => method, "outcome" => outcome).increment(1);
+}
+
 impl AuthState {
-    /// Authenticates an API request (401 without a known key) and records in its extensions
-    /// who is calling, for the rate limiter ([`ClientKey`]) and the scope check ([`Principal`]).
-    /// The key id goes into the request's log fields (and, with OTLP on, onto its span when
-    /// the request ends); the key itself goes nowhere.
-    pub fn authenticate(&self, req: &mut Request) -> Result<(), ApiError> {
+    /// Authenticates an API request (401 without a known key or a valid token) and records
+    /// in its extensions who is calling, for the rate limiter ([`ClientKey`]) and the scope
+    /// check ([`Principal`]). The key id (or the token's subject) goes into the request's log
+    /// fields (and, with OTLP on, onto its span when the request ends); the key or token
+    /// itself goes nowhere.
+    pub fn authenticate(&self, req: &mut Request) -> Result<(), Rejection> {
+        self.authenticate_once(req, true)
+    }
+
+    /// After [`Rejection::Refresh`]: refreshes (at most once per interval, however many
+    /// requests ask) and authenticates again, without asking for another refresh.
+    pub async fn authenticate_after_refresh(
+        &self,
+        req: &mut Request,
+        issuer: Arc<Issuer>,
+    ) -> Result<(), ApiError> {
+        issuer.refresh_unknown_kid().await;
+        match self.authenticate_once(req, false) {
+            Ok(()) => Ok(()),
+            Err(Rejection::Error(e)) => Err(e),
+            Err(Rejection::Refresh(_)) => Err(ApiError::InvalidToken),
+        }
+    }
+
+    /// [`AuthState::authenticate`], refreshing keys when it asks to.
+    pub async fn authenticate_async(&self, req: &mut Request) -> Result<(), ApiError> {
+        match self.authenticate(req) {
+            Ok(()) => Ok(()),
+            Err(Rejection::Error(e)) => Err(e),
+            Err(Rejection::Refresh(issuer)) => self.authenticate_after_refresh(req, issuer).await,
+        }
+    }
+
+    fn authenticate_once(&self, req: &mut Request, may_refresh: bool) -> Result<(), Rejection> {
         let header = req
             .headers()
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        let principal = self.auth.authenticate(header)?;
+        let jwt = match (&self.oidc, bearer(header)) {
+            (Some(oidc), Some(token)) if oidc::looks_like_jwt(token) => Some((oidc, token)),
+            _ => None,
+        };
+        let principal = if let Some((oidc, token)) = jwt {
+            match oidc.verify(token, may_refresh) {
+                Ok(v) => {
+                    count("oidc", "success");
+                    Principal {
+                        key_id: Some(v.key_id),
+                        scopes: Some(v.scopes),
+                    }
+                }
+                Err(Failure::Refresh(issuer)) => return Err(Rejection::Refresh(issuer)),
+                Err(Failure::Unavailable) => {
+                    count("oidc", "unavailable");
+                    return Err(Rejection::Error(ApiError::IssuerUnavailable));
+                }
+                Err(Failure::Invalid(reason)) => {
+                    count("oidc", "invalid");
+                    tracing::debug!(reason, "bearer token refused");
+                    return Err(Rejection::Error(ApiError::InvalidToken));
+                }
+            }
+        } else {
+            let result = self.auth.authenticate(header);
+            if let Auth::Keys(_) = *self.auth {
+                match (&result, header) {
+                    (Ok(_), _) => count("api_key", "success"),
+                    (Err(_), None) => count("none", "missing"),
+                    (Err(_), Some(_)) => count("api_key", "invalid"),
+                }
+            }
+            result.map_err(Rejection::Error)?
+        };
         let client = match &principal.key_id {
             Some(id) => {
                 logging::record_key_id(id);
@@ -234,6 +308,17 @@ impl AuthState {
         req.extensions_mut().insert(principal);
         Ok(())
     }
+}
+
+/// The credential of an `Authorization: Bearer <credential>` header.
+fn bearer(authorization: Option<&str>) -> Option<&str> {
+    authorization
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
 }
 
 fn client_ip(req: &Request, trust_forwarded_for: bool) -> IpAddr {

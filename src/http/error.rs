@@ -36,6 +36,10 @@ pub enum ApiError {
     BadRequest(Vec<FieldError>),
     /// 401: no credential, or one we do not know.
     Unauthorized,
+    /// 401: a bearer JWT that failed verification (RFC 6750 `invalid_token`).
+    InvalidToken,
+    /// 503: the token's issuer has not been reachable since start, so no key can verify it.
+    IssuerUnavailable,
     /// 403: the credential lacks the scope.
     Forbidden(&'static str),
     /// 404.
@@ -92,11 +96,23 @@ impl ApiError {
                 "Unauthorized",
                 "send a known API key as `Authorization: Bearer <key>`".into(),
             ),
+            InvalidToken => (
+                StatusCode::UNAUTHORIZED,
+                "invalid-token",
+                "Invalid token",
+                "the bearer token is malformed, expired, not yet valid, for another audience or issuer, or its signature does not verify".into(),
+            ),
+            IssuerUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "issuer-unavailable",
+                "Token issuer unavailable",
+                "the token's issuer has not been reachable, so its keys are unknown; retry later".into(),
+            ),
             Forbidden(scope) => (
                 StatusCode::FORBIDDEN,
                 "forbidden",
                 "Forbidden",
-                format!("this API key lacks the `{scope}` scope"),
+                format!("this credential lacks the `{scope}` scope"),
             ),
             NotFound => (
                 StatusCode::NOT_FOUND,
@@ -239,8 +255,25 @@ impl IntoResponse for ApiError {
         if let Some(s) = retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
-        if status == StatusCode::UNAUTHORIZED {
-            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        // RFC 6750 section 3: an error code only when a credential was sent and refused.
+        match self {
+            ApiError::Unauthorized => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::InvalidToken => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer error="invalid_token""#),
+                );
+            }
+            ApiError::Forbidden(scope) => {
+                if let Ok(v) = HeaderValue::from_str(&format!(
+                    r#"Bearer error="insufficient_scope", scope="{scope}""#
+                )) {
+                    headers.insert(header::WWW_AUTHENTICATE, v);
+                }
+            }
+            _ => {}
         }
         response
     }

@@ -5,7 +5,8 @@
 //! 1. `observe`: the request's log fields, RED metrics, one log line, and with OTLP on the
 //!    server span (continuing `traceparent`);
 //! 2. `admission`: at most `MAX_IN_FLIGHT` API requests at once, else 503 at once; drill faults
-//!    (a no-op unless switched on); authentication, 401 without a known key;
+//!    (a no-op unless switched on); authentication, 401 without a known key or a valid
+//!    bearer JWT (`oidc`), 503 while a token's issuer has never been reachable;
 //! 3. the rate limiter (tower_governor), keyed by key id or client address: 429;
 //! 4. `admission::RequireLayer`: 403 without the route's scope;
 //! 5. the route's method router (405 for another method) and the handler, whose dependency
@@ -21,6 +22,7 @@ pub mod auth;
 pub mod error;
 mod middleware;
 mod observe;
+pub mod oidc;
 pub mod routes;
 
 use std::sync::Arc;
@@ -72,6 +74,8 @@ pub struct AppState {
     pub backend: &'static str,
     /// `enabled` or `disabled`, for readiness.
     pub auth_mode: &'static str,
+    /// Trusted OIDC issuers, for readiness.
+    pub oidc: Option<Arc<oidc::Oidc>>,
     /// Deadline of every dependency call.
     pub request_timeout: Duration,
     /// Idempotency keys whose request is being served now (409 for a second one).
@@ -83,6 +87,8 @@ pub struct AppState {
 pub struct Protection {
     /// Authentication.
     pub auth: Arc<Auth>,
+    /// Bearer JWTs from trusted issuers, beside the keys.
+    pub oidc: Option<Arc<oidc::Oidc>>,
     /// Trust `X-Forwarded-For` for anonymous clients.
     pub trust_forwarded_for: bool,
     /// Requests served at once.
@@ -115,6 +121,7 @@ pub fn router(state: AppState, protection: Protection) -> Router {
     let limiter = protection.rate_limit.layer();
     let auth_state = AuthState {
         auth: protection.auth.clone(),
+        oidc: protection.oidc.clone(),
         trust_forwarded_for: protection.trust_forwarded_for,
     };
     crate::telemetry::metrics::max_active(protection.max_in_flight);

@@ -55,6 +55,13 @@ pub const BQ_BILLED_BYTES: &str = "app_bigquery_billed_bytes_total";
 pub const BQ_QUERIES: &str = "app_bigquery_queries_total";
 /// Ingest requests that carried an `Idempotency-Key`, by outcome.
 pub const IDEMPOTENT_REQUESTS: &str = "app_idempotent_requests_total";
+/// Authentication attempts on the API routes, by `auth_method` (`api_key`, `oidc`, `none`
+/// when no credential was sent) and `outcome` (`success`, `invalid`, `unavailable`).
+pub const AUTH_REQUESTS: &str = "app_auth_requests_total";
+/// Fetches of an OIDC issuer's discovery document and JWKS, by `reason` (`start`,
+/// `periodic`, `unknown_kid`) and `outcome` (`success`, `failure`). No issuer label: the
+/// issuers are few, but a label value must come from a fixed set.
+pub const OIDC_JWKS_FETCHES: &str = "app_oidc_jwks_fetches_total";
 
 /// Buckets of the HTTP, messaging and database histograms; every SLO latency threshold is one
 /// of these boundaries.
@@ -245,6 +252,14 @@ fn describe() {
     describe_counter!(
         BQ_QUERIES,
         "getData queries answered by BigQuery, by whether its result cache answered them (cache_hit)."
+    );
+    describe_counter!(
+        AUTH_REQUESTS,
+        "Authentication attempts on the API routes, by auth_method (api_key, oidc, none) and outcome (success, invalid, unavailable)."
+    );
+    describe_counter!(
+        OIDC_JWKS_FETCHES,
+        "Fetches of OIDC discovery and JWKS, by reason (start, periodic, unknown_kid) and outcome (success, failure)."
     );
     describe_counter!(
         IDEMPOTENT_REQUESTS,

@@ -118,8 +118,17 @@ pub async fn spawn_with(opts: Options) -> TestApp {
                 .to_owned(),
             admin: None,
             client,
+            // A static key where one is given; else the workload identity's ID token, which
+            // the deployment accepts as an OIDC bearer token (docs/oidc.md).
             key: std::env::var("TEST_API_KEY")
-                .expect("TEST_API_KEY is required with TEST_BASE_URL"),
+                .ok()
+                .filter(|k| !k.is_empty())
+                .or_else(|| {
+                    std::env::var("TEST_ID_TOKEN")
+                        .ok()
+                        .filter(|t| !t.is_empty())
+                })
+                .expect("TEST_API_KEY or TEST_ID_TOKEN is required with TEST_BASE_URL"),
             child: None,
             data_dir: PathBuf::new(),
             _tmp: None,

@@ -15,5 +15,6 @@ mod durability;
 mod idempotency;
 mod ingest;
 mod observability;
+mod oidc;
 mod protection;
 mod query;

@@ -152,7 +152,13 @@ def test_post_deploy_runs_the_one_integration_suite_against_the_url():
     steps = {s.get("name"): s for s in verify["steps"]}
     suite = steps["Black-box suite against the deployed URL"]
     assert suite["run"] == "cargo test --release --locked --workspace --test api"
-    assert set(suite["env"]) == {"TEST_BASE_URL", "TEST_ID_TOKEN"}
+    # The suite authenticates with the workload identity's OIDC token, not the static key.
+    assert set(suite["env"]) == {"TEST_BASE_URL", "TEST_API_KEY", "TEST_ID_TOKEN"}
+    assert suite["env"]["TEST_API_KEY"] == ""
+    assert suite["env"]["TEST_ID_TOKEN"] == "${{ steps.oidctoken.outputs.id_token }}"
+    oidc = steps["Identity token for the app (OIDC)"]["with"]
+    assert oidc["token_format"] == "id_token"
+    assert oidc["id_token_audience"] == "challenge-latam-api-${{ inputs.environment }}"
     assert "TEST_API_KEY=" in steps["Test API key from Secret Manager"]["run"]
     assert "::add-mask::" in steps["Test API key from Secret Manager"]["run"]
     k6 = steps["k6 smoke with the SLO thresholds"]

@@ -29,6 +29,11 @@ pub struct Readiness {
     pub auth: &'static str,
     /// `local` or `gcp`.
     pub backend: &'static str,
+    /// Each trusted OIDC issuer: `ok`, `unreachable` (cached keys still verify) or
+    /// `unreachable_no_keys` (its tokens are answered 503). Absent without `OIDC_ISSUERS`.
+    /// Informational: API keys work without any issuer, so it does not fail readiness.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<std::collections::BTreeMap<String, &'static str>>,
 }
 
 /// Liveness.
@@ -69,6 +74,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         store: describe(&store),
         auth: state.auth_mode,
         backend: state.backend,
+        oidc: state.oidc.as_ref().map(|o| o.status()),
     };
     let status = if ok {
         StatusCode::OK

@@ -87,7 +87,7 @@ retry the same request). Nothing was published.", body = Problem, content_type =
         (status = 503, description = "Broker unavailable or load shed.", body = Problem, content_type = "application/problem+json"),
         (status = 504, description = "Broker timed out.", body = Problem, content_type = "application/problem+json"),
     ),
-    security(("api_key" = []))
+    security(("api_key" = []), ("oidc" = []))
 )]
 pub async fn ingest(
     State(state): State<AppState>,

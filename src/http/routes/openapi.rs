@@ -33,6 +33,20 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+        components.add_security_scheme(
+            "oidc",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "A JWT from a trusted OIDC issuer (OIDC_ISSUERS: Okta, Google), RS256 or \
+                         ES256, for OIDC_AUDIENCE; its roles map to scopes through \
+                         OIDC_SCOPE_MAP (docs/oidc.md).",
+                    ))
+                    .build(),
+            ),
+        );
     }
 }
 

@@ -55,7 +55,7 @@ pub struct GetDataParams {
         (status = 503, description = "Store unavailable, too many store queries running, or load shed (`Retry-After`).", body = Problem, content_type = "application/problem+json"),
         (status = 504, description = "Store timed out.", body = Problem, content_type = "application/problem+json"),
     ),
-    security(("api_key" = []))
+    security(("api_key" = []), ("oidc" = []))
 )]
 pub async fn get_data(
     State(state): State<AppState>,

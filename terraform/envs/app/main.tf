@@ -74,6 +74,20 @@ locals {
   deployer_member = "serviceAccount:${module.names.service_accounts.deployer}@${var.project_id}.iam.gserviceaccount.com"
   readonly_member = "serviceAccount:${module.names.service_accounts.readonly}@${var.project_id}.iam.gserviceaccount.com"
 
+  # Bearer JWTs beside API keys (docs/oidc.md). The post-deploy suite runs as the read-only
+  # identity and authenticates with its Google ID token for this audience (deploy.yml mints
+  # it for challenge-latam-api-<env>), with the scopes its test API key has.
+  oidc_issuers = compact([
+    var.okta_issuer,
+    var.accept_google_id_tokens ? "https://accounts.google.com" : "",
+  ])
+  oidc_audience = var.oidc_audience != "" ? var.oidc_audience : "challenge-latam-api-${var.env}"
+  oidc_scope_map = join(",", compact([
+    var.oidc_scope_map,
+    # Qualified by the issuer: only Google's tokens can claim this email.
+    var.accept_google_id_tokens ? "https://accounts.google.com#${module.names.service_accounts.readonly}@${var.project_id}.iam.gserviceaccount.com=ingest+read" : "",
+  ]))
+
   # schema/, dashboards/ and alerts/ are read from the repository this root lives in.
   repo_root = "${path.root}/../../.."
 
@@ -168,6 +182,9 @@ module "cloud_run" {
   max_instances             = var.max_instances
   rate_limit_per_second     = var.rate_limit_per_second
   rate_limit_burst          = var.rate_limit_burst
+  oidc_issuers              = local.oidc_issuers
+  oidc_audience             = length(local.oidc_issuers) > 0 ? local.oidc_audience : ""
+  oidc_scope_map            = local.oidc_scope_map
   ingress                   = var.enable_edge ? "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER" : "INGRESS_TRAFFIC_ALL"
   invokers                  = distinct(concat(var.invokers, [local.readonly_member, local.uptime_agent]))
   deployer_members          = [local.deployer_member]

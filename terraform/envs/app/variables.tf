@@ -144,3 +144,27 @@ variable "edge_domain" {
     error_message = "edge_domain must be a DNS name."
   }
 }
+
+variable "okta_issuer" {
+  description = "Okta authorization server whose access tokens the app accepts (OIDC_ISSUERS), e.g. https://acme.okta.com/oauth2/default; empty for none."
+  type        = string
+  default     = ""
+}
+
+variable "accept_google_id_tokens" {
+  description = "Accept Google ID tokens (issuer https://accounts.google.com) for service-to-service calls; the post-deploy suite authenticates with one."
+  type        = bool
+  default     = true
+}
+
+variable "oidc_audience" {
+  description = "OIDC_AUDIENCE: the aud of every accepted token (Okta's audience, and the audience Google ID tokens are minted for); empty means challenge-latam-api-<env>."
+  type        = string
+  default     = ""
+}
+
+variable "oidc_scope_map" {
+  description = "OIDC_SCOPE_MAP entries beside the post-deploy identity's (added here): Okta groups or service-account emails to scopes, e.g. api-writers=ingest+read."
+  type        = string
+  default     = ""
+}

@@ -84,6 +84,14 @@ locals {
     DD_SERVERLESS_LOG_PATH = "${local.logs_dir}/logs/*.log"
   }
 
+  # Bearer JWTs beside API keys (docs/oidc.md); none when no issuer is configured.
+  oidc_env = { for k, v in {
+    OIDC_ISSUERS     = join(",", var.oidc_issuers)
+    OIDC_AUDIENCE    = var.oidc_audience
+    OIDC_SCOPE_CLAIM = var.oidc_scope_claim
+    OIDC_SCOPE_MAP   = var.oidc_scope_map
+  } : k => v if length(var.oidc_issuers) > 0 }
+
   datadog_env = {
     DD_SERVICE             = var.service_label
     DD_ENV                 = var.env
@@ -221,6 +229,9 @@ resource "google_cloud_run_v2_service" "api" {
   # No IAM-free access: invocations need roles/run.invoker (see google_cloud_run_v2_service_iam_member
   # below); clients then authenticate to the app with their API key.
   invoker_iam_disabled = false
+  # A Google ID token minted for the app's OIDC audience also passes Cloud Run IAM, so a
+  # service-to-service caller sends one token (docs/oidc.md).
+  custom_audiences = var.oidc_audience == "" ? null : [var.oidc_audience]
 
   template {
     service_account = google_service_account.runtime.email
@@ -289,7 +300,7 @@ resource "google_cloud_run_v2_service" "api" {
       }
 
       dynamic "env" {
-        for_each = local.app_env
+        for_each = merge(local.app_env, local.oidc_env)
         content {
           name  = env.key
           value = env.value

@@ -278,3 +278,32 @@ variable "config_readers" {
   type        = list(string)
   default     = []
 }
+
+variable "oidc_issuers" {
+  description = "OIDC_ISSUERS: issuers whose bearer JWTs the app accepts beside API keys (docs/oidc.md); empty turns OIDC off."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for i in var.oidc_issuers : can(regex("^https://[^ ,]*[^/ ,]$", i))])
+    error_message = "Each OIDC issuer must be an https:// URL without a trailing slash, exactly as tokens carry it in iss."
+  }
+}
+
+variable "oidc_audience" {
+  description = "OIDC_AUDIENCE: the aud every token must carry; also a Cloud Run custom audience, so one Google ID token passes Cloud Run IAM and the app."
+  type        = string
+  default     = ""
+}
+
+variable "oidc_scope_claim" {
+  description = "OIDC_SCOPE_CLAIM: claims (comma-separated) whose values are looked up in oidc_scope_map."
+  type        = string
+  default     = "groups,email"
+}
+
+variable "oidc_scope_map" {
+  description = "OIDC_SCOPE_MAP: value=scope+scope,... (scopes ingest, read); a value not listed grants nothing."
+  type        = string
+  default     = ""
+}
