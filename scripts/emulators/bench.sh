@@ -94,14 +94,17 @@ run local ingest BACKEND=local DATA_DIR="$work/data"
 PUBSUB_PORT=0 BQ_PORT=0 BQ_GRPC_PORT=0 scripts/emulators.sh start >"$work/env"
 # shellcheck disable=SC1091
 source "$work/env"
+# Production's shape: the API publishes and a BigQuery subscription writes, so the service runs
+# no worker; `gcp+worker` adds the streaming-pull worker (PUBSUB_SUBSCRIPTION) on the same cores.
 gcp=(BACKEND=gcp GCP_PROJECT="$GCP_PROJECT" PUBSUB_TOPIC="$PUBSUB_TOPIC" \
-  PUBSUB_SUBSCRIPTION="$PUBSUB_SUBSCRIPTION" BQ_DATASET="$BQ_DATASET" BQ_TABLE="$BQ_TABLE" \
+  BQ_DATASET="$BQ_DATASET" BQ_TABLE="$BQ_TABLE" \
   PUBSUB_EMULATOR_HOST="$PUBSUB_EMULATOR_HOST" BIGQUERY_EMULATOR_HOST="$BIGQUERY_EMULATOR_HOST")
 # The ceiling: the same Pub/Sub client and settings publishing straight to the emulator from
 # as many closed loops as k6 has clients, without the HTTP service in front.
 PUBSUB_EMULATOR_HOST="$PUBSUB_EMULATOR_HOST" GCP_PROJECT="$GCP_PROJECT" PUBSUB_TOPIC="$PUBSUB_TOPIC" \
   target/release/examples/publish_ceiling "$VUS" "${DURATION%s}"
 run gcp ingest "${gcp[@]}"
+run gcp+worker ingest "${gcp[@]}" PUBSUB_SUBSCRIPTION="$PUBSUB_SUBSCRIPTION"
 echo "bench: getData (default query), $VUS clients, $DURATION each, gcp with the page cache on and off"
 run gcp-cached getdata "${gcp[@]}"
 run gcp-uncached getdata "${gcp[@]}" QUERY_CACHE_TTL_MS=0
