@@ -75,21 +75,62 @@ async fn the_default_query_returns_at_most_ten_rows() {
 }
 
 #[tokio::test]
-async fn a_time_window_excludes_records_outside_it() {
+async fn a_window_returns_the_records_inside_it_with_from_inclusive_and_to_exclusive() {
     let app = spawn_app().await;
     let customer = unique("window");
     app.ingest_ok(&record(&customer, "now")).await;
-    app.wait_for(&customer, 1, Duration::from_secs(30)).await;
+    let stored = app.wait_for(&customer, 1, Duration::from_secs(30)).await;
+    assert_eq!(stored.len(), 1);
+    let at = chrono::DateTime::parse_from_rfc3339(stored[0]["publishTime"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let micros = |t: chrono::DateTime<chrono::Utc>| {
+        urlencode(&t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+    };
+    let us = chrono::Duration::microseconds(1);
+    let ids = |query: String| {
+        let app = &app;
+        let customer = &customer;
+        async move {
+            let r = app
+                .get_data(&format!("customerId={}&{query}", urlencode(customer)))
+                .await;
+            assert_eq!(r.status(), 200, "{query}");
+            r.json::<Vec<Value>>().await.unwrap().len()
+        }
+    };
 
-    let r = app
-        .get_data(&format!(
-            "customerId={}&from=2020-01-01T00:00:00Z&to=2020-01-02T00:00:00Z",
-            urlencode(&customer)
+    // [at, at + 1 us) holds exactly the record: `from` is inclusive.
+    assert_eq!(
+        ids(format!("from={}&to={}", micros(at), micros(at + us))).await,
+        1
+    );
+    // [at - 1 s, at) does not: `to` is exclusive.
+    let second = chrono::Duration::seconds(1);
+    assert_eq!(
+        ids(format!("from={}&to={}", micros(at - second), micros(at))).await,
+        0
+    );
+    // (at, at + 1 s) misses it by one microsecond at the start.
+    assert_eq!(
+        ids(format!(
+            "from={}&to={}",
+            micros(at + us),
+            micros(at + second)
         ))
-        .await;
-    assert_eq!(r.status(), 200);
-    let rows: Vec<Value> = r.json().await.unwrap();
-    assert!(rows.is_empty());
+        .await,
+        0
+    );
+    // A window a day wide around it returns it; one in 2020 does not.
+    let day = chrono::Duration::days(1);
+    assert_eq!(
+        ids(format!("from={}&to={}", micros(at - day), micros(at + day))).await,
+        1
+    );
+    assert_eq!(
+        ids("from=2020-01-01T00:00:00Z&to=2020-01-02T00:00:00Z".into()).await,
+        0
+    );
 }
 
 #[tokio::test]
