@@ -284,11 +284,14 @@ def test_a_burn_in_the_prod_verification_window_rolls_back_to_the_image_that_ran
     assert set(watch["needs"]) == {"plan", "apply"} and watch["environment"].endswith("-readonly")
     assert '--ignore "$BASELINE"' in policy.job_runs(watch)[0]
     assert watch["steps"][-1]["env"]["BASELINE"] == "${{ needs.plan.outputs.page_burns }}"
-    rollback = jobs["rollback"]
-    assert rollback["if"] == "needs.watch.outputs.rollback == 'true'"
+    rollback_plan, rollback = jobs["rollback-plan"], jobs["rollback"]
+    assert rollback_plan["if"] == "needs.watch.outputs.rollback == 'true'"
+    assert rollback_plan["env"]["IMAGE"] == "${{ needs.plan.outputs.previous_image }}"
+    assert any('-out=tfplan' in r and '-var "image=$IMAGE"' in r for r in policy.job_runs(rollback_plan))
+    assert set(rollback["needs"]) == {"plan", "rollback-plan"}
     assert rollback["environment"] == "${{ inputs.environment }}", "the rollback goes through the environment's approval"
-    assert rollback["env"]["PREVIOUS_IMAGE"] == "${{ needs.plan.outputs.previous_image }}"
+    assert rollback["env"]["IMAGE"] == "${{ needs.plan.outputs.previous_image }}"
     runs = policy.job_runs(rollback)
-    assert any('-var "image=$PREVIOUS_IMAGE"' in r for r in runs)
-    assert any('check-rollout.sh "challenge-latam-api-$DEPLOY_ENV" "$PREVIOUS_IMAGE"' in r for r in runs)
+    assert any(r.endswith("apply tfplan") for r in runs), "the rollback applies its reviewed plan"
+    assert any('check-rollout.sh "challenge-latam-api-$DEPLOY_ENV" "$IMAGE"' in r for r in runs)
     assert runs[-1].rstrip().endswith("exit 1"), "a rolled-back release ends the run red"
