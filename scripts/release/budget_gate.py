@@ -129,6 +129,12 @@ class PrometheusSource:
         return doc["data"]
 
     def states(self) -> list[SloState]:
+        try:
+            return self._states()
+        except (KeyError, TypeError, IndexError) as e:
+            raise GateError(f"an answer of {self.url} lacks {e}") from e
+
+    def _states(self) -> list[SloState]:
         by_slo: dict[str, dict] = {}
         for group in self._api("/api/v1/rules", type="alert")["groups"]:
             for rule in group["rules"]:
@@ -145,17 +151,17 @@ class PrometheusSource:
                     entry["exhausted"] = rule
                 elif labels.get("severity") == "page" and "tier" in labels:
                     entry["burns"].append(rule)
-        judged = {slo: e for slo, e in by_slo.items() if e["exhausted"] and e["burns"]}
+        judged = {slo: e for slo, e in by_slo.items() if e["exhausted"] or e["burns"]}
         if not judged:
-            raise GateError(f"no budget-exhausted and page burn-rate rules of {self.service} are loaded in {self.url}")
+            raise GateError(f"no budget-exhausted or page burn-rate rules of {self.service} are loaded in {self.url}")
         return [self._state(slo, e) for slo, e in sorted(judged.items())]
 
     def _state(self, slo: str, entry: dict) -> SloState:
         exhausted_rule = entry["exhausted"]
         return SloState(
             slo=slo,
-            budget_left=self._budget_left(slo, exhausted_rule["query"]),
-            exhausted=exhausted_rule["state"] == "firing",
+            budget_left=self._budget_left(slo, exhausted_rule["query"]) if exhausted_rule else None,
+            exhausted=bool(exhausted_rule) and exhausted_rule["state"] == "firing",
             page_burns=sorted({r["labels"]["tier"] for r in entry["burns"] if r["state"] == "firing"}),
         )
 
@@ -246,6 +252,12 @@ class CloudMonitoringSource:
         return value
 
     def states(self) -> list[SloState]:
+        try:
+            return self._states()
+        except (KeyError, TypeError) as e:
+            raise GateError(f"the spec or an answer lacks {e}") from e
+
+    def _states(self) -> list[SloState]:
         names = self.slo_names()
         states = []
         for slo in self.spec["slos"]:

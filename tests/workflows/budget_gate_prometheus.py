@@ -211,7 +211,7 @@ def main() -> None:
                     fail(f"healthy: availability budget left should be about 60 % (0.02 % of 0.05 %):\n{text}")
                 say(f"healthy: availability budget left {left[1]} %")
                 expect("a service with no rules loaded: cannot judge", gate(prom, "check", "--service", "other-api"), 2,
-                       "cannot judge", "no budget-exhausted and page burn-rate rules of other-api")
+                       "cannot judge", "no budget-exhausted or page burn-rate rules of other-api")
             elif scenario == "burning":
                 expect("burning: check refuses", gate(prom, "check"), 1, "**Refused**",
                        "availability: fast burn-rate page firing", "availability: medium burn-rate page firing",

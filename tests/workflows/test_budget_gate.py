@@ -215,6 +215,14 @@ def test_no_data_a_missing_slo_or_a_denied_call_cannot_judge_and_refuse(cm, monk
     with pytest.raises(gate.GateError, match="no access token"):
         cm.source(token="")
 
+    cm.healthy()
+    cm.slo_pages[1] = {"serviceLevelObjectives": [slo_resource(s["slo_id"]) for s in SPEC["slos"][2:]]}
+    broken = json.loads(json.dumps(SPEC))
+    del broken["slos"][0]["budget_exhausted_alert"]
+    source = gate.CloudMonitoringSource(PROJECT, SERVICE, broken, "t", base_url=cm.url, now=lambda: NOW)
+    with pytest.raises(gate.GateError, match="lacks 'budget_exhausted_alert'"):
+        source.states()
+
 
 def test_the_command_line_refuses_then_passes_with_a_logged_override(cm, monkeypatch, tmp_path):
     cm.healthy()
