@@ -14,13 +14,10 @@ slo/*.yaml, so a new SLO or a changed threshold reaches every backend on the nex
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import re
 import sys
-
-import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "dashboards")
@@ -60,194 +57,120 @@ BQ_SUB_FILTER = 'resource.type="pubsub_subscription" resource.label.subscription
 TOPIC_FILTER = 'resource.type="pubsub_topic" resource.label.topic_id=starts_with("challenge-latam-records")'
 
 
-def fmt_le(value: float) -> str:
-    """A bucket boundary as the exporter writes it in `le` (0.25, 1, 60)."""
-    return f"{value:g}"
+# --- SLOs: dashboards/slo-model.json, which tools/slo writes ---------------------------------------
+# tools/slo is the only reader of slo/*.yaml. It writes, beside the rules, the model of what these
+# dashboards need: objectives, tiers, every selector, `le` matcher and Datadog clause built by the
+# functions the rules and the Datadog SLOs use, and the names of the recording rules. So `make gen`
+# runs it first, then this script; nothing here parses a spec or a rules file.
+
+MODEL_PATH = os.path.join(OUT, "slo-model.json")
 
 
-def le_matcher(value: float) -> str:
-    """The `le` matcher of a bucket boundary, as the SLO generator writes it (le_matcher in
-    tools/slo/src/prometheus.rs). Prometheus 2 stores a whole boundary as the exporter wrote it
-    (`1`); Prometheus 3 normalises classic-histogram `le` values to float form (`1.0`), so
-    `le="1"` selects nothing there. A whole boundary matches either spelling; any other (0.25)
-    is spelt the same by both."""
-    text = fmt_le(value)
-    if float(value).is_integer():
-        return f'le=~"{text}|{text}\\\\.0"'
-    return f'le="{text}"'
+def load_model() -> dict:
+    """This service's entry of dashboards/slo-model.json."""
+    try:
+        with open(MODEL_PATH, encoding="utf-8") as f:
+            model = json.load(f)
+    except FileNotFoundError:
+        sys.exit(f"generate: no {os.path.relpath(MODEL_PATH, ROOT)}; run `cargo run -p slo -- generate` (or `make gen`)")
+    for svc in model["services"]:
+        if svc["name"] == SERVICE:
+            return svc
+    sys.exit(f"generate: {SERVICE} is not in {os.path.relpath(MODEL_PATH, ROOT)}")
 
 
-# --- SLOs from slo/*.yaml ------------------------------------------------------------------------
+MODEL = load_model()
 
 
 def load_buckets() -> dict[str, list[float]]:
-    """Bucket boundaries per histogram, from the `buckets.<histogram>` annotations of slo/*.yaml."""
-    out: dict[str, list[float]] = {}
-    prefix = "slo.challenge-latam.dev/buckets."
-    for path in sorted(glob.glob(os.path.join(ROOT, "slo", "*.yaml"))):
-        with open(path, encoding="utf-8") as f:
-            for doc in yaml.safe_load_all(f):
-                if doc and doc.get("kind") == "Service":
-                    for key, value in (doc.get("metadata", {}).get("annotations") or {}).items():
-                        if key.startswith(prefix):
-                            out[key[len(prefix):]] = [float(b) for b in str(value).split()]
-    return out
-
-
-def dd_bound(value: float) -> str:
-    """A bucket boundary as Datadog's OTLP ingestion writes it in `upper_bound`/`lower_bound`:
-    Go's shortest %g with `.0` added to whole numbers (formatFloat in
-    DataDog/opentelemetry-mapping-go, pkg/otlp/metrics): 0.25, 1.0, 60.0, inf."""
-    if value == float("inf"):
-        return "inf"
-    if value == float("-inf"):
-        return "-inf"
-    if value == 0:
-        return "0"
-    if not 1e-4 <= abs(value) < 1e6:
-        raise ValueError(f"bucket boundary {value!r}: Datadog writes it in exponent form, which is not reproduced here")
-    s = repr(float(value))          # shortest round-trip digits, positional in this range
-    return s if "e" not in s else format(value, "f").rstrip("0").rstrip(".")
-
-
-# The platform SLIs of slo/*.yaml by name (the Cloud Monitoring and Datadog stand-ins), filled
-# by load_slos().
-PLATFORM_SLIS: dict = {}
+    """Bucket boundaries per histogram an SLI reads."""
+    return {h: [float(b) for b in bounds] for h, bounds in MODEL["buckets"].items()}
 
 
 def load_slos() -> tuple[list[dict], dict]:
-    """Returns (SLOs in file order, alert policies by name) from every slo/*.yaml."""
-    slos, policies, services = [], {}, {}
-    for path in sorted(glob.glob(os.path.join(ROOT, "slo", "*.yaml"))):
-        with open(path, encoding="utf-8") as f:
-            for doc in yaml.safe_load_all(f):
-                if not doc:
-                    continue
-                kind, meta, spec = doc.get("kind"), doc.get("metadata", {}), doc.get("spec", {})
-                if kind == "AlertPolicy":
-                    cond = spec["conditions"][0]["spec"]
-                    policies[meta["name"]] = {
-                        "name": meta["name"],
-                        "burn_rate": float(cond["condition"]["threshold"]),
-                        "long": cond["condition"]["lookbackWindow"],
-                        "short": meta.get("annotations", {})["slo.challenge-latam.dev/short-window"],
-                        "severity": cond["severity"],
-                    }
-                elif kind == "Service":
-                    services[meta["name"]] = meta.get("annotations", {})
-                elif kind == "SLI":
-                    PLATFORM_SLIS[meta["name"]] = spec
-                elif kind == "SLO":
-                    slos.append(
-                        {
-                            "name": meta["name"],
-                            "title": meta.get("displayName", meta["name"]),
-                            "service": spec["service"],
-                            "target": float(spec["objectives"][0]["target"]),
-                            "objective": spec["objectives"][0].get("displayName", ""),
-                            "window": spec["timeWindow"][0]["duration"],
-                            "policies": list(spec.get("alertPolicies", [])),
-                            "annotations": meta.get("annotations", {}),
-                            "indicator": spec["indicator"]["spec"]["ratioMetric"],
-                            "file": os.path.relpath(path, ROOT),
-                        }
-                    )
+    """Returns (SLOs in spec order, alert tiers by name). Each SLO keeps its model entry as `model`."""
+    slos, policies = [], {}
+    for m in MODEL["slos"]:
+        for t in m["tiers"]:
+            policies[t["name"]] = {"name": t["name"], "burn_rate": float(t["burn_rate"]), "long": t["long"],
+                                   "short": t["short"], "severity": t["severity"]}
+        slos.append({"name": m["name"], "title": m["display_name"], "service": SERVICE, "target": float(m["objective"]),
+                     "objective": m["objective_text"], "window": m["period"], "policies": [t["name"] for t in m["tiers"]],
+                     "file": MODEL["source"], "model": m})
     if not slos:
-        sys.exit("generate: no SLO in slo/*.yaml")
+        sys.exit("generate: no SLO in the model")
     return slos, policies
 
 
-def _selector(spec: dict, service_sel: str) -> str:
-    """A PromQL label selector from an OpenSLO metric source's `selector` map."""
-    parts = [service_sel] if service_sel else []
-    for label, rule in (spec.get("selector") or {}).items():
-        if "in" in rule:
-            vals = rule["in"]
-            parts.append(f'{label}="{vals[0]}"' if len(vals) == 1 else f'{label}=~"{"|".join(vals)}"')
-        elif "regex" in rule:
-            parts.append(f'{label}=~"{rule["regex"]}"')
-    return ",".join(parts)
-
-
-def sli_parts(slo: dict, service_sel: str) -> dict:
-    """The SLI's histogram and selectors: {histogram, total, bad} or {histogram, total, le}."""
-    ind = slo["indicator"]
-    total = ind["total"]["metricSource"]["spec"]
-    out = {"histogram": total["histogram"], "total": _selector(total, service_sel)}
-    if "bad" in ind:
-        bad = ind["bad"]["metricSource"]["spec"]
-        out["bad"] = ",".join(filter(None, [out["total"], _selector(bad, "")]))
-        out["bad_dd"] = {k: v.get("datadog") for k, v in (bad.get("selector") or {}).items()}
-    else:
-        out["le"] = float(ind["good"]["metricSource"]["spec"]["le"])
-    return out
-
-
-def error_ratio_promql(slo: dict, window: str, service_sel: str, by: str = "") -> str:
-    """Raw PromQL for the SLI's error ratio over `window` (used when no recording rule exists)."""
-    p = sli_parts(slo, service_sel)
-    h, agg = p["histogram"], f"sum by ({by})" if by else "sum"
-    total = f'{agg} (rate({h}_count{{{p["total"]}}}[{window}]))'
-    if "bad" in p:
-        return f'({agg} (rate({h}_count{{{p["bad"]}}}[{window}])) or {total} * 0) / {total}'
-    good_sel = ",".join(filter(None, [p["total"], le_matcher(p["le"])]))
-    return f"1 - {agg} (rate({h}_bucket{{{good_sel}}}[{window}])) / {total}"
-
-
 def recording_rules() -> set[str]:
-    """Names recorded by the generated Prometheus rules (alerts/prometheus/*.yml), if present."""
-    names = set()
-    for path in glob.glob(os.path.join(ROOT, "alerts", "prometheus", "*.y*ml")):
-        with open(path, encoding="utf-8") as f:
-            doc = yaml.safe_load(f) or {}
-        for group in doc.get("groups", []):
-            for rule in group.get("rules", []):
-                if "record" in rule:
-                    names.add(rule["record"])
-    return names
-
-
-RULES = recording_rules()
+    """Names recorded by the generated Prometheus rules."""
+    return set(MODEL["recording_rules"])
 
 
 def slo_facts() -> None:
-    """Thresholds and objectives the non-SLO panels draw, read from slo/*.yaml (never typed in
-    twice): per route its latency SLO, the freshness threshold, the availability objective."""
-    global ROUTE_SLO, SLO_THRESH, FRESHNESS_SECONDS, FRESHNESS_TARGET, AVAIL_TARGET, BUDGET_RATE
-    global SUBSCRIPTION_AGE_SECONDS
+    """Thresholds and objectives the non-SLO panels draw, from the model (never typed in twice):
+    per route its latency SLO, the freshness threshold, the availability objective."""
+    global ROUTE_SLO, SLO_THRESH, FRESHNESS_SECONDS, FRESHNESS_TARGET, FRESHNESS_DD, AVAIL_TARGET, BUDGET_RATE
+    global SUBSCRIPTION_AGE_SECONDS, FRESHNESS_LE
     ROUTE_SLO, SLO_THRESH = {}, {}
     for slo in load_slos()[0]:
-        p = sli_parts(slo, "")
-        if "bad" in p:
+        m = slo["model"]
+        if m["kind"] == "bad_where":
             AVAIL_TARGET = slo["target"]
-        elif p["histogram"] == "http_server_request_duration_seconds":
-            route = slo["indicator"]["total"]["metricSource"]["spec"]["selector"]["http_route"]["in"][0]
-            ROUTE_SLO[route] = (slo["name"], p["le"], slo["target"])
-            SLO_THRESH[route] = p["le"]
-        elif p["histogram"] == "pipeline_end_to_end_latency_seconds":
-            FRESHNESS_SECONDS, FRESHNESS_TARGET = p["le"], slo["target"]
+        elif m["histogram"] == "http_server_request_duration_seconds":
+            route = next(x["values"][0] for x in m["selector"] if x["label"] == "http_route")
+            # (SLO name, threshold, objective, Datadog clause of the buckets under the threshold)
+            ROUTE_SLO[route] = (slo["name"], float(m["good_le"]), slo["target"], m["datadog_good"])
+            SLO_THRESH[route] = float(m["good_le"])
+        elif m["histogram"] == "pipeline_end_to_end_latency_seconds":
+            FRESHNESS_SECONDS, FRESHNESS_TARGET, FRESHNESS_DD = float(m["good_le"]), slo["target"], m["datadog_good"]
+            FRESHNESS_LE = m["good_le_matcher"]
             # On Google Cloud the subscription's oldest unacked age stands in, with a lower
             # bound than 60 s that leaves room for the page cache (slo/README.md).
-            sli = PLATFORM_SLIS[slo["annotations"]["slo.challenge-latam.dev/cloud-monitoring-sli"]]
-            SUBSCRIPTION_AGE_SECONDS = float(
-                sli["thresholdMetric"]["metricSource"]["spec"]["metricMeanInRange"]["max"])
+            SUBSCRIPTION_AGE_SECONDS = float(m["cloud_monitoring_max"])
     BUDGET_RATE = round(1 - AVAIL_TARGET, 10)
 
 
 slo_facts()
 
 
+def slo_series(slo: dict, record: str, service_var: str = "$service") -> str:
+    """A recording rule of the SLO's, for the selected services."""
+    return f'{record}{{service=~"{service_var}",slo="{slo["name"]}"}}'
+
+
 def error_ratio(slo: dict, window: str, service_var: str = "$service", by: str = "") -> str:
-    """The SLI error ratio over `window`: the SLO engineer's recording rule when it exists."""
-    rule = f"slo:sli_error:ratio_rate{window}"
-    if rule in RULES:
-        agg = f"max by ({by})" if by else "max"
-        return f'{agg} ({rule}{{service=~"{service_var}",slo="{slo["name"]}"}})'
-    return error_ratio_promql(slo, window, f'service=~"{service_var}"', by)
+    """The SLI error ratio over `window`: the recording rule of the SLO's rules."""
+    rule = slo["model"]["records"]["error_ratio"].get(window)
+    if rule is None:
+        sys.exit(f"generate: SLO {slo['name']} records no error ratio over {window}")
+    agg = f"max by ({by})" if by else "max"
+    return f"{agg} ({slo_series(slo, rule, service_var)})"
 
 
 def burn_rate(slo: dict, window: str, service_var: str = "$service", by: str = "") -> str:
     return f"({error_ratio(slo, window, service_var, by)}) / {1 - slo['target']:.6g}"
+
+
+def budget_left(slo: dict, by: str = "") -> str:
+    """Share of the period's error budget left (Sloth's slo:period_error_budget_remaining:ratio)."""
+    agg = f"max by ({by})" if by else "max"
+    return f"{agg} ({slo_series(slo, slo['model']['records']['budget_remaining'])})"
+
+
+def apdex_promql(slo: dict, window: str, by: str = "") -> str:
+    """Apdex of a latency SLI with its threshold as T: (satisfied + tolerating / 2) / all, from the
+    cumulative buckets (the tolerating bucket counts the satisfied ones too, hence the halves)."""
+    m, a = slo["model"], slo["model"]["apdex"]
+    sel = ",".join(['service=~"$service"', *(x["promql"] for x in m["selector"])])
+    agg = f"sum by ({by})" if by else "sum"
+    bucket = lambda le: f'{agg} (rate({m["histogram"]}_bucket{{{sel},{le}}}[{window}]))'  # noqa: E731
+    return (f'({bucket(a["satisfied_matcher"])} + {bucket(a["tolerating_matcher"])}) / 2 / '
+            f'{agg} (rate({m["histogram"]}_count{{{sel}}}[{window}]))')
+
+
+def apdex_slos(slos: list[dict]) -> list[dict]:
+    return [s for s in slos if s["model"].get("apdex")]
 
 
 # --- Grafana -------------------------------------------------------------------------------------
@@ -512,7 +435,7 @@ def grafana_pipeline(slos: list[dict]) -> dict:
             [(f"histogram_quantile({q}, sum by (le) (rate(pipeline_end_to_end_latency_seconds_bucket{{{S}}}[{RATE}])))", f"p{int(q * 100)}") for q in (0.5, 0.99)],
             unit="s", w=12, thresholds=[(FRESHNESS_SECONDS, "red", "SLO threshold")])
     g.panel("timeseries", f"Records stored late (> {FRESHNESS_SECONDS:g} s) per second", "The freshness SLI's bad events.",
-            [(f'sum(rate(pipeline_end_to_end_latency_seconds_count{{{S}}}[{RATE}])) - sum(rate(pipeline_end_to_end_latency_seconds_bucket{{{S},{le_matcher(FRESHNESS_SECONDS)}}}[{RATE}]))', "late")],
+            [(f'sum(rate(pipeline_end_to_end_latency_seconds_count{{{S}}}[{RATE}])) - sum(rate(pipeline_end_to_end_latency_seconds_bucket{{{S},{FRESHNESS_LE}}}[{RATE}]))', "late")],
             unit="ops", w=12)
     g.panel("timeseries", "Dead-lettered messages", "Poison messages moved aside (they never reach the table).",
             [(f"sum(increase(pipeline_dead_lettered_messages_total{{{S}}}[5m]))", "per 5 min")], unit="short", w=12)
@@ -539,7 +462,7 @@ def grafana_slo(slos: list[dict], policies: dict) -> dict:
         budget = 1 - slo["target"]
         g.panel("stat", f"{slo['name']}: error budget left ({slo['window']})",
                 f"1 - (errors over {slo['window']}) / (allowed errors). Below 0 the objective is missed. Source: {slo['file']}.",
-                [(f"1 - ({error_ratio_promql(slo, slo['window'], S)}) / {budget:.6g}", "budget left")],
+                [(budget_left(slo), "budget left")],
                 unit="percentunit", w=6, h=8, thresholds=[(0, "red", ""), (0.25, "orange", ""), (0.5, "green", "")])
         g.panel("timeseries", f"{slo['name']}: SLI (good ratio, 5m)", f"Objective {slo['target']:.4g}: the dashed line.",
                 [(f"1 - ({error_ratio(slo, '5m')})", "SLI")], unit="percentunit", w=6, h=8,
@@ -561,7 +484,7 @@ def grafana_fleet(slos: list[dict], policies: dict) -> dict:
     g.row("SLO status of every selected service")
     targets = []
     for slo in slos:
-        targets.append((f"1 - ({error_ratio_promql(slo, '30d', S, by='service')}) / {1 - slo['target']:.6g}", f"{slo['name']} budget left"))
+        targets.append((budget_left(slo, by="service"), f"{slo['name']} budget left"))
     fast = policies.get("fast") or next(iter(policies.values()))
     for slo in slos:
         targets.append((burn_rate(slo, fast["long"], by="service"), f"{slo['name']} {fast['long']} burn"))
@@ -816,7 +739,6 @@ def cm_fleet(slos: list[dict]) -> dict:
 
 DD_H = "http_server_request_duration_seconds"
 DD_E2E = "pipeline_end_to_end_latency_seconds"
-DD_BUCKETS = load_buckets()
 DDS = "service:$service.value"
 DD_SEL = f"{DDS} AND $env"
 
@@ -829,15 +751,6 @@ def dd_tagval(value: str) -> str:
 
 def dd_tag(label: str, value: str) -> str:
     return f"{label}:{dd_tagval(value)}"
-
-
-def dd_under(hist: str, le: float) -> str:
-    """The filter term selecting every bucket at or under `le` (a boundary of `hist`)."""
-    bounds = DD_BUCKETS.get(hist)
-    if not bounds or le not in bounds:
-        raise SystemExit(f"generate: {le:g} is not a bucket boundary of {hist} (slo/*.yaml buckets annotation)")
-    under = [dd_bound(b) for b in bounds if b <= le]
-    return f"upper_bound:{under[0]}" if len(under) == 1 else f"upper_bound IN ({','.join(under)})"
 
 
 def dd_ts(title: str, queries: list[tuple[str, str]], formulas: list[tuple[str, str]] | None = None,
@@ -886,10 +799,10 @@ def dd_dashboard(title: str, description: str, groups: list[dict], multi: bool =
             "widgets": groups}
 
 
-def dd_within(hist: str, tags: str, le: float, by: str = "") -> tuple[list[tuple[str, str]], str]:
+def dd_within(hist: str, tags: str, under: str, by: str = "") -> tuple[list[tuple[str, str]], str]:
     """Share of events at or under `le`: the buckets up to it (per-bucket counts) over the count."""
     grp = f" by {{{by}}}" if by else ""
-    return ([("within", f"sum:{hist}.bucket{{{tags} AND {dd_under(hist, le)}}}{grp}.as_count()"),
+    return ([("within", f"sum:{hist}.bucket{{{tags} AND {under}}}{grp}.as_count()"),
              ("all", f"sum:{hist}.count{{{tags}}}{grp}.as_count()")], "within / all")
 
 
@@ -900,7 +813,7 @@ def dd_service() -> dict:
     for route, thr in SLO_THRESH.items():
         short = route.rsplit("/", 1)[-1]
         tags = f"{sel} AND {dd_tag('http_route', route)}"
-        q, f = dd_within(DD_H, tags, thr)
+        q, f = dd_within(DD_H, tags, ROUTE_SLO[route][3])
         route_widgets.append(dd_ts(f"{short}: share answered within {thr:g} s ({ROUTE_SLO[route][0]} SLO)", q, [(f, "within threshold")],
                                    markers=[(ROUTE_SLO[route][2], "objective")]))
         route_widgets.append(dd_ts(f"{short}: mean latency (s)", [("sum", f"sum:{DD_H}.sum{{{tags}}}.as_count()"), ("n", f"sum:{DD_H}.count{{{tags}}}.as_count()")],
@@ -909,7 +822,7 @@ def dd_service() -> dict:
         dd_group("Are users hurting? (API routes)", [
             dd_value("Availability (not 5xx), %", [("bad", f"sum:{DD_H}.count{{{api} AND http_response_status_code:5*}}.as_count()"), ("all", f"sum:{DD_H}.count{{{api}}}.as_count()")],
                      "100 * (1 - bad / all)", precision=3, conditional=[{"comparator": "<", "value": round(100 * AVAIL_TARGET, 6), "palette": "white_on_red"}, {"comparator": ">=", "value": round(100 * AVAIL_TARGET, 6), "palette": "white_on_green"}]),
-            dd_value(f"Ingest within {SLO_THRESH[INGEST]:g} s, %", [(n, q) for n, q in dd_within(DD_H, f"{sel} AND {dd_tag('http_route', INGEST)}", SLO_THRESH[INGEST])[0]], "100 * within / all",
+            dd_value(f"Ingest within {SLO_THRESH[INGEST]:g} s, %", [(n, q) for n, q in dd_within(DD_H, f"{sel} AND {dd_tag('http_route', INGEST)}", ROUTE_SLO[INGEST][3])[0]], "100 * within / all",
                      conditional=[{"comparator": "<", "value": round(100 * ROUTE_SLO[INGEST][2], 6), "palette": "white_on_red"}]),
             dd_value("Cloud Run latency p99 (ms)", [("q", "max:gcp.run.request_latencies.p99{service_name:$service.value*}")], "q"),
             dd_value("Requests/s", [("q", f"sum:{DD_H}.count{{{sel}}}.as_rate()")], "q"),
@@ -987,7 +900,7 @@ def dd_cost_of_reads(sel: str) -> list[dict]:
 
 def dd_pipeline() -> dict:
     sel = DD_SEL
-    q, f = dd_within(DD_E2E, sel, FRESHNESS_SECONDS)
+    q, f = dd_within(DD_E2E, sel, FRESHNESS_DD)
     groups = [dd_group("Pipeline", [
         dd_ts("Published by the app, by outcome", [("q", f"sum:messaging_client_sent_messages_total{{{sel}}} by {{error_type}}.as_rate()")]),
         dd_ts("Topic publishes", [("q", "sum:gcp.pubsub.topic.send_message_operation_count{topic_id:challenge-latam-records*} by {response_code}.as_rate()")]),
@@ -1004,19 +917,15 @@ def dd_pipeline() -> dict:
 def dd_error_ratio(slo: dict, rollup: int | None, by: str = "") -> tuple[list[tuple[str, str]], str]:
     """Queries and formula for the SLI error ratio (summed over `rollup` seconds when given),
     with the metric names and tags of the Datadog SLOs in alerts/datadog."""
-    p = sli_parts(slo, "")
-    name = p["histogram"]
-    tags = [DDS, "$env"]
-    for label, rule in (slo["indicator"]["total"]["metricSource"]["spec"].get("selector") or {}).items():
-        vals = [dd_tagval(v) for v in rule.get("in", [])]
-        tags.append(f"{label}:{vals[0]}" if len(vals) == 1 else f"{label} IN ({','.join(vals)})")
+    m = slo["model"]
+    name = m["histogram"]
+    tags = [DDS, "$env", *(x["datadog"] for x in m["selector"])]
     tail = f"{f' by {{{by}}}' if by else ''}.as_count(){f'.rollup(sum, {rollup})' if rollup else ''}"
     total = f"sum:{name}.count{{{' AND '.join(tags)}}}{tail}"
-    if "bad" in p:
-        bad_tags = tags + [f"{k}:{v}" for k, v in p["bad_dd"].items()]
+    if m["kind"] == "bad_where":
+        bad_tags = tags + [x["datadog"] for x in m["bad"]]
         return [("bad", f"sum:{name}.count{{{' AND '.join(bad_tags)}}}{tail}"), ("total", total)], "bad / total"
-    good_tags = " AND ".join(tags + [dd_under(name, p["le"])])
-    good = f"sum:{name}.bucket{{{good_tags}}}{tail}"
+    good = f"sum:{name}.bucket{{{' AND '.join(tags + [m['datadog_good']])}}}{tail}"
     return [("good", good), ("total", total)], "1 - good / total"
 
 
@@ -1062,8 +971,8 @@ def dd_fleet(slos: list[dict]) -> dict:
              "layout": {"x": 0, "y": 0, "width": 12, "height": 4}}
     sel = DD_SEL
     api = f"{sel} AND http_route IN ({INGEST.lower()},{QUERY.lower()})"
-    ingest_q, ingest_f = dd_within(DD_H, f"{sel} AND {dd_tag('http_route', INGEST)}", SLO_THRESH[INGEST], by="service")
-    fresh_q, fresh_f = dd_within(DD_E2E, sel, FRESHNESS_SECONDS, by="service")
+    ingest_q, ingest_f = dd_within(DD_H, f"{sel} AND {dd_tag('http_route', INGEST)}", ROUTE_SLO[INGEST][3], by="service")
+    fresh_q, fresh_f = dd_within(DD_E2E, sel, FRESHNESS_DD, by="service")
     groups = [dd_group("Status of every service", [table]),
               dd_group("Across services", [
                   dd_ts("5xx ratio by service", [("bad", f"sum:{DD_H}.count{{{api} AND http_response_status_code:5*}} by {{service}}.as_count()"), ("all", f"sum:{DD_H}.count{{{api}}} by {{service}}.as_count()")], [("bad / all", "5xx ratio")], markers=[(BUDGET_RATE, "budget rate")]),
