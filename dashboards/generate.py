@@ -158,15 +158,15 @@ def budget_left(slo: dict, by: str = "") -> str:
     return f"{agg} ({slo_series(slo, slo['model']['records']['budget_remaining'])})"
 
 
-def apdex_promql(slo: dict, window: str, by: str = "") -> str:
+def apdex_promql(slo: dict, window: str, by: str = "", service_sel: str = 'service=~"$service"') -> str:
     """Apdex of a latency SLI with its threshold as T: (satisfied + tolerating / 2) / all, from the
     cumulative buckets (the tolerating bucket counts the satisfied ones too, hence the halves)."""
     m, a = slo["model"], slo["model"]["apdex"]
-    sel = ",".join(['service=~"$service"', *(x["promql"] for x in m["selector"])])
+    sel = [service_sel, *(x["promql"] for x in m["selector"])]
     agg = f"sum by ({by})" if by else "sum"
-    bucket = lambda le: f'{agg} (rate({m["histogram"]}_bucket{{{sel},{le}}}[{window}]))'  # noqa: E731
+    bucket = lambda le: f'{agg} (rate({m["histogram"]}_bucket{{{",".join(filter(None, [*sel, le]))}}}[{window}]))'  # noqa: E731
     return (f'({bucket(a["satisfied_matcher"])} + {bucket(a["tolerating_matcher"])}) / 2 / '
-            f'{agg} (rate({m["histogram"]}_count{{{sel}}}[{window}]))')
+            f'{agg} (rate({m["histogram"]}_count{{{",".join(filter(None, sel))}}}[{window}]))')
 
 
 def apdex_slos(slos: list[dict]) -> list[dict]:
@@ -208,13 +208,18 @@ class Grafana:
 
     def panel(self, kind: str, title: str, description: str, targets: list[tuple[str, str]],
               unit: str = "short", w: int = 12, h: int = 8, thresholds: list[tuple[float, str, str]] | None = None,
-              instant: bool = False, extra: dict | None = None, min_: float | None = None) -> None:
+              instant: bool = False, extra: dict | None = None, min_: float | None = None,
+              links: list[dict] | None = None, decimals: int | None = None) -> None:
         steps = [{"color": "green", "value": None}]
         for value, color, _label in thresholds or []:
             steps.append({"color": color, "value": value})
         defaults: dict = {"unit": unit, "thresholds": {"mode": "absolute", "steps": steps}}
         if min_ is not None:
             defaults["min"] = min_
+        if decimals is not None:
+            defaults["decimals"] = decimals
+        if links:
+            defaults["links"] = links
         if kind == "timeseries":
             defaults["custom"] = {
                 "drawStyle": "line", "lineWidth": 2, "fillOpacity": 10, "showPoints": "never",
@@ -241,8 +246,8 @@ class Grafana:
             p.update(extra)
         self.panels.append(p)
 
-    def dump(self, multi_service: bool = False) -> dict:
-        return {
+    def dump(self, multi_service: bool = False, links: list[dict] | None = None) -> dict:
+        out = {
             "uid": self.uid, "title": self.title, "description": f"{self.description} {HEADER}",
             "tags": ["challenge-latam", *self.tags], "timezone": "utc", "editable": True,
             "schemaVersion": 39, "version": 1, "refresh": "30s", "graphTooltip": 1,
@@ -265,6 +270,9 @@ class Grafana:
                 "titleFormat": "restart or new version", "step": "1m"}]},
             "panels": self.panels,
         }
+        if links:
+            out["links"] = links
+        return out
 
 
 S = 'service=~"$service"'
@@ -285,10 +293,11 @@ def age_quantile_promql(q: float, sel: str, window: str) -> str:
     return f"histogram_quantile({q}, sum by (le) (rate({AGE}_bucket{{{sel}}}[{window}])))"
 
 
-def bytes_per_read_promql(sel: str, window: str) -> str:
+def bytes_per_read_promql(sel: str, window: str, by: str = "") -> str:
     """BigQuery bytes billed per getData answered with a page."""
     reads = _sel(sel, f'http_route="{QUERY}"', f'http_response_status_code=~"{"|".join(READ_CODES)}"')
-    return f"sum(rate({BQ_BILLED}{{{sel}}}[{window}])) / sum(rate(http_server_request_duration_seconds_count{{{reads}}}[{window}]))"
+    agg = f"sum by ({by})" if by else "sum"
+    return f"{agg}(rate({BQ_BILLED}{{{sel}}}[{window}])) / {agg}(rate(http_server_request_duration_seconds_count{{{reads}}}[{window}]))"
 
 
 def grafana_service(slos: list[dict]) -> dict:
@@ -477,9 +486,31 @@ def grafana_slo(slos: list[dict], policies: dict) -> dict:
     return g.dump()
 
 
+# The fleet's drill-down: from a service's row or line to that service's own dashboards (by uid),
+# keeping the time range. In a table the service is a column (`__data.fields`); in a time series it
+# is a label of the series (`__field.labels`).
+SERVICE_UID, SLO_UID = "challenge-latam-service", "challenge-latam-slo"
+
+
+def drill_down(field: str) -> list[dict]:
+    return [{"title": f"{what} of ${{{field}}}", "url": f"/d/{uid}?var-service=${{{field}}}&${{__url_time_range}}"}
+            for what, uid in (("Service dashboard", SERVICE_UID), ("SLO dashboard", SLO_UID))]
+
+
+TABLE_DRILL, SERIES_DRILL = drill_down("__data.fields.service"), drill_down("__field.labels.service")
+TABLE_EXTRA = {"transformations": [{"id": "merge", "options": {}}, {"id": "organize", "options": {"excludeByName": {"Time": True}}}],
+               "options": {"showHeader": True, "cellHeight": "sm"}}
+
+
+def apdex_title(slo: dict) -> str:
+    a = slo["model"]["apdex"]
+    return f"{slo['name']} Apdex (T {float(a['t']):g} s, tolerating to {float(a['tolerating']):g} s)"
+
+
 def grafana_fleet(slos: list[dict], policies: dict) -> dict:
     g = Grafana("challenge-latam-fleet", "challenge-latam / Fleet SLO status",
-                "Every service built like challenge-latam-api on one page: pick services with the variable; the table is every service's SLO status.",
+                "Every service built like challenge-latam-api on one page: pick services with the variable; the tables are every "
+                "service's SLO status and Apdex, then what each costs. A service's row or line links to its own dashboards.",
                 ["fleet"])
     g.row("SLO status of every selected service")
     targets = []
@@ -489,25 +520,48 @@ def grafana_fleet(slos: list[dict], policies: dict) -> dict:
     for slo in slos:
         targets.append((burn_rate(slo, fast["long"], by="service"), f"{slo['name']} {fast['long']} burn"))
     g.panel("table", "Error budget left (30d) and fast burn, per service and SLO",
-            "One row per service. Budget below 0: objective missed. Burn above the fast threshold: someone is being paged.",
-            targets, unit="percentunit", w=24, h=8, instant=True,
-            extra={"transformations": [{"id": "merge", "options": {}},
-                                       {"id": "organize", "options": {"excludeByName": {"Time": True}}}],
-                   "options": {"showHeader": True, "cellHeight": "sm"}})
+            "One row per service. Budget left is slo:period_error_budget_remaining:ratio (the SLO rules' summary record): "
+            "below 0 the objective is missed. Burn above the fast threshold: someone is being paged. Click a service for its dashboards.",
+            targets, unit="percentunit", w=24, h=8, instant=True, extra=TABLE_EXTRA, links=TABLE_DRILL)
+    apdex = apdex_slos(slos)
+    g.panel("table", "Apdex per service and latency SLO (last hour)",
+            "Apdex = (satisfied + tolerating / 2) / all, from the latency histograms: satisfied at or under the SLO threshold T, "
+            "tolerating up to 4T or the largest bucket bound under it (the histograms count nothing between bounds). "
+            "1 is every user satisfied; under 0.85 users notice, under 0.7 they complain.",
+            [(apdex_promql(s, "1h", by="service"), apdex_title(s)) for s in apdex],
+            unit="none", w=24, h=6, instant=True, decimals=3, extra=TABLE_EXTRA, links=TABLE_DRILL,
+            thresholds=[(0, "red", ""), (0.7, "orange", ""), (0.85, "green", "")])
+    for s in apdex:
+        g.panel("timeseries", f"{s['name']}: Apdex by service", apdex_title(s) + ".",
+                [(apdex_promql(s, RATE, by="service"), "{{service}}")],
+                unit="none", w=24 // len(apdex), decimals=3, min_=0, links=SERIES_DRILL,
+                thresholds=[(0.85, "red", "users notice below")])
     g.row("Across services")
     api = f'{S},http_route=~"{API_ROUTES}"'
     g.panel("timeseries", "5xx ratio by service", f"Availability SLI error ratio per service; dashed line: the {100 * BUDGET_RATE:g} % budget rate.",
             [(f'(sum by (service) (rate(http_server_request_duration_seconds_count{{{api},http_response_status_code=~"5.."}}[{RATE}])) or sum by (service) (rate(http_server_request_duration_seconds_count{{{api}}}[{RATE}])) * 0) / sum by (service) (rate(http_server_request_duration_seconds_count{{{api}}}[{RATE}]))', "{{service}}")],
-            unit="percentunit", w=12, thresholds=[(BUDGET_RATE, "red", "budget rate")], min_=0)
+            unit="percentunit", w=12, thresholds=[(BUDGET_RATE, "red", "budget rate")], min_=0, links=SERIES_DRILL)
     g.panel("timeseries", "Traffic by service", "Answers per second, every route.",
-            [(f"sum by (service) (rate(http_server_request_duration_seconds_count{{{S}}}[{RATE}]))", "{{service}}")], unit="reqps", w=12)
+            [(f"sum by (service) (rate(http_server_request_duration_seconds_count{{{S}}}[{RATE}]))", "{{service}}")], unit="reqps", w=12,
+            links=SERIES_DRILL)
     g.panel("timeseries", "Ingest p99 by service", f"Against the {SLO_THRESH[INGEST]:g} s ingest-latency threshold.",
             [(f'histogram_quantile(0.99, sum by (service, le) (rate(http_server_request_duration_seconds_bucket{{{S},http_route="{INGEST}"}}[{RATE}])))', "{{service}}")],
-            unit="s", w=12, thresholds=[(SLO_THRESH[INGEST], "red", "")])
+            unit="s", w=12, thresholds=[(SLO_THRESH[INGEST], "red", "")], links=SERIES_DRILL)
     g.panel("timeseries", "Freshness p99 by service", f"Against the {FRESHNESS_SECONDS:g} s freshness threshold.",
             [(f"histogram_quantile(0.99, sum by (service, le) (rate(pipeline_end_to_end_latency_seconds_bucket{{{S}}}[{RATE}])))", "{{service}}")],
-            unit="s", w=12, thresholds=[(FRESHNESS_SECONDS, "red", "")])
-    return g.dump(multi_service=True)
+            unit="s", w=12, thresholds=[(FRESHNESS_SECONDS, "red", "")], links=SERIES_DRILL)
+    g.row("What each service costs (BACKEND=gcp)")
+    g.panel("timeseries", "BigQuery bytes billed per hour by service",
+            "totalBytesBilled of every service's getData queries (app_bigquery_billed_bytes_total), the bytes BigQuery's on-demand "
+            "pricing bills. Pub/Sub bytes published (topic/byte_cost) and Cloud Run billable instance time are platform metrics, "
+            "outside Prometheus: they are on the Cloud Monitoring and Datadog fleet dashboards.",
+            [(f"sum by (service) (increase({BQ_BILLED}{{{S}}}[1h]))", "{{service}}")], unit="bytes", w=12, links=SERIES_DRILL)
+    g.panel("timeseries", "BigQuery bytes billed per getData read by service",
+            "Bytes billed per getData answered with a page (200 or 304): what one read costs, comparable across services of any size.",
+            [(bytes_per_read_promql(S, RATE, by="service"), "{{service}}")], unit="bytes", w=12, links=SERIES_DRILL)
+    links = [{"title": "challenge-latam dashboards", "type": "dashboards", "tags": ["challenge-latam"], "asDropdown": True,
+              "includeVars": True, "keepTime": True}]
+    return g.dump(multi_service=True, links=links)
 
 
 # --- Cloud Monitoring ------------------------------------------------------------------------------
@@ -708,7 +762,9 @@ def cm_fleet(slos: list[dict]) -> dict:
     d = CloudMonitoring("challenge-latam / Fleet",
                         "Every Cloud Run service built like challenge-latam-api: narrow to some with the pinned **service_name** filter in the "
                         "toolbar (it applies to every chart, as none fixes a service). "
-                        "The table is every service's availability over the last hour; SLO detail is on each service's SLO dashboard.")
+                        "The table is every service's availability over the last hour, then Apdex and what each service costs. "
+                        "To drill into one service, open **challenge-latam-api / Service** or **/ SLOs** and set the same "
+                        "service_name filter (Cloud Monitoring charts carry no per-series links; the Grafana fleet has them).")
     d.section("Status of every service")
     rc = metric("run.googleapis.com/request_count", 'resource.type="cloud_run_revision"')
     d._tile({"title": "5xx and request rate by service (last hour)", "timeSeriesTable": {"dataSets": [
@@ -723,6 +779,19 @@ def cm_fleet(slos: list[dict]) -> dict:
     d.chart("Requests by service and class", [mfilter(rc, "ALIGN_RATE", group_by=["resource.label.service_name", "metric.label.response_code_class"], legend="${resource.labels.service_name} ${metric.labels.response_code_class}")], "req/s")
     d.chart("Latency p99 by service", [mfilter(metric("run.googleapis.com/request_latencies", 'resource.type="cloud_run_revision"'), "ALIGN_DELTA", "REDUCE_PERCENTILE_99", ["resource.label.service_name"], legend="${resource.labels.service_name}")], "ms")
     d.chart("Oldest unacked message by subscription", [mfilter(metric("pubsub.googleapis.com/subscription/oldest_unacked_message_age", 'resource.type="pubsub_subscription"'), "ALIGN_MAX", "REDUCE_MAX", ["resource.label.subscription_id"], legend="${resource.labels.subscription_id}")], "seconds", [(SUBSCRIPTION_AGE_SECONDS, "freshness SLI bound")])
+    d.section("Apdex per service (the app's latency histograms; T = the SLO threshold)")
+    apdex = apdex_slos(slos)
+    for s in apdex:
+        # Managed Service for Prometheus labels each series with `job`, the RunMonitoring's name,
+        # which terraform/modules/cloud_run sets to the service's name.
+        d.chart(apdex_title(s), [promql(apdex_promql(s, "5m", by="job", service_sel=""), "${labels.job}")], "Apdex",
+                [(0.85, "users notice below")], w=48 // len(apdex))
+    d.section("What each service costs")
+    d.chart("Cloud Run billable instance time by service", [mfilter(metric("run.googleapis.com/container/billable_instance_time", 'resource.type="cloud_run_revision"'), "ALIGN_RATE", group_by=["resource.label.service_name"], legend="${resource.labels.service_name}")],
+            "instance-seconds/s", w=16)
+    d.chart("Pub/Sub bytes published (billed throughput) by topic", [mfilter(metric("pubsub.googleapis.com/topic/byte_cost", 'resource.type="pubsub_topic"'), "ALIGN_RATE", group_by=["resource.label.topic_id"], legend="${resource.labels.topic_id}")],
+            "bytes/s", w=16)
+    d.chart("BigQuery bytes billed by service (getData queries)", [promql(f"sum by (job) (rate({BQ_BILLED}[5m]))", "${labels.job}")], "bytes/s", w=16)
     return d.dump(filters=[{"labelKey": "service_name", "filterType": "RESOURCE_LABEL"}])
 
 
@@ -956,6 +1025,22 @@ def dd_slo(slos: list[dict], policies: dict) -> dict:
                         "Error budget left: the Datadog SLOs that alerts/datadog defines (tagged service and slo).", groups)
 
 
+# Datadog's drill-down from a service's series: its SLOs (alerts/datadog tags each service:<name>).
+# Dashboard ids are only known once Terraform has created them, so there is no link to them.
+DD_DRILL = [{"label": "SLOs of {{service.value}}", "link": "/slo/manage?query=service%3A{{service.value}}"}]
+
+
+def dd_apdex(slo: dict) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Apdex from Datadog's per-bucket counts: the buckets at or under T, those at or under the
+    tolerating bound (which include the first), over every event."""
+    m, a = slo["model"], slo["model"]["apdex"]
+    tags = " AND ".join([DD_SEL, *(x["datadog"] for x in m["selector"])])
+    q = [("sat", f"sum:{m['histogram']}.bucket{{{tags} AND {a['datadog_satisfied']}}} by {{service}}.as_count()"),
+         ("tol", f"sum:{m['histogram']}.bucket{{{tags} AND {a['datadog_tolerating']}}} by {{service}}.as_count()"),
+         ("all", f"sum:{m['histogram']}.count{{{tags}}} by {{service}}.as_count()")]
+    return q, [("(sat + tol) / 2 / all", "Apdex")]
+
+
 def dd_fleet(slos: list[dict]) -> dict:
     queries, formulas = [], []
     for i, slo in enumerate(slos):
@@ -979,7 +1064,21 @@ def dd_fleet(slos: list[dict]) -> dict:
                   dd_ts("Traffic by service", [("q", f"sum:{DD_H}.count{{{sel}}} by {{service}}.as_rate()")]),
                   dd_ts(f"Ingest within {SLO_THRESH[INGEST]:g} s by service", ingest_q, [(ingest_f, "within")], markers=[(ROUTE_SLO[INGEST][2], "objective")]),
                   dd_ts(f"Freshness within {FRESHNESS_SECONDS:g} s by service", fresh_q, [(fresh_f, "within")], markers=[(FRESHNESS_TARGET, "objective")]),
+              ]),
+              dd_group("Apdex per service (T = the SLO threshold)", [dd_ts(apdex_title(s), *dd_apdex(s), markers=[(0.85, "users notice below")], width=12 // len(apdex_slos(slos)))
+                                                                     for s in apdex_slos(slos)]),
+              dd_group("What each service costs", [
+                  dd_ts("Cloud Run billable instance time by service (s/s)", [("q", "sum:gcp.run.container.billable_instance_time{service_name:$service.value*} by {service_name}.as_rate()")], width=4),
+                  dd_ts("Pub/Sub bytes published (billed throughput) by topic", [("q", "sum:gcp.pubsub.topic.byte_cost{topic_id:challenge-latam-records*} by {topic_id}.as_rate()")], width=4),
+                  dd_ts("BigQuery bytes billed by service (getData queries)", [("q", f"sum:{BQ_BILLED}{{{sel}}} by {{service}}.as_rate()")], width=4),
               ])]
+    # Every widget split by the `service` tag links to that service's SLOs.
+    for group in groups:
+        for w in group["definition"]["widgets"]:
+            queries = [q["query"] for r in w["definition"]["requests"] for q in r["queries"]]
+            if all(re.search(r"\bby \{service\}", q) for q in queries):
+                w["definition"]["custom_links"] = DD_DRILL
+
     return dd_dashboard("challenge-latam / Fleet SLO status", "Every service built like challenge-latam-api; pick them with the service variable.", groups, multi=True)
 
 
