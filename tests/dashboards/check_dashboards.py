@@ -324,7 +324,7 @@ def datadog_alert_queries() -> list[tuple[str, str, dict]]:
 
 
 # The contract's buckets (CONTRACT.md, "Metrics"): the HTTP, messaging and database histograms
-# share the latency buckets; the end-to-end histogram has its own. slo/*.yaml carries both.
+# share the latency buckets; the end-to-end histogram has its own. The SLO model carries both.
 LATENCY_HISTOGRAMS = ("http_server_request_duration_seconds", "messaging_client_operation_duration_seconds",
                       "db_client_operation_duration_seconds")
 
