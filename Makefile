@@ -1,5 +1,5 @@
 # The two commands a newcomer needs (see README): `make run` and `make test`.
-.PHONY: run test bootstrap
+.PHONY: run test bootstrap gen help
 
 # scripts/build.sh is the build `make test` runs too: cargo unifies features over the packages
 # it builds, so `cargo run --bin` alone would compile the library a second time.
@@ -12,3 +12,10 @@ test: ## Every check CI runs: fmt, clippy, tests, rules, dashboards, terraform, 
 
 bootstrap: ## Install the offline tools the checks use (.tools/venv, Debian packages).
 	scripts/bootstrap.sh
+
+gen: ## Regenerate every generated file, in order: tools/slo (rules, tests, Terraform data, dashboards/slo-model.json), then the dashboards.
+	cargo run -q --locked -p slo -- generate
+	.tools/venv/bin/python dashboards/generate.py
+
+help: ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
