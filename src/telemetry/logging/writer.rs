@@ -1,6 +1,20 @@
 //! The batching writer: request threads append whole lines to a shared buffer, and one
 //! thread writes the buffer out to stdout (and the log file) every few milliseconds. A
 //! request thread neither blocks on stdout nor wakes another thread per line.
+//!
+//! Hand-written rather than `tracing-appender`'s non-blocking writer, measured in its place
+//! (0.2.5, `lossy(false)`, batches written on its worker's flush; `examples/log_writer.rs`,
+//! 2 threads, release build, two rounds on a shared, loaded 2-core machine, 2026-12-07). The
+//! appender sends each line as its own `Vec` through a channel whose worker sleeps when the
+//! channel is empty, so spread-out lines wake it almost every time:
+//!
+//! | lines | this writer: ns in `info!`, writer wake-ups per line | `tracing-appender` |
+//! |---|---|---|
+//! | back to back (2 x 100,000) | 1,950 / 3,476 ns, 0.006 / 0.007 | 5,423 / 5,307 ns, 0.000 / 0.001 |
+//! | 50 us apart (2 x 20,000) | 1,768 / 2,095 ns, 0.006 / 0.006 | 4,482 / 3,723 ns, 0.630 / 0.647 |
+//!
+//! and its worker thread spent about 8.5 us of CPU per spread-out line, where this one's was
+//! under the 10 ms tick over the whole run. The figures did not hold, so this writer stays.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
