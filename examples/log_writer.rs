@@ -20,7 +20,7 @@ fn main() -> anyhow::Result<()> {
     let lines: u32 = args.next().map_or(Ok(100_000), |a| a.parse())?;
     let gap = Duration::from_micros(args.next().map_or(Ok(0), |a| a.parse())?);
 
-    let (layer, guard) = challenge_latam_api::telemetry::logging::json_layer(None)?;
+    let (layer, guard) = challenge_latam_api::telemetry::logging::json_layer(None, None)?;
     tracing_subscriber::registry().with(layer).try_init()?;
 
     let loggers: Vec<_> = (0..threads)

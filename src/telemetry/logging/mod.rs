@@ -48,11 +48,13 @@ use rotate::RotatingFile;
 use writer::{LogWriter, Sinks};
 
 /// The JSON log layer, writing to stdout (and to `log_file`, when given) through a background
-/// thread. `GCP_PROJECT`, when set, qualifies trace ids the way Cloud Logging links them
-/// (`projects/P/traces/T`). Keep the guard until exit: dropping it writes out what is still
+/// thread. `project` (`GCP_PROJECT`), when given, qualifies trace ids the way Cloud Logging
+/// links them (`projects/P/traces/T`). Keep the guard until exit: dropping it writes out what is still
 /// buffered. Fails only when `log_file` cannot be opened.
-pub fn json_layer(log_file: Option<&Path>) -> std::io::Result<(CloudLogging, LogWriterGuard)> {
-    let project = std::env::var("GCP_PROJECT").ok().filter(|p| !p.is_empty());
+pub fn json_layer(
+    project: Option<&str>,
+    log_file: Option<&Path>,
+) -> std::io::Result<(CloudLogging, LogWriterGuard)> {
     let file = match log_file {
         Some(path) => Some(RotatingFile::open(path, LOG_FILE_MAX_BYTES)?),
         None => None,
@@ -61,7 +63,7 @@ pub fn json_layer(log_file: Option<&Path>) -> std::io::Result<(CloudLogging, Log
         out: std::io::stdout(),
         file,
     });
-    Ok((CloudLogging::new(project, writer), guard))
+    Ok((CloudLogging::new(project.map(str::to_owned), writer), guard))
 }
 
 /// The log file is rotated at this size, and one rotated file is kept: at most 32 MiB of the
