@@ -32,7 +32,7 @@ use crate::ports::{
     AckHandle, Attributes, Delivery, DependencyError, ErrorKind, Idempotency, OutgoingMessage,
     Published, Publisher, ReceivedMessage, Subscription,
 };
-use crate::telemetry::metrics;
+use crate::telemetry::metrics::{MessagingMetrics, MessagingOp, MessagingSystem, PipelineMetrics};
 
 /// How the broker is set up.
 #[derive(Debug, Clone)]
@@ -103,6 +103,7 @@ pub struct LocalBroker {
     tx: mpsc::Sender<Command>,
     published: Arc<Notify>,
     subscription: Arc<str>,
+    metrics: Arc<MessagingMetrics>,
 }
 
 impl LocalBroker {
@@ -118,6 +119,7 @@ impl LocalBroker {
             tx,
             published,
             subscription: config.subscription.into(),
+            metrics: Arc::new(MessagingMetrics::register(MessagingSystem::Local)),
         })
     }
 
@@ -160,15 +162,11 @@ impl Publisher for LocalBroker {
             })
             .await;
         let error = result.as_ref().err().map(|e| e.kind);
-        metrics::messaging_op(
-            metrics::MESSAGING_LOCAL,
-            metrics::MessagingOp::Publish,
-            error,
-            started.elapsed(),
-        );
+        self.metrics
+            .op(MessagingOp::Publish, error, started.elapsed());
         // A replay or a refused key sent nothing.
         if matches!(result, Ok(Published::New(_)) | Err(_)) {
-            metrics::messages_sent(metrics::MESSAGING_LOCAL, error, n);
+            self.metrics.sent(error, n);
         }
         result
     }
@@ -194,12 +192,8 @@ impl Subscription for LocalBroker {
             let started = Instant::now();
             let result = self.call(|reply| Command::Pull { max, reply }).await;
             let error = result.as_ref().err().map(|e| e.kind);
-            metrics::messaging_op(
-                metrics::MESSAGING_LOCAL,
-                metrics::MessagingOp::Receive,
-                error,
-                started.elapsed(),
-            );
+            self.metrics
+                .op(MessagingOp::Receive, error, started.elapsed());
             let messages = result?;
             if !messages.is_empty() || waited {
                 return Ok(messages
@@ -211,6 +205,7 @@ impl Subscription for LocalBroker {
                             ack: Box::new(LocalAck {
                                 tx: self.tx.clone(),
                                 seq,
+                                metrics: self.metrics.clone(),
                             }),
                         }
                     })
@@ -228,6 +223,7 @@ impl Subscription for LocalBroker {
 struct LocalAck {
     tx: mpsc::Sender<Command>,
     seq: i64,
+    metrics: Arc<MessagingMetrics>,
 }
 
 #[async_trait]
@@ -237,12 +233,7 @@ impl AckHandle for LocalAck {
         // A lost ack only means a redelivery, which the store absorbs by message id.
         let sent = self.tx.send(Command::Ack { seq: self.seq }).is_ok();
         let error = (!sent).then_some(ErrorKind::Unavailable);
-        metrics::messaging_op(
-            metrics::MESSAGING_LOCAL,
-            metrics::MessagingOp::Ack,
-            error,
-            started.elapsed(),
-        );
+        self.metrics.op(MessagingOp::Ack, error, started.elapsed());
     }
 
     async fn nack(self: Box<Self>, error: String) {
@@ -258,6 +249,7 @@ struct Actor {
     config: BrokerConfig,
     published: Arc<Notify>,
     backlog: u64,
+    metrics: PipelineMetrics,
     /// When a publish last failed, until one succeeds.
     last_failure: Option<Instant>,
     /// Rows in `idempotency_keys`, as of the last commit.
@@ -330,12 +322,14 @@ impl Actor {
         let backlog: i64 = conn.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0))?;
         let keys: i64 =
             conn.query_row("SELECT COUNT(*) FROM idempotency_keys", [], |r| r.get(0))?;
-        metrics::backlog(backlog as u64);
+        let metrics = PipelineMetrics::register();
+        metrics.backlog(backlog as u64);
         // Export the counter from the start, so "no dead letters" reads 0, not absent.
-        metrics::dead_lettered(0);
+        metrics.dead_lettered(0);
 
         Ok(Actor {
             conn,
+            metrics,
             config,
             published,
             backlog: backlog as u64,
@@ -468,9 +462,9 @@ impl Actor {
                     );
                 }
                 self.backlog = (self.backlog + out.inserted).saturating_sub(out.removed);
-                metrics::backlog(self.backlog);
+                self.metrics.backlog(self.backlog);
                 if out.dead_lettered > 0 {
-                    metrics::dead_lettered(out.dead_lettered);
+                    self.metrics.dead_lettered(out.dead_lettered);
                 }
                 let failed_publish = out.publishes.iter().any(|(_, r)| r.is_err());
                 if failed_publish {
