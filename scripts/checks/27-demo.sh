@@ -9,7 +9,8 @@
 #      no page, no pass;
 #   4. `verify` refuses a wrong answer and accepts the right one;
 #   5. `scripts/demo.sh fault clear`: the resolve arrives within the stated bound;
-#   6. SIGINT (Ctrl-C): the demo stops every process it started and exits 0.
+#   6. SIGINT (Ctrl-C): the demo stops every process it started and exits 0;
+#   7. DEMO_MINUTES: a demo given 15 s stops by itself and exits 0.
 # Prints the demo's own output and a timeline; exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -62,7 +63,7 @@ wait_for "the demo to start" 180 running
 say "demo started (pid $demo_pid); it printed:"
 sed -n '/the on-call stack runs/,/notifications appear/p' "$out" | sed 's/^/    /'
 for link in $(state '" ".join(links.values())'); do
-  code=$(curl -s -o /dev/null -w '%{http_code}' "$link")
+  code=$(curl -sL -o /dev/null -w '%{http_code}' "$link")
   [ "$code" = 200 ] || fail "$link answered $code"
 done
 say "every URL the demo printed answers 200 ($(state 'len(links)') URLs)"
@@ -117,4 +118,11 @@ for pid in $pids; do
 done
 say "Ctrl-C: the demo stopped its $(wc -w <<<"$pids") processes and exited 0"
 tail -3 "$out" | sed 's/^/    /'
+
+# 7. The time limit -------------------------------------------------------------------------------------
+t=$SECONDS
+DEMO_DIR=$tmp/limit DEMO_MINUTES=0.25 timeout 180 scripts/demo.sh >"$tmp/limit.out" 2>&1 ||
+  fail "a demo with DEMO_MINUTES=0.25 exited $? ($(tail -3 "$tmp/limit.out"))"
+grep -q 'time limit reached (0.25 min' "$tmp/limit.out" || fail "the demo did not stop at its time limit: $(tail -3 "$tmp/limit.out")"
+say "DEMO_MINUTES=0.25: the demo stopped by itself at its time limit ($((SECONDS - t))s from start to exit)"
 say "passed"
