@@ -245,7 +245,7 @@ def notes(tiers: dict, timers: dict, exp: dict, compression: int) -> list[str]:
         f"after the fix the page resolves in about {exp['resolve_about_s']} s (at most "
         f"{exp['resolve_within_s']} s).",
         "Tickets of the same SLO (slow tiers, budget exhausted) are held back while its page fires "
-        "(see them inhibited in Alertmanager); if they still fire once the page resolves they "
+        "(the receiver page lists them inhibited, from Alertmanager's API); if they still fire once the page resolves they "
         f"arrive at the ticket route's next update (within {human(exp['ticket_group_interval_s'])}). "
         "The budget-exhausted ticket keeps firing: the demo's scaled budget window holds only "
         "minutes of history, so one fault spends it.",
@@ -372,11 +372,12 @@ def start() -> int:
             "metrics": f"{service.admin_url}/metrics",
             "Prometheus alerts": f"{url['prometheus']}/classic/alerts",
             "Prometheus graph (SLO error ratios)": f"{url['receiver']}/grafana/d/challenge-latam-slo",
-            "Alertmanager": url["alertmanager"],
+            "Alertmanager API (alerts; Debian ships no UI)": f"{url['alertmanager']}/api/v2/alerts",
             "receiver (notifications)": url["receiver"],
             "k6 dashboard": url["k6"],
         }
-        info.update(links=links, notes=notes(tiers, timers, exp, compression))
+        info.update(links=links, notes=notes(tiers, timers, exp, compression),
+                    alertmanager=url["alertmanager"])
         started = time.time()
         deadline = started + minutes * 60
         write_state({"pid": os.getpid(), "running": True, "started": started, "deadline": deadline,
@@ -485,8 +486,8 @@ def fault(kind: str) -> int:
     for alert in alerts:
         say(f"  should page: {alert} (tiers fast and medium) at the pager receiver in about "
             f"{state['page_about_s']} s, at most {state['page_within_s']} s: {receiver_url}")
-    say("  held back while it fires: the same SLO's tickets (slow, slowest, budget exhausted); "
-        f"inhibited in Alertmanager: {state['urls']['alertmanager']}")
+    say("  held back while it fires: the same SLO's tickets (slow, slowest, budget exhausted), "
+        f"listed inhibited at the foot of {receiver_url}")
     say("  then fix it: make fault KIND=clear")
     return 0
 
@@ -518,16 +519,16 @@ def verify(answer: str) -> int:
 
 
 def screenshots() -> int:
-    """Pictures of the running demo for docs/operations.md: the receiver's page and the alerts
-    in Prometheus and Alertmanager (headless Chromium, as scripts/screenshots.sh takes them)."""
+    """Pictures of the running demo for docs/operations.md: the receiver's page (notifications,
+    and Alertmanager's alerts) and Prometheus's alerts (headless Chromium, as
+    scripts/screenshots.sh takes them)."""
     state = running_state()
     chromium = shutil.which("chromium")
     if not chromium:
         fail("chromium is not installed: apt-get install chromium (scripts/screenshots.sh does)", 2)
     urls = state["urls"]
-    shots = {"demo-receiver.png": (urls["receiver"], 1300),
-             "demo-prometheus-alerts.png": (f"{urls['prometheus']}/classic/alerts", 1100),
-             "demo-alertmanager.png": (f"{urls['alertmanager']}/#/alerts?silenced=false&inhibited=true", 900)}
+    shots = {"demo-receiver.png": (f"{urls['receiver']}/?static", 1300),
+             "demo-prometheus-alerts.png": (f"{urls['prometheus']}/classic/alerts", 1100)}
     for name, (url, height) in shots.items():
         out = ROOT / "docs/img" / name
         subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",

@@ -17,6 +17,7 @@ import re
 import threading
 import time
 import urllib.parse
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -69,11 +70,13 @@ STYLE = """body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
 h1{font-size:20px;margin:0 0 .3em}.note{background:#f4f6fa;border-left:4px solid #6b8bd6;padding:.6em 1em;margin:.8em 0}
 table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #ddd;padding:.35em .5em;vertical-align:top;text-align:left}
 .firing{color:#fff;background:#c0392b;padding:1px 6px;border-radius:3px}.resolved{color:#fff;background:#27ae60;padding:1px 6px;border-radius:3px}
-.page{font-weight:bold}.desc{color:#555;font-size:12px}pre{white-space:pre-wrap;margin:0;font-size:12px}a{color:#2557b8}"""
+.desc{color:#555;font-size:12px}pre{white-space:pre-wrap;margin:0;font-size:12px}a{color:#2557b8}"""
 
 
-def page(feed: Feed, info: dict) -> str:
-    """The receiver's page: what runs, the expectations, and every notification, newest first."""
+def page(feed: Feed, info: dict, refresh: bool = True) -> str:
+    """The receiver's page: what runs, the expectations, and every notification, newest first.
+    It reloads itself every 5 s unless `refresh` is off (a screenshot waits for a page to
+    settle)."""
     e = html.escape
     links = " · ".join(f'<a href="{e(u)}">{e(k)}</a>' for k, u in info.get("links", {}).items())
     rows = []
@@ -103,13 +106,42 @@ def page(feed: Feed, info: dict) -> str:
                 f"<td>{e(ann.get('summary', ''))}<div class='desc'>{e(ann.get('description', ''))}</div>"
                 f"{' · '.join(extra)}</td></tr>")
     body = "\n".join(rows) or "<tr><td colspan=5>No notification yet.</td></tr>"
+    held = alertmanager_table(info.get("alertmanager"))
     notes = "".join(f"<div class='note'>{n}</div>" for n in info.get("notes", []))
-    return (f"<!doctype html><html><head><meta charset='utf-8'><meta http-equiv='refresh' content='5'>"
+    reload = "<meta http-equiv='refresh' content='5'>" if refresh else ""
+    return (f"<!doctype html><html><head><meta charset='utf-8'>{reload}"
             f"<title>challenge-latam-api demo: notifications</title><style>{STYLE}</style></head><body>"
             f"<h1>challenge-latam-api demo: notifications as they arrive</h1><div>{links}</div>{notes}"
-            f"<p>{len(feed.snapshot())} notifications received; this page reloads every 5 s.</p>"
+            f"<p>{len(feed.snapshot())} notifications received{'; this page reloads every 5 s' if refresh else ''}.</p>"
             f"<table><tr><th>received</th><th>receiver</th><th>status</th><th>alert</th><th>what</th></tr>"
-            f"{body}</table></body></html>")
+            f"{body}</table>{held}</body></html>")
+
+
+def alertmanager_table(am: str | None) -> str:
+    """Alertmanager's alerts now, with what holds each back: Debian's Alertmanager ships no web
+    UI, so the inhibited tickets are shown here, read from its API."""
+    if not am:
+        return ""
+    e = html.escape
+    try:
+        with urllib.request.urlopen(f"{am}/api/v2/alerts", timeout=2) as r:
+            alerts = json.load(r)
+    except (OSError, ValueError) as err:
+        return f"<h2>Alertmanager now</h2><p>{e(am)}/api/v2/alerts did not answer: {e(str(err))}</p>"
+    names = {a["fingerprint"]: a["labels"].get("alertname", "") + (
+        f" ({a['labels']['tier']})" if "tier" in a["labels"] else "") for a in alerts}
+    rows = []
+    for a in sorted(alerts, key=lambda a: (a["labels"].get("alertname", ""), a["labels"].get("tier", ""))):
+        st = a.get("status", {})
+        by = ", ".join(names.get(fp, fp) for fp in st.get("inhibitedBy") or [])
+        state = f"{st.get('state', '?')}" + (f": inhibited by {by}" if by else "")
+        rows.append(f"<tr><td>{e(names[a['fingerprint']])}</td><td>{e(a['labels'].get('severity', '-'))}</td>"
+                    f"<td>{e(', '.join(x['name'] for x in a.get('receivers', [])))}</td><td>{e(state)}</td></tr>")
+    body = "".join(rows) or "<tr><td colspan=4>No alert.</td></tr>"
+    return (f"<h2>Alertmanager now</h2><p>Every alert Prometheus sent, from <a href='{e(am)}/api/v2/alerts'>"
+            f"its API</a> (Debian's Alertmanager has no web UI; <code>amtool alert query --inhibited "
+            f"--alertmanager.url={e(am)}</code> shows the same).</p><table><tr><th>alert</th><th>severity</th>"
+            f"<th>receiver</th><th>state</th></tr>{body}</table>")
 
 
 def serve(port: int, feed: Feed, info: dict, root: Path, prometheus: str) -> ThreadingHTTPServer:
@@ -128,9 +160,11 @@ def serve(port: int, feed: Feed, info: dict, root: Path, prometheus: str) -> Thr
             self.answer(200, b"ok\n")
 
         def do_GET(self):
-            path = urllib.parse.urlsplit(self.path).path
+            url = urllib.parse.urlsplit(self.path)
+            path = url.path
             if path == "/":
-                return self.answer(200, page(feed, info).encode(), "text/html; charset=utf-8")
+                text = page(feed, info, refresh=url.query != "static")
+                return self.answer(200, text.encode(), "text/html; charset=utf-8")
             if path == "/api/notifications":
                 return self.answer(200, json.dumps(feed.snapshot()).encode(), "application/json")
             m = RUNBOOK.match(path)
