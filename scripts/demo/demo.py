@@ -303,8 +303,13 @@ def start() -> int:
     if alive(old.get("pid")) and old.get("running"):
         fail(f"a demo already runs from {STATE} (pid {old['pid']}): stop it with Ctrl-C, or set "
              "DEMO_DIR for a second one", 2)
+    # The dir is wiped at each start: only one that a demo made (its marker file) or an empty one.
+    marker = STATE / "DEMO_STATE_DIR"
+    if STATE.exists() and any(STATE.iterdir()) and not marker.exists():
+        fail(f"DEMO_DIR {STATE} holds files and is not a demo's state dir: refusing to wipe it", 2)
     shutil.rmtree(STATE, ignore_errors=True)
     (STATE / "logs").mkdir(parents=True)
+    marker.write_text("The state dir of scripts/demo/demo.py; wiped at each start.\n")
     logs = STATE / "logs"
 
     ports = {"api": port(8080), "admin": port(9464), "prometheus": port(9090),
