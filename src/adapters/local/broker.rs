@@ -1,12 +1,12 @@
 //! The embedded broker: a durable topic with one subscription, in `broker.db`.
 //!
-//! One thread owns the database and serves every command (publish, pull, ack, nack) from a
-//! channel. It takes whatever commands are waiting, applies them in one transaction and
+//! One thread owns the database and serves every command (publish, pull, nack) from a
+//! channel; acks wait in a buffer that the next group applies (see [`Acks`]). It takes whatever commands are waiting, applies them in one transaction and
 //! commits once, so concurrent publishes share a disk flush (group commit) and a publish is
 //! answered only after the commit that holds it is on disk.
 //!
 //! Delivery follows Pub/Sub: a pulled message is leased for the ack deadline and counts a
-//! delivery attempt; an ack deletes it; a nack schedules a redelivery with exponential backoff,
+//! delivery attempt; an ack deletes it (with the next group commit); a nack schedules a redelivery with exponential backoff,
 //! or, once the message has used its maximum delivery attempts, moves it to `dead_letters`
 //! with its payload, attempts and last error. After a restart every unacknowledged message is
 //! delivered again: leases do not outlive the process that took them.
