@@ -1,15 +1,17 @@
 //! The embedded broker: a durable topic with one subscription, in `broker.db`.
 //!
 //! One thread owns the database and serves every command (publish, pull, nack) from a
-//! channel; acks wait in a buffer that the next group applies (see [`Acks`]). It takes whatever commands are waiting, applies them in one transaction and
-//! commits once, so concurrent publishes share a disk flush (group commit) and a publish is
-//! answered only after the commit that holds it is on disk.
+//! channel; acks wait in a buffer that the next group applies (see [`Acks`]). It takes
+//! whatever commands are waiting, applies them in one transaction and commits once, so
+//! concurrent publishes share a disk flush (group commit) and a publish is answered only after
+//! the commit that holds it is on disk.
 //!
 //! Delivery follows Pub/Sub: a pulled message is leased for the ack deadline and counts a
-//! delivery attempt; an ack deletes it (with the next group commit); a nack schedules a redelivery with exponential backoff,
-//! or, once the message has used its maximum delivery attempts, moves it to `dead_letters`
-//! with its payload, attempts and last error. After a restart every unacknowledged message is
-//! delivered again: leases do not outlive the process that took them.
+//! delivery attempt; an ack deletes it (with the next group commit); a nack schedules a
+//! redelivery with exponential backoff, or, once the message has used its maximum delivery
+//! attempts, moves it to `dead_letters` with its payload, attempts and last error. After a
+//! restart every unacknowledged message is delivered again: leases do not outlive the process
+//! that took them.
 //!
 //! Idempotency keys live here too, in `idempotency_keys`: a keyed publish is looked up and
 //! stored in the same savepoint as its messages, on the broker thread, so the key and the
