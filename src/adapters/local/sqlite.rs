@@ -32,3 +32,11 @@ pub fn classify(e: &rusqlite::Error) -> ErrorKind {
 pub fn error(e: rusqlite::Error) -> DependencyError {
     DependencyError::new(classify(&e), e.to_string())
 }
+
+/// Runs one of the fixed transaction control statements (`BEGIN`, `COMMIT`, `SAVEPOINT` ...)
+/// from the connection's statement cache. rusqlite's `Transaction` and `Savepoint` run them
+/// through `execute_batch`, which parses the SQL on every call: 4 to 12 k instructions each,
+/// several per request on the ingest path (docs/benchmarks.md).
+pub fn control(conn: &Connection, sql: &'static str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.raw_execute().map(|_| ())
+}

@@ -213,35 +213,36 @@ impl RowWriter for LocalStore {
         let writer = self.writer.clone();
         let started = Instant::now();
         let result = tokio::task::spawn_blocking(move || -> Result<(), DependencyError> {
-            let mut conn = writer.lock().expect("writer poisoned");
-            let tx = conn.transaction().map_err(sqlite::error)?;
-            {
+            let conn = writer.lock().expect("writer poisoned");
+            sqlite::control(&conn, "BEGIN").map_err(sqlite::error)?;
+            let written = (|| {
                 // OR IGNORE: a redelivered message is stored once (message_id is unique).
-                let mut insert = tx
-                    .prepare_cached(
-                        "INSERT OR IGNORE INTO records
-                           (message_id, customerId, name, orders, revenue, subscription_name, publish_time, attributes)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    )
-                    .map_err(sqlite::error)?;
+                let mut insert = conn.prepare_cached(
+                    "INSERT OR IGNORE INTO records
+                       (message_id, customerId, name, orders, revenue, subscription_name, publish_time, attributes)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?;
                 for row in &rows {
                     let r = &row.record;
                     let orders = serde_json::to_string(&r.orders).unwrap_or_else(|_| "[]".into());
-                    insert
-                        .execute(params![
-                            r.message_id,
-                            r.customer_id,
-                            r.name,
-                            orders,
-                            r.revenue,
-                            row.subscription_name,
-                            r.publish_time_us,
-                            row.attributes_json
-                        ])
-                        .map_err(sqlite::error)?;
+                    insert.execute(params![
+                        r.message_id,
+                        r.customer_id,
+                        r.name,
+                        orders,
+                        r.revenue,
+                        row.subscription_name,
+                        r.publish_time_us,
+                        row.attributes_json
+                    ])?;
                 }
+                sqlite::control(&conn, "COMMIT")
+            })();
+            if written.is_err() {
+                // SQLite may have rolled back already (a full disk): then this fails, harmlessly.
+                let _ = sqlite::control(&conn, "ROLLBACK");
             }
-            tx.commit().map_err(sqlite::error)
+            written.map_err(sqlite::error)
         })
         .await
         .map_err(|e| DependencyError::new(ErrorKind::Internal, format!("insert task failed: {e}")))
