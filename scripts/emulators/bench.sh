@@ -21,17 +21,13 @@ command -v k6 >/dev/null || { echo "bench: k6 missing: run scripts/bootstrap.sh"
 
 work=$(mktemp -d -t gcp-bench.XXXXXX)
 export EMULATOR_DIR="$work/emulators"
-app_pid=""
+SERVICE_PID=""
 cleanup() {
-  if [ -n "$app_pid" ]; then kill "$app_pid" 2>/dev/null || true; wait "$app_pid" 2>/dev/null || true; fi
+  [ -z "$SERVICE_PID" ] || python3 loadtests/lib/service.py stop "$SERVICE_PID" || true
   scripts/emulators.sh stop || true
   rm -rf "$work"
 }
 trap cleanup EXIT
-
-key="bench-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
-printf '[{"id":"bench","sha256":"%s","scopes":["ingest","read"]}]\n' \
-  "$(printf '%s' "$key" | sha256sum | cut -d' ' -f1)" >"$work/keys.json"
 
 cat >"$work/getdata.js" <<'JS'
 import http from 'k6/http';
@@ -57,27 +53,23 @@ export default function () {
 }
 JS
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-admin=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 scripts/build.sh -q # the service and examples/publish_ceiling, as make test builds them
 
-run() { # $1 = label, $2 = k6 script; the service environment follows
-  local label=$1 script=$2 i
+run() { # $1 = label, $2 = k6 script; the service settings (K=V) follow
+  local label=$1 script=$2 setting started
   shift 2
-  env "$@" HOST=127.0.0.1 PORT="$port" ADMIN_PORT="$admin" API_KEYS_FILE="$work/keys.json" \
-    RATE_LIMIT_PER_SECOND=100000 RATE_LIMIT_BURST=100000 RUST_LOG=warn \
-    target/release/challenge-latam-api >"$work/$label.log" 2>&1 &
-  app_pid=$!
-  for ((i = 0; i < 100; i++)); do
-    curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break
-    sleep 0.2
-  done
-  curl -sf "http://127.0.0.1:$port/readyz" >/dev/null || { echo "bench: $label did not get ready" >&2; tail "$work/$label.log" >&2; exit 1; }
-  BASE="http://127.0.0.1:$port" KEY="$key" k6 run --quiet --no-color --vus "$VUS" --duration "$DURATION" \
+  local args=()
+  for setting in "$@"; do args+=(--env "$setting"); done
+  # Each run a fresh data directory (and keys file) of its own.
+  started=$(python3 loadtests/lib/service.py start --data-dir "$work/$label" --log "$work/$label.log" \
+    --keys 1 --client bench --ready-timeout 20 "${args[@]}" \
+    --env RATE_LIMIT_PER_SECOND=100000 --env RATE_LIMIT_BURST=100000 --env RUST_LOG=warn) ||
+    { echo "bench: $label did not get ready" >&2; exit 1; }
+  eval "$started"
+  BASE="$SERVICE_URL" KEY="$SERVICE_KEY" k6 run --quiet --no-color --vus "$VUS" --duration "$DURATION" \
     --summary-export "$work/$label.json" "$work/$script.js" >"$work/$label.k6.log" 2>&1 || true
-  kill "$app_pid" 2>/dev/null || true
-  wait "$app_pid" 2>/dev/null || true
-  app_pid=""
+  python3 loadtests/lib/service.py stop "$SERVICE_PID"
+  SERVICE_PID=""
   python3 - "$label" "$work/$label.json" <<'PY'
 import json, sys
 label, path = sys.argv[1:]
@@ -89,8 +81,8 @@ print(f"bench: {label:<14} {m['http_reqs']['rate']:8.1f} req/s  p50 {d['med']:7.
 PY
 }
 
-echo "bench: ingest, $VUS clients, $DURATION per backend, 127.0.0.1:$port"
-run local ingest BACKEND=local DATA_DIR="$work/data"
+echo "bench: ingest, $VUS clients, $DURATION per backend, on 127.0.0.1"
+run local ingest BACKEND=local
 PUBSUB_PORT=0 BQ_PORT=0 BQ_GRPC_PORT=0 scripts/emulators.sh start >"$work/env"
 # shellcheck disable=SC1091
 source "$work/env"
