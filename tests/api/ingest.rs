@@ -172,7 +172,7 @@ async fn every_bad_input_gets_its_status_and_a_problem_naming_the_field_and_noth
 
     for c in bad_inputs() {
         let r = app
-            .ingest_raw(c.body.clone(), c.content_type, Some(KEY_ALL))
+            .ingest_raw(c.body.clone(), c.content_type, Some(&app.key))
             .await;
         let status = r.status().as_u16();
         let ct = r
