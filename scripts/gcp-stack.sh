@@ -58,4 +58,6 @@ started=$(python3 loadtests/lib/service.py start --binary "$bin" --data-dir "$EM
   --log "$EMULATOR_DIR/service.log" "${args[@]}")
 eval "$started"
 echo "gcp-stack: service pid $SERVICE_PID on $SERVICE_URL, metrics on $SERVICE_ADMIN_URL (BACKEND=gcp); Ctrl-C stops everything"
-tail -n +1 -f --pid="$SERVICE_PID" "$SERVICE_LOG"
+# In the background, so that `wait` (unlike a foreground command) lets SIGTERM reach the trap.
+tail -n +1 -f --pid="$SERVICE_PID" "$SERVICE_LOG" &
+wait "$!"
