@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use serde_json::{json, Value};
 
-use common::{keys_file, metric_sum, samples, Service};
+use common::{keys_file, metric_sum, samples, Service, GCP_SETTINGS};
 
 const KEY: &str = "gcp-faults-test-key-5be1";
 /// The service's dependency deadline in these tests.
@@ -130,15 +130,7 @@ impl App {
             ("REQUEST_TIMEOUT_MS", REQUEST_TIMEOUT_MS.to_string().into()),
             ("SHUTDOWN_TIMEOUT_MS", "2000".into()),
         ];
-        for k in [
-            "PUBSUB_EMULATOR_HOST",
-            "BIGQUERY_EMULATOR_HOST",
-            "GCP_PROJECT",
-            "PUBSUB_TOPIC",
-            "PUBSUB_SUBSCRIPTION",
-            "BQ_DATASET",
-            "BQ_TABLE",
-        ] {
+        for k in GCP_SETTINGS {
             env.push((k, emu.var(k).into()));
         }
         let service = Service::start(env);

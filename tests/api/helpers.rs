@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 pub use crate::common::{binary, metric_sum, samples};
-use crate::common::{keys_file, Service};
+use crate::common::{keys_file, Service, GCP_SETTINGS};
 
 /// The key every default app accepts, with both scopes.
 pub const KEY_ALL: &str = "test-key-all-scopes-0f3a9c";
@@ -168,15 +168,7 @@ pub async fn spawn_with(opts: Options) -> TestApp {
     ];
     if target() == Target::Gcp {
         env.push(("BACKEND".into(), "gcp".into()));
-        for k in [
-            "PUBSUB_EMULATOR_HOST",
-            "BIGQUERY_EMULATOR_HOST",
-            "GCP_PROJECT",
-            "PUBSUB_TOPIC",
-            "PUBSUB_SUBSCRIPTION",
-            "BQ_DATASET",
-            "BQ_TABLE",
-        ] {
+        for k in GCP_SETTINGS {
             if let Ok(v) = std::env::var(k) {
                 env.push((k.into(), v.into()));
             }

@@ -21,6 +21,17 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_challenge-latam-api")
 }
 
+/// What a service on `BACKEND=gcp` is given of the emulators scripts/emulators.sh started.
+pub const GCP_SETTINGS: [&str; 7] = [
+    "PUBSUB_EMULATOR_HOST",
+    "BIGQUERY_EMULATOR_HOST",
+    "GCP_PROJECT",
+    "PUBSUB_TOPIC",
+    "PUBSUB_SUBSCRIPTION",
+    "BQ_DATASET",
+    "BQ_TABLE",
+];
+
 /// One run of the release binary; killed (and reaped) on drop.
 pub struct Service {
     pub child: Child,
