@@ -3,13 +3,16 @@
 //! request that needs it.
 //!
 //! Names follow CONTRACT.md ("Settings"); a command-line flag of the same name in kebab case
-//! (`--admin-port 9465`) overrides the environment.
+//! (`--admin-port 9465`) overrides the environment. [`Args`] declares them for `clap`, which
+//! reads flags and variables together and writes `--help`; [`Settings::from_args`] parses and
+//! checks the raw text, so an empty value means unset and every message names the variable.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
+
+use clap::Parser;
 
 /// Which backends run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +69,144 @@ impl Faults {
         }
         Ok(())
     }
+}
+
+/// Every setting as the command line or the environment gives it: raw text (none when unset),
+/// parsed and checked by [`Settings::from_args`]. A flag overrides its variable.
+#[derive(Debug, Default, Parser)]
+#[command(version, about, long_about = None)]
+pub struct Args {
+    /// `local` (default: embedded broker and SQLite store) or `gcp` (Pub/Sub and BigQuery).
+    #[arg(long, env = "BACKEND")]
+    pub backend: Option<String>,
+    /// Address both listeners bind (default 0.0.0.0).
+    #[arg(long, env = "HOST")]
+    pub host: Option<String>,
+    /// Public API port (default 8080; 0 picks a free one).
+    #[arg(long, env = "PORT")]
+    pub port: Option<String>,
+    /// `/metrics` and `/admin/faults` port (default 9464; 0 picks a free one).
+    #[arg(long, env = "ADMIN_PORT")]
+    pub admin_port: Option<String>,
+    /// Where the embedded broker and store keep their files (default ./data).
+    #[arg(long, env = "DATA_DIR")]
+    pub data_dir: Option<String>,
+    /// Google Cloud project (required with `gcp`); also qualifies trace ids in logs.
+    #[arg(long, env = "GCP_PROJECT")]
+    pub gcp_project: Option<String>,
+    /// Pub/Sub topic id (required with `gcp`).
+    #[arg(long, env = "PUBSUB_TOPIC")]
+    pub pubsub_topic: Option<String>,
+    /// With `gcp`: run a pull worker on this subscription that writes rows itself.
+    #[arg(long, env = "PUBSUB_SUBSCRIPTION")]
+    pub pubsub_subscription: Option<String>,
+    /// BigQuery dataset (required with `gcp`).
+    #[arg(long, env = "BQ_DATASET")]
+    pub bq_dataset: Option<String>,
+    /// BigQuery table (required with `gcp`).
+    #[arg(long, env = "BQ_TABLE")]
+    pub bq_table: Option<String>,
+    /// Cost guard on every getData query job, bytes (default 10 GiB).
+    #[arg(long, env = "BQ_MAXIMUM_BYTES_BILLED")]
+    pub bq_maximum_bytes_billed: Option<String>,
+    /// Pub/Sub emulator `host:port`: anonymous credentials and this endpoint.
+    #[arg(long, env = "PUBSUB_EMULATOR_HOST")]
+    pub pubsub_emulator_host: Option<String>,
+    /// BigQuery emulator `host:port`: anonymous credentials and this endpoint.
+    #[arg(long, env = "BIGQUERY_EMULATOR_HOST")]
+    pub bigquery_emulator_host: Option<String>,
+    /// JSON list of `{id, sha256, scopes}`; with `gcp`, this or `OIDC_ISSUERS` is required.
+    #[arg(long, env = "API_KEYS_FILE")]
+    pub api_keys_file: Option<String>,
+    /// Comma-separated OIDC issuer URLs whose bearer JWTs are accepted beside API keys.
+    #[arg(long, env = "OIDC_ISSUERS")]
+    pub oidc_issuers: Option<String>,
+    /// The `aud` every token must carry; required with `OIDC_ISSUERS`.
+    #[arg(long, env = "OIDC_AUDIENCE")]
+    pub oidc_audience: Option<String>,
+    /// Comma-separated claims looked up in `OIDC_SCOPE_MAP` (default `groups`).
+    #[arg(long, env = "OIDC_SCOPE_CLAIM")]
+    pub oidc_scope_claim: Option<String>,
+    /// `value=scope+scope,...`; required with `OIDC_ISSUERS`.
+    #[arg(long, env = "OIDC_SCOPE_MAP")]
+    pub oidc_scope_map: Option<String>,
+    /// Sustained requests per second per client (default 50).
+    #[arg(long, env = "RATE_LIMIT_PER_SECOND")]
+    pub rate_limit_per_second: Option<String>,
+    /// Requests a client may send at once (default 100).
+    #[arg(long, env = "RATE_LIMIT_BURST")]
+    pub rate_limit_burst: Option<String>,
+    /// Key anonymous clients by `X-Forwarded-For` (default false; only behind a proxy).
+    #[arg(long, env = "TRUST_FORWARDED_FOR")]
+    pub trust_forwarded_for: Option<String>,
+    /// API requests served at once before new ones are shed with 503 (default 256).
+    #[arg(long, env = "MAX_IN_FLIGHT")]
+    pub max_in_flight: Option<String>,
+    /// Deadline of each broker or store call, ms (default 5000).
+    #[arg(long, env = "REQUEST_TIMEOUT_MS")]
+    pub request_timeout_ms: Option<String>,
+    /// How long SIGTERM drains in-flight requests, ms (default 10000).
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_MS")]
+    pub shutdown_timeout_ms: Option<String>,
+    /// Embedded broker: deliveries before dead-lettering (default 5).
+    #[arg(long, env = "MAX_DELIVERY_ATTEMPTS")]
+    pub max_delivery_attempts: Option<String>,
+    /// Export traces and metrics over OTLP/gRPC to this endpoint.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otel_exporter_otlp_endpoint: Option<String>,
+    /// Service name on spans and OTLP metrics (default challenge-latam-api).
+    #[arg(long, env = "OTEL_SERVICE_NAME")]
+    pub otel_service_name: Option<String>,
+    /// Milliseconds between OTLP metric exports (default 10000).
+    #[arg(long, env = "OTEL_METRIC_EXPORT_INTERVAL")]
+    pub otel_metric_export_interval: Option<String>,
+    /// `json` (default: Cloud Logging fields) or `pretty`.
+    #[arg(long, env = "LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// Also append the JSON lines to this file (rotated at 16 MiB, one old file kept).
+    #[arg(long, env = "LOG_FILE")]
+    pub log_file: Option<String>,
+    /// Log filter: `target=level` directives (default info, and warn for h2, hyper, tower,
+    /// tonic).
+    #[arg(long, env = "RUST_LOG")]
+    pub rust_log: Option<String>,
+    /// How old a cached getData page may be when served, ms; 0 turns the cache off (default
+    /// 30000 local, 5000 gcp).
+    #[arg(long, env = "QUERY_CACHE_TTL_MS")]
+    pub query_cache_ttl_ms: Option<String>,
+    /// Bound on the bytes of cached getData pages (default 16 MiB).
+    #[arg(long, env = "QUERY_CACHE_MAX_BYTES")]
+    pub query_cache_max_bytes: Option<String>,
+    /// Bound on the number of cached getData pages (default 16384).
+    #[arg(long, env = "QUERY_CACHE_MAX_ENTRIES")]
+    pub query_cache_max_entries: Option<String>,
+    /// getData store queries at once (default 32).
+    #[arg(long, env = "QUERY_MAX_IN_FLIGHT")]
+    pub query_max_in_flight: Option<String>,
+    /// How long a getData query waits for a slot before a 503, ms (default 250).
+    #[arg(long, env = "QUERY_QUEUE_TIMEOUT_MS")]
+    pub query_queue_timeout_ms: Option<String>,
+    /// Drills only: fraction of API requests answered 500.
+    #[arg(long, env = "FAULT_HTTP_ERROR_RATE")]
+    pub fault_http_error_rate: Option<String>,
+    /// Drills only: added latency of every API request, ms.
+    #[arg(long, env = "FAULT_HTTP_LATENCY_MS")]
+    pub fault_http_latency_ms: Option<String>,
+    /// Drills only: fraction of store calls that fail.
+    #[arg(long, env = "FAULT_STORE_ERROR_RATE")]
+    pub fault_store_error_rate: Option<String>,
+    /// Drills only: added latency of every store call, ms.
+    #[arg(long, env = "FAULT_STORE_LATENCY_MS")]
+    pub fault_store_latency_ms: Option<String>,
+    /// Drills only: fraction of broker publishes that fail.
+    #[arg(long, env = "FAULT_BROKER_ERROR_RATE")]
+    pub fault_broker_error_rate: Option<String>,
+    /// Drills only: added latency of every broker publish, ms.
+    #[arg(long, env = "FAULT_BROKER_LATENCY_MS")]
+    pub fault_broker_latency_ms: Option<String>,
+    /// How long an `Idempotency-Key` is remembered, 1 s to 7 days (default 86400).
+    #[arg(long, env = "IDEMPOTENCY_TTL_SECONDS")]
+    pub idempotency_ttl_seconds: Option<String>,
 }
 
 /// Every setting of the service.
@@ -130,6 +271,11 @@ pub struct Settings {
     pub otlp_endpoint: Option<String>,
     /// `OTEL_SERVICE_NAME`.
     pub service_name: String,
+    /// `OTEL_METRIC_EXPORT_INTERVAL` (ms): how often metrics are exported over OTLP (10 s by
+    /// default: Datadog's own interval).
+    pub metric_export_interval: Duration,
+    /// `RUST_LOG`: the log filter as given (`telemetry` applies its default when unset).
+    pub rust_log: Option<String>,
     /// `LOG_FORMAT`: `json` (default) or `pretty`.
     pub log_format: LogFormat,
     /// `LOG_FILE`: also append the JSON lines to this file (rotated, see
@@ -224,38 +370,73 @@ pub struct SettingsError {
 }
 
 impl Settings {
-    /// Reads the process environment and command line.
+    /// Reads the command line and the process environment (`--help` lists the settings). A
+    /// malformed command line ends the process here, with clap's message and exit code 2.
     pub fn from_env() -> Result<Self, SettingsError> {
-        let mut vars: HashMap<String, String> = std::env::vars().collect();
-        let mut args = std::env::args().skip(1);
-        while let Some(arg) = args.next() {
-            let Some(flag) = arg.strip_prefix("--") else {
-                return Err(SettingsError {
-                    name: "argv",
-                    problem: format!("unexpected argument {arg:?}"),
-                });
-            };
-            let (name, value) = match flag.split_once('=') {
-                Some((n, v)) => (n.to_owned(), v.to_owned()),
-                None => (flag.to_owned(), args.next().unwrap_or_default()),
-            };
-            vars.insert(name.replace('-', "_").to_uppercase(), value);
-        }
-        Self::from_map(&vars)
+        Self::from_args(Args::parse())
     }
 
-    /// Reads settings from a map of variables (the environment, or a test's).
-    pub fn from_map(vars: &HashMap<String, String>) -> Result<Self, SettingsError> {
-        let get = |name: &str| vars.get(name).map(|s| s.trim()).filter(|s| !s.is_empty());
+    /// Parses and checks the raw settings: a value that is empty or only spaces counts as
+    /// unset, and an error names the variable.
+    pub fn from_args(args: Args) -> Result<Self, SettingsError> {
+        let Args {
+            backend,
+            host,
+            port,
+            admin_port,
+            data_dir,
+            gcp_project,
+            pubsub_topic,
+            pubsub_subscription,
+            bq_dataset,
+            bq_table,
+            bq_maximum_bytes_billed,
+            pubsub_emulator_host,
+            bigquery_emulator_host,
+            api_keys_file,
+            oidc_issuers,
+            oidc_audience,
+            oidc_scope_claim,
+            oidc_scope_map,
+            rate_limit_per_second,
+            rate_limit_burst,
+            trust_forwarded_for,
+            max_in_flight,
+            request_timeout_ms,
+            shutdown_timeout_ms,
+            max_delivery_attempts,
+            otel_exporter_otlp_endpoint,
+            otel_service_name,
+            otel_metric_export_interval,
+            log_format,
+            log_file,
+            rust_log,
+            query_cache_ttl_ms,
+            query_cache_max_bytes,
+            query_cache_max_entries,
+            query_max_in_flight,
+            query_queue_timeout_ms,
+            fault_http_error_rate,
+            fault_http_latency_ms,
+            fault_store_error_rate,
+            fault_store_latency_ms,
+            fault_broker_error_rate,
+            fault_broker_latency_ms,
+            idempotency_ttl_seconds,
+        } = args;
+        fn value(raw: &Option<String>) -> Option<&str> {
+            raw.as_deref().map(str::trim).filter(|s| !s.is_empty())
+        }
+        let text = |raw: &Option<String>| value(raw).map(str::to_owned);
         fn parse<T: FromStr>(
-            vars: &HashMap<String, String>,
+            raw: &Option<String>,
             name: &'static str,
             default: T,
         ) -> Result<T, SettingsError>
         where
             T::Err: std::fmt::Display,
         {
-            match vars.get(name).map(|s| s.trim()).filter(|s| !s.is_empty()) {
+            match value(raw) {
                 None => Ok(default),
                 Some(raw) => raw.parse().map_err(|e: T::Err| SettingsError {
                     name,
@@ -265,7 +446,7 @@ impl Settings {
         }
         let bad = |name: &'static str, problem: String| SettingsError { name, problem };
 
-        let backend = match get("BACKEND").unwrap_or("local") {
+        let backend = match value(&backend).unwrap_or("local") {
             "local" => Backend::Local,
             "gcp" => Backend::Gcp,
             other => {
@@ -275,7 +456,7 @@ impl Settings {
                 ))
             }
         };
-        let log_format = match get("LOG_FORMAT").unwrap_or("json") {
+        let log_format = match value(&log_format).unwrap_or("json") {
             "json" => LogFormat::Json,
             "pretty" => LogFormat::Pretty,
             other => {
@@ -285,75 +466,93 @@ impl Settings {
                 ))
             }
         };
-        let ms = |name: &'static str, default: u64| -> Result<Duration, SettingsError> {
-            let v: u64 = parse(vars, name, default)?;
+        let ms = |raw: &Option<String>,
+                  name: &'static str,
+                  default: u64|
+         -> Result<Duration, SettingsError> {
+            let v: u64 = parse(raw, name, default)?;
             if v == 0 {
                 return Err(bad(name, "must be greater than 0".into()));
             }
             Ok(Duration::from_millis(v))
         };
         let faults = Faults {
-            http_error_rate: parse(vars, "FAULT_HTTP_ERROR_RATE", 0.0)?,
-            http_latency_ms: parse(vars, "FAULT_HTTP_LATENCY_MS", 0)?,
-            store_error_rate: parse(vars, "FAULT_STORE_ERROR_RATE", 0.0)?,
-            store_latency_ms: parse(vars, "FAULT_STORE_LATENCY_MS", 0)?,
-            broker_error_rate: parse(vars, "FAULT_BROKER_ERROR_RATE", 0.0)?,
-            broker_latency_ms: parse(vars, "FAULT_BROKER_LATENCY_MS", 0)?,
+            http_error_rate: parse(&fault_http_error_rate, "FAULT_HTTP_ERROR_RATE", 0.0)?,
+            http_latency_ms: parse(&fault_http_latency_ms, "FAULT_HTTP_LATENCY_MS", 0)?,
+            store_error_rate: parse(&fault_store_error_rate, "FAULT_STORE_ERROR_RATE", 0.0)?,
+            store_latency_ms: parse(&fault_store_latency_ms, "FAULT_STORE_LATENCY_MS", 0)?,
+            broker_error_rate: parse(&fault_broker_error_rate, "FAULT_BROKER_ERROR_RATE", 0.0)?,
+            broker_latency_ms: parse(&fault_broker_latency_ms, "FAULT_BROKER_LATENCY_MS", 0)?,
         };
         faults.validate().map_err(|p| bad("FAULT_*", p))?;
 
         let s = Settings {
             backend,
-            host: parse(vars, "HOST", IpAddr::from([0, 0, 0, 0]))?,
-            port: parse(vars, "PORT", 8080)?,
-            admin_port: parse(vars, "ADMIN_PORT", 9464)?,
-            data_dir: PathBuf::from(get("DATA_DIR").unwrap_or("./data")),
-            gcp_project: get("GCP_PROJECT").map(str::to_owned),
-            pubsub_topic: get("PUBSUB_TOPIC").map(str::to_owned),
-            pubsub_subscription: get("PUBSUB_SUBSCRIPTION").map(str::to_owned),
-            bq_dataset: get("BQ_DATASET").map(str::to_owned),
-            bq_table: get("BQ_TABLE").map(str::to_owned),
+            host: parse(&host, "HOST", IpAddr::from([0, 0, 0, 0]))?,
+            port: parse(&port, "PORT", 8080)?,
+            admin_port: parse(&admin_port, "ADMIN_PORT", 9464)?,
+            data_dir: PathBuf::from(value(&data_dir).unwrap_or("./data")),
+            gcp_project: text(&gcp_project),
+            pubsub_topic: text(&pubsub_topic),
+            pubsub_subscription: text(&pubsub_subscription),
+            bq_dataset: text(&bq_dataset),
+            bq_table: text(&bq_table),
             bq_maximum_bytes_billed: parse(
-                vars,
+                &bq_maximum_bytes_billed,
                 "BQ_MAXIMUM_BYTES_BILLED",
                 10 * 1024 * 1024 * 1024,
             )?,
-            pubsub_emulator_host: get("PUBSUB_EMULATOR_HOST").map(str::to_owned),
-            bigquery_emulator_host: get("BIGQUERY_EMULATOR_HOST").map(str::to_owned),
-            api_keys_file: get("API_KEYS_FILE").map(PathBuf::from),
-            oidc_issuers: list(get("OIDC_ISSUERS")),
-            oidc_audience: get("OIDC_AUDIENCE").map(str::to_owned),
-            oidc_scope_claims: match get("OIDC_SCOPE_CLAIM") {
+            pubsub_emulator_host: text(&pubsub_emulator_host),
+            bigquery_emulator_host: text(&bigquery_emulator_host),
+            api_keys_file: value(&api_keys_file).map(PathBuf::from),
+            oidc_issuers: list(value(&oidc_issuers)),
+            oidc_audience: text(&oidc_audience),
+            oidc_scope_claims: match value(&oidc_scope_claim) {
                 Some(v) => list(Some(v)),
                 None => vec!["groups".to_owned()],
             },
-            oidc_scope_map: parse_scope_map(get("OIDC_SCOPE_MAP").unwrap_or(""))
+            oidc_scope_map: parse_scope_map(value(&oidc_scope_map).unwrap_or(""))
                 .map_err(|p| bad("OIDC_SCOPE_MAP", p))?,
-            rate_limit_per_second: parse(vars, "RATE_LIMIT_PER_SECOND", 50.0)?,
-            rate_limit_burst: parse(vars, "RATE_LIMIT_BURST", 100)?,
-            trust_forwarded_for: parse(vars, "TRUST_FORWARDED_FOR", false)?,
-            max_in_flight: parse(vars, "MAX_IN_FLIGHT", 256)?,
-            request_timeout: ms("REQUEST_TIMEOUT_MS", 5_000)?,
-            shutdown_timeout: ms("SHUTDOWN_TIMEOUT_MS", 10_000)?,
-            max_delivery_attempts: parse(vars, "MAX_DELIVERY_ATTEMPTS", 5)?,
-            otlp_endpoint: get("OTEL_EXPORTER_OTLP_ENDPOINT").map(str::to_owned),
-            service_name: get("OTEL_SERVICE_NAME")
+            rate_limit_per_second: parse(&rate_limit_per_second, "RATE_LIMIT_PER_SECOND", 50.0)?,
+            rate_limit_burst: parse(&rate_limit_burst, "RATE_LIMIT_BURST", 100)?,
+            trust_forwarded_for: parse(&trust_forwarded_for, "TRUST_FORWARDED_FOR", false)?,
+            max_in_flight: parse(&max_in_flight, "MAX_IN_FLIGHT", 256)?,
+            request_timeout: ms(&request_timeout_ms, "REQUEST_TIMEOUT_MS", 5_000)?,
+            shutdown_timeout: ms(&shutdown_timeout_ms, "SHUTDOWN_TIMEOUT_MS", 10_000)?,
+            max_delivery_attempts: parse(&max_delivery_attempts, "MAX_DELIVERY_ATTEMPTS", 5)?,
+            otlp_endpoint: text(&otel_exporter_otlp_endpoint),
+            service_name: value(&otel_service_name)
                 .unwrap_or("challenge-latam-api")
                 .to_owned(),
+            metric_export_interval: ms(
+                &otel_metric_export_interval,
+                "OTEL_METRIC_EXPORT_INTERVAL",
+                10_000,
+            )?,
+            // As given: `telemetry` decides what an empty or malformed filter means.
+            rust_log,
             log_format,
-            log_file: get("LOG_FILE").map(PathBuf::from),
+            log_file: value(&log_file).map(PathBuf::from),
             query_cache_ttl: Duration::from_millis(parse(
-                vars,
+                &query_cache_ttl_ms,
                 "QUERY_CACHE_TTL_MS",
                 default_cache_ttl(backend).as_millis() as u64,
             )?),
-            query_cache_max_bytes: parse(vars, "QUERY_CACHE_MAX_BYTES", 16 * 1024 * 1024)?,
-            query_cache_max_entries: parse(vars, "QUERY_CACHE_MAX_ENTRIES", 16_384)?,
-            query_max_in_flight: parse(vars, "QUERY_MAX_IN_FLIGHT", 32)?,
-            query_queue_timeout: ms("QUERY_QUEUE_TIMEOUT_MS", 250)?,
+            query_cache_max_bytes: parse(
+                &query_cache_max_bytes,
+                "QUERY_CACHE_MAX_BYTES",
+                16 * 1024 * 1024,
+            )?,
+            query_cache_max_entries: parse(
+                &query_cache_max_entries,
+                "QUERY_CACHE_MAX_ENTRIES",
+                16_384,
+            )?,
+            query_max_in_flight: parse(&query_max_in_flight, "QUERY_MAX_IN_FLIGHT", 32)?,
+            query_queue_timeout: ms(&query_queue_timeout_ms, "QUERY_QUEUE_TIMEOUT_MS", 250)?,
             faults,
             idempotency_ttl: Duration::from_secs(parse(
-                vars,
+                &idempotency_ttl_seconds,
                 "IDEMPOTENCY_TTL_SECONDS",
                 24 * 60 * 60,
             )?),
@@ -458,12 +657,37 @@ impl Settings {
 mod tests {
     use super::*;
 
+    /// Settings from `(VARIABLE, value)` pairs given as flags (`--variable=value`), with the
+    /// environment ignored so that the machine's variables cannot change a test.
     fn settings(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
-        let vars = pairs
+        use clap::{CommandFactory, FromArgMatches};
+        let command = Args::command().mut_args(|a| a.env(None));
+        let flags = pairs
             .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Settings::from_map(&vars)
+            .map(|(k, v)| format!("--{}={v}", k.to_lowercase().replace('_', "-")));
+        let matches = command
+            .try_get_matches_from(std::iter::once("test".to_owned()).chain(flags))
+            .unwrap();
+        Settings::from_args(Args::from_arg_matches(&matches).unwrap())
+    }
+
+    /// Each flag is its variable's name in kebab case (CONTRACT.md), so the two cannot drift.
+    #[test]
+    fn every_flag_is_its_variable_in_kebab_case() {
+        use clap::CommandFactory;
+        let command = Args::command();
+        let mut n = 0;
+        for arg in command.get_arguments().filter(|a| a.get_long().is_some()) {
+            let (Some(long), Some(env)) = (arg.get_long(), arg.get_env()) else {
+                if matches!(arg.get_long(), Some("help" | "version")) {
+                    continue;
+                }
+                panic!("{:?} has no variable", arg.get_long());
+            };
+            assert_eq!(env.to_str().unwrap(), long.to_uppercase().replace('-', "_"));
+            n += 1;
+        }
+        assert_eq!(n, 43, "settings declared");
     }
 
     #[test]
@@ -474,6 +698,11 @@ mod tests {
         assert_eq!(s.max_delivery_attempts, 5);
         assert_eq!(s.idempotency_ttl, Duration::from_secs(24 * 60 * 60));
         assert_eq!(s.query_cache_ttl, Duration::from_secs(30));
+        assert_eq!(s.metric_export_interval, Duration::from_secs(10));
+        assert_eq!(s.rust_log, None);
+        // A value of only spaces is unset, as an empty one is.
+        let blank = settings(&[("PORT", "  "), ("BACKEND", "")]).unwrap();
+        assert_eq!((blank.port, blank.backend), (8080, Backend::Local));
     }
 
     #[test]
@@ -510,6 +739,12 @@ mod tests {
         assert_eq!(e.name, "QUERY_MAX_IN_FLIGHT");
         let e = settings(&[("QUERY_CACHE_TTL_MS", "-1")]).unwrap_err();
         assert_eq!(e.name, "QUERY_CACHE_TTL_MS");
+        let e = settings(&[("OTEL_METRIC_EXPORT_INTERVAL", "soon")]).unwrap_err();
+        assert_eq!(e.name, "OTEL_METRIC_EXPORT_INTERVAL");
+        assert_eq!(
+            e.to_string(),
+            "setting OTEL_METRIC_EXPORT_INTERVAL: \"soon\" is not valid: invalid digit found in string"
+        );
         let e = settings(&[("LOG_FILE", "/tmp/a.log"), ("LOG_FORMAT", "pretty")]).unwrap_err();
         assert_eq!(e.name, "LOG_FILE");
         let s = settings(&[("LOG_FILE", "/tmp/a.log")]).unwrap();

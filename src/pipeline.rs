@@ -24,7 +24,8 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::domain::{Record, StoredRecord};
 use crate::ports::{Delivery, DependencyError, ErrorKind, Pipeline, Row, RowWriter};
-use crate::telemetry::{self, metrics, propagation};
+use crate::telemetry::metrics::PipelineMetrics;
+use crate::telemetry::{self, propagation};
 
 /// The `messaging.system` and `db.system.name` of the backends, for spans.
 #[derive(Debug, Clone, Copy)]
@@ -45,6 +46,9 @@ const HOLD_MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Wait after a failed receive (the broker is down), doubling up to [`RECEIVE_MAX_BACKOFF`].
 const RECEIVE_MIN_BACKOFF: Duration = Duration::from_millis(250);
 const RECEIVE_MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The pipeline's metrics: one pipeline runs per process, so its handles are one static.
+static METRICS: PipelineMetrics = PipelineMetrics::register();
 
 /// Whether a failed write says the store is out (retry the same rows later, spend no delivery
 /// attempt) rather than that it refused these rows (nack, and dead-letter in the end).
@@ -281,7 +285,7 @@ async fn write(
 async fn settle_ok(pending: Vec<Pending>) {
     let now = chrono::Utc::now().timestamp_micros();
     for p in pending {
-        metrics::end_to_end((now - p.row.record.publish_time_us) as f64 / 1e6);
+        METRICS.end_to_end((now - p.row.record.publish_time_us) as f64 / 1e6);
         p.delivery.ack.ack().await;
         drop(p.span);
     }

@@ -13,6 +13,8 @@ use bytes::Bytes;
 
 use crate::domain::{RecordFilter, StoredRecord};
 
+use crate::telemetry::metrics::{DbSystem, MessagingSystem};
+
 pub use crate::domain::Idempotency;
 
 /// Attributes carried by every message (CONTRACT.md, "Message attributes").
@@ -203,8 +205,8 @@ pub struct Backends {
     pub query: Arc<dyn RecordQuery>,
     /// Moves messages into the store, when this process does that.
     pub pipeline: Option<Pipeline>,
-    /// `messaging_system` label value (`local` or `gcp_pubsub`).
-    pub messaging_system: &'static str,
-    /// `db_system_name` label value (`sqlite` or `gcp.bigquery`).
-    pub db_system: &'static str,
+    /// The broker (`messaging_system` label, `messaging.system` span attribute).
+    pub messaging_system: MessagingSystem,
+    /// The store (`db_system_name` label, `db.system.name` span attribute).
+    pub db_system: DbSystem,
 }

@@ -21,6 +21,7 @@ use crate::pages::{Pages, PagesConfig};
 use crate::pipeline;
 use crate::ports::{Backends, Pipeline};
 use crate::telemetry;
+use crate::telemetry::metrics::{DbMetrics, MessagingMetrics};
 
 /// How often idle rate-limit keys are forgotten.
 const EVICT_EVERY: Duration = Duration::from_secs(30);
@@ -53,13 +54,13 @@ fn with_faults(b: Backends, faults: &Arc<FaultSwitch>) -> Backends {
         writer: b.pipeline.as_ref().map(|p| p.writer.clone()),
         query: b.query.clone(),
         faults: faults.clone(),
-        system: b.db_system,
+        metrics: DbMetrics::register(b.db_system),
     });
     Backends {
         publisher: Arc::new(FaultyPublisher {
             inner: b.publisher,
             faults: faults.clone(),
-            system: b.messaging_system,
+            metrics: MessagingMetrics::register(b.messaging_system),
         }),
         query: store.clone(),
         pipeline: b.pipeline.map(|p| Pipeline {
@@ -111,7 +112,7 @@ impl Application {
                 max_in_flight: settings.query_max_in_flight,
                 queue_timeout: settings.query_queue_timeout,
             },
-            backends.db_system,
+            backends.db_system.as_str(),
         ));
         pages.spawn_upkeep(telemetry::metrics::UPKEEP_EVERY);
         // Rows this process commits make the pages they affect stale at once.
@@ -151,8 +152,8 @@ impl Application {
             publisher: backends.publisher.clone(),
             query: backends.query.clone(),
             pages,
-            messaging_system: backends.messaging_system,
-            db_system: backends.db_system,
+            messaging_system: backends.messaging_system.as_str(),
+            db_system: backends.db_system.as_str(),
             topic: settings
                 .pubsub_topic
                 .clone()
@@ -239,8 +240,8 @@ impl Application {
             tokio::spawn(pipeline::run(
                 p,
                 pipeline::Systems {
-                    messaging: backends.messaging_system,
-                    db: backends.db_system,
+                    messaging: backends.messaging_system.as_str(),
+                    db: backends.db_system.as_str(),
                 },
                 settings.request_timeout,
                 stop_pipeline.clone(),

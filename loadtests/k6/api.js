@@ -136,6 +136,16 @@ const SCENARIOS = {
     }),
     freshness: freshnessScenario('54s'),
   },
+  // The steady mix held for the on-call demo's time limit (scripts/demo/demo.py). No freshness
+  // probe: during an injected store outage each one would poll getData for 60 s.
+  demo: {
+    traffic: trafficScenario({
+      executor: 'constant-arrival-rate',
+      rate: RATE,
+      timeUnit: '1s',
+      duration: DURATION || '30m',
+    }),
+  },
   // The steady mix for minutes (bounded): no drift in latency, errors or memory.
   soak: {
     traffic: trafficScenario({

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Checks the SLOs as code (slo/README.md):
 #   1. the tools are installed (promtool, prometheus, alertmanager, amtool: scripts/deps/slo.apt);
-#   2. `slo check`: every generated file in alerts/ matches slo/*.yaml and slo/examples/*.yaml,
-#      none is orphaned, every alert has a runbook;
+#   2. `slo check`: every generated file (alerts/, and dashboards/slo-model.json that
+#      dashboards/generate.py renders) matches slo/*.yaml and slo/examples/*.yaml, none is
+#      orphaned, every alert has a runbook;
 #   3. the generator and the check can fail: a tampered or orphaned generated file, a burn rate
 #      that can never fire and a latency threshold off the bucket boundaries are all refused;
 #   4. `promtool check rules` on every rules file; 5. `promtool test rules` on every test file
@@ -11,7 +12,8 @@
 #      in both spellings, `1` (Prometheus 2) and `1.0` (Prometheus 3), as `le=~"1|1\\.0"` does
 #      (tests/dashboards/le_matchers.py), and the check refuses rules with `le="1"`;
 #   7. the tests can fail: rules with a loosened threshold or without the low-traffic guard fail
-#      them, and so does a budget-exhausted alert with a loosened threshold or no event guard;
+#      them, and so does a budget-exhausted alert with a loosened threshold or no event guard, and
+#      a summary record (objective, budget remaining) that says other than the spec;
 #   8. every runbook has its four sections, and every runbook_url of every rule leads to one;
 #   9. the live drill (scripts/drills/slo-burn-drill.py): a real Prometheus and an Alertmanager
 #      running alerts/alertmanager/ against the release binary, fault injection on, page received,
@@ -44,7 +46,8 @@ slo=target/release/slo
 # 3. The generator and the check refuse what they must -------------------------------------------
 expect_refused() { # name, expected message, then the setup commands run in a fresh copy
   local name=$1 want=$2; shift 2
-  rm -rf "$tmp/copy" && mkdir -p "$tmp/copy" && cp -r slo alerts "$tmp/copy/"
+  rm -rf "$tmp/copy" && mkdir -p "$tmp/copy/dashboards" && cp -r slo alerts "$tmp/copy/"
+  cp dashboards/slo-model.json "$tmp/copy/dashboards/"
   (cd "$tmp/copy" && eval "$*")
   if "$slo" check --root "$tmp/copy" >"$tmp/out" 2>&1; then
     fail "slo check accepted $name"
@@ -54,6 +57,8 @@ expect_refused() { # name, expected message, then the setup commands run in a fr
 }
 expect_refused "a hand-edited generated rules file" "differs from what the spec gives" \
   "sed -i 's/> 0.0072/> 0.072/' alerts/prometheus/challenge-latam-api.availability.slo.rules.yml"
+expect_refused "a hand-edited dashboards model (dashboards/generate.py renders it)" "slo-model.json differs from what the spec gives" \
+  "sed -i 's/\"objective\": 0.9995,/\"objective\": 0.999,/' dashboards/slo-model.json"
 expect_refused "a generated file no spec produces" "no spec generates it" \
   "cp alerts/datadog/challenge-latam-api.json alerts/datadog/removed-service.json"
 expect_refused "a burn rate above 1/(1 - objective)" "can never fire" \
@@ -118,6 +123,9 @@ mutant "a selector that lets other routes in" availability.steady.test.yml \
 exhausted='/alert: ChallengeLatamApiAvailabilityBudgetExhausted/,/runbook_url/'
 mutant "the budget-exhausted threshold 10x too high" availability.budget.test.yml "$exhausted s/> 0.0005\$/> 0.005/"
 mutant "no event guard on the budget-exhausted alert" availability.budget.test.yml "$exhausted s/>= 20\$/>= 0/"
+mutant "a budget-remaining summary record 10 points off" availability.budget.test.yml \
+  's/expr: 1 - slo:period_burn_rate:ratio/expr: 0.9 - slo:period_burn_rate:ratio/'
+mutant "an objective summary record that is not the spec's" availability.budget.test.yml 's/expr: vector(0.9995)$/expr: vector(0.999)/'
 
 # 8. Runbooks ------------------------------------------------------------------------------------------
 mapfile -t runbooks < <(find alerts -path '*/runbooks/*.md' | sort)

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Checks the dashboards of dashboards/ (docs/operations.md says how to read them):
-#   1. the generated files match dashboards/generate.py and slo/*.yaml;
+#   1. the generated files match dashboards/generate.py and the model tools/slo writes from slo/*.yaml
+#      (dashboards/slo-model.json; scripts/checks/20-slo.sh fails when that model drifts);
 #   2. shape: Grafana JSON, Cloud Monitoring JSON through templatefile() into the Dashboard proto,
 #      Datadog JSON into datadog-api-client's Dashboard model;
-#   3. every SLO of slo/*.yaml has budget and burn-rate panels with each tier's threshold drawn;
+#   3. every SLO has budget and burn-rate panels with each tier's threshold drawn; the fleet views
+#      have Apdex per latency SLO, the billing metrics, and drill-down links that lead somewhere;
 #   4. against the release binary and a real Prometheus on 127.0.0.1: every queried metric is
 #      emitted after known traffic, a recording rule of alerts/prometheus, or listed with its
 #      documentation in dashboards/platform-metrics.yaml; every PromQL expression runs and
@@ -37,6 +39,6 @@ python -c 'import google.cloud.monitoring_dashboard_v1, datadog_api_client, yaml
 # The checker's own parsers and OTLP mapping first: one that misses names would make steps 4-5 blind.
 PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 python -m pytest -q -p no:cacheprovider tests/dashboards
 # le matchers that only one Prometheus major version matches (the dashboards would go blank on 3).
-python tests/dashboards/le_matchers.py --prefix 30-dashboards dashboards
+python tests/dashboards/le_matchers.py --prefix 30-dashboards dashboards/grafana dashboards/cloud-monitoring dashboards/datadog
 python tests/dashboards/le_matchers.py --prefix 30-dashboards --expect-rejected 1 tests/dashboards/fixtures/grafana-exact-integer-le.json
 exec python tests/dashboards/check_dashboards.py --bin "$bin"

@@ -13,7 +13,7 @@ use crate::ports::{
     DependencyError, ErrorKind, Idempotency, OutgoingMessage, Published, Publisher, RecordQuery,
     Row, RowWriter,
 };
-use crate::telemetry::metrics::{self, DbOp, MessagingOp};
+use crate::telemetry::metrics::{DbMetrics, DbOp, MessagingMetrics, MessagingOp};
 
 /// The current fault settings, shared by the decorators and the admin endpoint.
 #[derive(Debug, Default)]
@@ -56,8 +56,8 @@ pub struct FaultyPublisher {
     pub inner: Arc<dyn Publisher>,
     /// Where the settings live.
     pub faults: Arc<FaultSwitch>,
-    /// `messaging_system` label for injected failures.
-    pub system: &'static str,
+    /// The broker's metrics, for injected failures.
+    pub metrics: MessagingMetrics,
 }
 
 #[async_trait]
@@ -70,13 +70,9 @@ impl Publisher for FaultyPublisher {
         let f = self.faults.get();
         let started = Instant::now();
         if let Err(e) = inject(f.broker_latency_ms, f.broker_error_rate, "broker").await {
-            metrics::messaging_op(
-                self.system,
-                MessagingOp::Publish,
-                Some(e.kind),
-                started.elapsed(),
-            );
-            metrics::messages_sent(self.system, Some(e.kind), messages.len() as u64);
+            self.metrics
+                .op(MessagingOp::Publish, Some(e.kind), started.elapsed());
+            self.metrics.sent(Some(e.kind), messages.len() as u64);
             return Err(e);
         }
         self.inner.publish(messages, idempotency).await
@@ -109,8 +105,8 @@ pub struct FaultyStore {
     pub query: Arc<dyn RecordQuery>,
     /// Where the settings live.
     pub faults: Arc<FaultSwitch>,
-    /// `db_system_name` label for injected failures.
-    pub system: &'static str,
+    /// The store's metrics, for injected failures.
+    pub metrics: DbMetrics,
 }
 
 #[async_trait]
@@ -119,7 +115,8 @@ impl RowWriter for FaultyStore {
         let f = self.faults.get();
         let started = Instant::now();
         if let Err(e) = inject(f.store_latency_ms, f.store_error_rate, "store").await {
-            metrics::db_op(self.system, DbOp::Insert, Some(e.kind), started.elapsed());
+            self.metrics
+                .op(DbOp::Insert, Some(e.kind), started.elapsed());
             return Err(e);
         }
         match &self.writer {
@@ -135,7 +132,8 @@ impl RecordQuery for FaultyStore {
         let f = self.faults.get();
         let started = Instant::now();
         if let Err(e) = inject(f.store_latency_ms, f.store_error_rate, "store").await {
-            metrics::db_op(self.system, DbOp::Query, Some(e.kind), started.elapsed());
+            self.metrics
+                .op(DbOp::Query, Some(e.kind), started.elapsed());
             return Err(e);
         }
         self.query.query(filter).await

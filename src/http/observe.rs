@@ -94,7 +94,7 @@ impl RouteLabel {
         }
     }
 
-    /// Slot in the handle tables: the listed routes, then "unmatched".
+    /// Index in [`RedMetrics`]: the listed routes, then "unmatched".
     fn slot(&self) -> Option<usize> {
         match self {
             RouteLabel::Known(i) => Some(*i),
@@ -130,29 +130,43 @@ fn labels(method: usize, route: &RouteLabel) -> Vec<Label> {
     labels
 }
 
-/// The RED metric handles, made on first use of each label set and kept: the label sets are
-/// bounded (methods x routes x status codes the service answers), so this stays small.
-struct Handles {
-    active: Vec<OnceLock<Gauge>>,
-    duration: Vec<RwLock<Vec<(u16, Histogram)>>>,
+/// The RED metric handles of one method and route.
+struct RouteMetrics {
+    active: OnceLock<Gauge>,
+    /// By status code: the few the route answers, so a short list.
+    duration: RwLock<Vec<(u16, Histogram)>>,
 }
 
-const SLOTS: usize = METHODS.len() * (super::ROUTES.len() + 1);
+/// The RED metric handles of the layer, registered when it is built: one [`RouteMetrics`] per
+/// listed route (then "unmatched") and method, each handle made on first use and kept (made
+/// earlier, every unused label set would be an empty series on `/metrics`). The label sets are
+/// bounded (methods x routes x status codes the service answers), so this stays small.
+struct RedMetrics {
+    routes: Vec<[RouteMetrics; METHODS.len()]>,
+}
 
-impl Handles {
-    fn new() -> Self {
+impl RedMetrics {
+    fn register() -> Self {
+        let route = || {
+            std::array::from_fn(|_| RouteMetrics {
+                active: OnceLock::new(),
+                duration: RwLock::new(Vec::new()),
+            })
+        };
         Self {
-            active: (0..SLOTS).map(|_| OnceLock::new()).collect(),
-            duration: (0..SLOTS).map(|_| RwLock::new(Vec::new())).collect(),
+            routes: (0..=super::ROUTES.len()).map(|_| route()).collect(),
         }
     }
 
+    fn of(&self, method: usize, route: &RouteLabel) -> Option<&RouteMetrics> {
+        route.slot().map(|slot| &self.routes[slot][method])
+    }
+
     fn active(&self, method: usize, route: &RouteLabel) -> Gauge {
-        match route.slot() {
-            Some(slot) => self.active[method * (super::ROUTES.len() + 1) + slot]
-                .get_or_init(|| gauge!(HTTP_ACTIVE, labels(method, route)))
-                .clone(),
-            None => gauge!(HTTP_ACTIVE, labels(method, route)),
+        let make = || gauge!(HTTP_ACTIVE, labels(method, route));
+        match self.of(method, route) {
+            Some(m) => m.active.get_or_init(make).clone(),
+            None => make(),
         }
     }
 
@@ -165,21 +179,21 @@ impl Handles {
             ));
             histogram!(HTTP_DURATION, l)
         };
-        let Some(slot) = route.slot() else {
+        let Some(m) = self.of(method, route) else {
             return make();
         };
-        let cell = &self.duration[method * (super::ROUTES.len() + 1) + slot];
-        if let Some((_, h)) = cell
-            .read()
-            .expect("metric handles poisoned")
-            .iter()
-            .find(|(s, _)| *s == status)
-        {
-            return h.clone();
+        let find = |by_status: &[(u16, Histogram)]| {
+            by_status
+                .iter()
+                .find(|(s, _)| *s == status)
+                .map(|(_, h)| h.clone())
+        };
+        if let Some(h) = find(&m.duration.read().expect("metric handles poisoned")) {
+            return h;
         }
-        let mut by_status = cell.write().expect("metric handles poisoned");
-        if let Some((_, h)) = by_status.iter().find(|(s, _)| *s == status) {
-            return h.clone();
+        let mut by_status = m.duration.write().expect("metric handles poisoned");
+        if let Some(h) = find(&by_status) {
+            return h;
         }
         let h = make();
         by_status.push((status, h.clone()));
@@ -190,12 +204,12 @@ impl Handles {
 /// See the module docs. Build it after the metrics recorder is installed: the handles it
 /// keeps belong to the recorder of that moment.
 #[derive(Clone)]
-pub struct ObserveLayer(Arc<Handles>);
+pub struct ObserveLayer(Arc<RedMetrics>);
 
 impl ObserveLayer {
-    /// A layer with no handles yet.
+    /// A layer with its metrics registered (each handle is made on first use).
     pub fn new() -> Self {
-        Self(Arc::new(Handles::new()))
+        Self(Arc::new(RedMetrics::register()))
     }
 }
 
@@ -220,7 +234,7 @@ impl<S> Layer<S> for ObserveLayer {
 #[derive(Clone)]
 pub struct Observe<S> {
     inner: S,
-    handles: Arc<Handles>,
+    handles: Arc<RedMetrics>,
 }
 
 impl<S> Service<Request> for Observe<S>
@@ -314,7 +328,7 @@ pin_project! {
         route: RouteLabel,
         // Decremented when the request ends, however it ends (a dropped connection too).
         active: Option<Gauge>,
-        handles: Arc<Handles>,
+        handles: Arc<RedMetrics>,
     }
 
     impl<F> PinnedDrop for ObserveFuture<F> {

@@ -140,7 +140,6 @@ pub fn install(otlp: Option<opentelemetry::metrics::Meter>) -> anyhow::Result<Pr
         .map_err(|_| anyhow::anyhow!("a metrics recorder is already installed"))?,
     }
     describe();
-    let _ = HANDLES.set(Handles::new());
     Ok(handle)
 }
 
@@ -271,14 +270,43 @@ fn error_label(error: Option<ErrorKind>) -> &'static str {
     error.map(ErrorKind::as_str).unwrap_or("")
 }
 
-/// `messaging_system` of the embedded broker.
-pub const MESSAGING_LOCAL: &str = "local";
-/// `messaging_system` of Pub/Sub.
-pub const MESSAGING_GCP: &str = "gcp_pubsub";
-/// `db_system_name` of the embedded store.
-pub const DB_LOCAL: &str = "sqlite";
-/// `db_system_name` of BigQuery.
-pub const DB_GCP: &str = "gcp.bigquery";
+/// `messaging_system` values: the brokers this service talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessagingSystem {
+    /// The embedded broker (`local`).
+    Local,
+    /// Pub/Sub (`gcp_pubsub`).
+    GcpPubsub,
+}
+
+impl MessagingSystem {
+    /// The label value (also the `messaging.system` span attribute).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessagingSystem::Local => "local",
+            MessagingSystem::GcpPubsub => "gcp_pubsub",
+        }
+    }
+}
+
+/// `db_system_name` values: the stores this service talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbSystem {
+    /// The embedded SQLite store (`sqlite`).
+    Sqlite,
+    /// BigQuery (`gcp.bigquery`).
+    GcpBigquery,
+}
+
+impl DbSystem {
+    /// The label value (also the `db.system.name` span attribute).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DbSystem::Sqlite => "sqlite",
+            DbSystem::GcpBigquery => "gcp.bigquery",
+        }
+    }
+}
 
 /// `error_type` values: none, then each [`ErrorKind`].
 const ERRORS: usize = 6;
@@ -294,132 +322,139 @@ fn error_slot(error: Option<ErrorKind>) -> usize {
     }
 }
 
-fn messaging_slot(system: &str) -> Option<usize> {
-    match system {
-        MESSAGING_LOCAL => Some(0),
-        MESSAGING_GCP => Some(1),
-        _ => None,
+/// One handle per `error_type`, made the first time that error type is recorded (a handle
+/// made earlier would put an empty series on `/metrics` for every error that never happens).
+/// A kept handle records with an atomic add, where the macros build and hash a key on every
+/// call (about 2,000 instructions, several times per message).
+struct ByError<T>([OnceLock<T>; ERRORS]);
+
+impl<T> ByError<T> {
+    fn new() -> Self {
+        Self([const { OnceLock::new() }; ERRORS])
+    }
+
+    fn get(&self, error: Option<ErrorKind>, make: impl FnOnce() -> T) -> &T {
+        self.0[error_slot(error)].get_or_init(make)
     }
 }
 
-fn db_slot(system: &str) -> Option<usize> {
-    match system {
-        DB_LOCAL => Some(0),
-        DB_GCP => Some(1),
-        _ => None,
+/// The messaging metrics of one broker client, registered by the component when it is built
+/// (the way Vector's components register their internal events): its system is fixed then, so
+/// recording is a lookup by operation and error type, never by string.
+pub struct MessagingMetrics {
+    system: MessagingSystem,
+    /// By [`MessagingOp`].
+    duration: [ByError<Histogram>; 3],
+    sent: ByError<Counter>,
+}
+
+impl MessagingMetrics {
+    /// The handles of `system`'s client (made as each label set is first recorded).
+    pub fn register(system: MessagingSystem) -> Self {
+        Self {
+            system,
+            duration: [ByError::new(), ByError::new(), ByError::new()],
+            sent: ByError::new(),
+        }
+    }
+
+    /// Records one operation.
+    pub fn op(&self, op: MessagingOp, error: Option<ErrorKind>, elapsed: Duration) {
+        let system = self.system.as_str();
+        self.duration[op as usize]
+            .get(error, || {
+                histogram!(MESSAGING_DURATION,
+                    "messaging_system" => system,
+                    "messaging_operation_name" => op.as_str(),
+                    "error_type" => error_label(error))
+            })
+            .record(elapsed.as_secs_f64());
+    }
+
+    /// Counts `n` messages sent to the broker.
+    pub fn sent(&self, error: Option<ErrorKind>, n: u64) {
+        let system = self.system.as_str();
+        self.sent
+            .get(error, || {
+                counter!(MESSAGING_SENT,
+                    "messaging_system" => system,
+                    "error_type" => error_label(error))
+            })
+            .increment(n);
     }
 }
 
-/// Handles of the adapters' metrics, made on first use of each label set and kept. The
-/// macros build and hash a key on every call (about 2,000 instructions, several times per
-/// message); a kept handle records with an atomic add. The label sets are fixed (systems x
-/// operations x error types), so every table is a few dozen cells.
-///
-/// Set by [`install`], so a handle always belongs to the installed recorder; before that
-/// (unit tests, tools) the helpers use the macros directly.
-struct Handles {
-    messaging: [OnceLock<Histogram>; 2 * 3 * ERRORS],
-    sent: [OnceLock<Counter>; 2 * ERRORS],
-    db: [OnceLock<Histogram>; 2 * 2 * ERRORS],
+/// The database metrics of one store client, registered by the component when it is built
+/// (see [`MessagingMetrics`]).
+pub struct DbMetrics {
+    system: DbSystem,
+    /// By [`DbOp`].
+    duration: [ByError<Histogram>; 2],
+}
+
+impl DbMetrics {
+    /// The handles of `system`'s client (made as each label set is first recorded).
+    pub fn register(system: DbSystem) -> Self {
+        Self {
+            system,
+            duration: [ByError::new(), ByError::new()],
+        }
+    }
+
+    /// Records one operation.
+    pub fn op(&self, op: DbOp, error: Option<ErrorKind>, elapsed: Duration) {
+        let system = self.system.as_str();
+        self.duration[op as usize]
+            .get(error, || {
+                histogram!(DB_DURATION,
+                    "db_system_name" => system,
+                    "db_operation_name" => op.as_str(),
+                    "error_type" => error_label(error))
+            })
+            .record(elapsed.as_secs_f64());
+    }
+}
+
+/// The pipeline's metrics without labels (backlog, dead letters, publish to queryable), kept
+/// by the component that knows them: the embedded broker, the Pub/Sub pull worker, the
+/// pipeline. Made on first use, so a backend that never sets one does not export it.
+pub struct PipelineMetrics {
     end_to_end: OnceLock<Histogram>,
     backlog: OnceLock<Gauge>,
     dead_lettered: OnceLock<Counter>,
 }
 
-static HANDLES: OnceLock<Handles> = OnceLock::new();
-
-impl Handles {
-    fn new() -> Self {
+impl PipelineMetrics {
+    /// The handles (made as each is first recorded); `const`, so a component that runs once
+    /// per process may keep them in a static.
+    pub const fn register() -> Self {
         Self {
-            messaging: [const { OnceLock::new() }; 2 * 3 * ERRORS],
-            sent: [const { OnceLock::new() }; 2 * ERRORS],
-            db: [const { OnceLock::new() }; 2 * 2 * ERRORS],
             end_to_end: OnceLock::new(),
             backlog: OnceLock::new(),
             dead_lettered: OnceLock::new(),
         }
     }
-}
 
-/// Uses the kept handle of `cell` (made with `make` the first time), or, with no cell, a
-/// handle made for this call. The handle is borrowed, not cloned: a clone would bump a
-/// shared reference count on every call.
-fn with<T>(cell: Option<&OnceLock<T>>, make: impl FnOnce() -> T, f: impl FnOnce(&T)) {
-    match cell {
-        Some(cell) => f(cell.get_or_init(make)),
-        None => f(&make()),
+    /// Records how long a stored row took from publish to queryable.
+    pub fn end_to_end(&self, seconds: f64) {
+        self.end_to_end
+            .get_or_init(|| histogram!(PIPELINE_E2E))
+            .record(seconds.max(0.0));
     }
-}
 
-/// Records one broker operation of `system` ([`MESSAGING_LOCAL`] or [`MESSAGING_GCP`]).
-pub fn messaging_op(
-    system: &'static str,
-    op: MessagingOp,
-    error: Option<ErrorKind>,
-    elapsed: Duration,
-) {
-    let cell = HANDLES
-        .get()
-        .zip(messaging_slot(system))
-        .map(|(h, s)| &h.messaging[(s * 3 + op as usize) * ERRORS + error_slot(error)]);
-    let make = || {
-        histogram!(MESSAGING_DURATION,
-            "messaging_system" => system,
-            "messaging_operation_name" => op.as_str(),
-            "error_type" => error_label(error))
-    };
-    with(cell, make, |h| h.record(elapsed.as_secs_f64()));
-}
+    /// Sets the number of unacknowledged messages.
+    pub fn backlog(&self, n: u64) {
+        self.backlog
+            .get_or_init(|| gauge!(PIPELINE_BACKLOG))
+            .set(n as f64);
+    }
 
-/// Counts `n` messages sent to the broker by `system`.
-pub fn messages_sent(system: &'static str, error: Option<ErrorKind>, n: u64) {
-    let cell = HANDLES
-        .get()
-        .zip(messaging_slot(system))
-        .map(|(h, s)| &h.sent[s * ERRORS + error_slot(error)]);
-    let make = || counter!(MESSAGING_SENT, "messaging_system" => system, "error_type" => error_label(error));
-    with(cell, make, |c| c.increment(n));
-}
-
-/// Records one store operation of `system` ([`DB_LOCAL`] or [`DB_GCP`]).
-pub fn db_op(system: &'static str, op: DbOp, error: Option<ErrorKind>, elapsed: Duration) {
-    let cell = HANDLES
-        .get()
-        .zip(db_slot(system))
-        .map(|(h, s)| &h.db[(s * 2 + op as usize) * ERRORS + error_slot(error)]);
-    let make = || {
-        histogram!(DB_DURATION,
-            "db_system_name" => system,
-            "db_operation_name" => op.as_str(),
-            "error_type" => error_label(error))
-    };
-    with(cell, make, |h| h.record(elapsed.as_secs_f64()));
-}
-
-/// Records how long a stored row took from publish to queryable.
-pub fn end_to_end(seconds: f64) {
-    let cell = HANDLES.get().map(|h| &h.end_to_end);
-    with(
-        cell,
-        || histogram!(PIPELINE_E2E),
-        |h| h.record(seconds.max(0.0)),
-    );
-}
-
-/// Sets the number of unacknowledged messages.
-pub fn backlog(n: u64) {
-    let cell = HANDLES.get().map(|h| &h.backlog);
-    with(cell, || gauge!(PIPELINE_BACKLOG), |g| g.set(n as f64));
-}
-
-/// Counts messages moved to the dead-letter table.
-pub fn dead_lettered(n: u64) {
-    let cell = HANDLES.get().map(|h| &h.dead_lettered);
-    with(
-        cell,
-        || counter!(PIPELINE_DEAD_LETTERED),
-        |c| c.increment(n),
-    );
+    /// Counts messages moved to the dead-letter table.
+    pub fn dead_lettered(&self, n: u64) {
+        self.dead_lettered
+            .get_or_init(|| counter!(PIPELINE_DEAD_LETTERED))
+            .increment(n);
+    }
 }
 
 /// Publishes the load-shedding bound.
@@ -460,4 +495,56 @@ impl IdempotencyOutcome {
 /// Counts one ingest request that carried an `Idempotency-Key`.
 pub fn idempotent_request(outcome: IdempotencyOutcome) {
     counter!(IDEMPOTENT_REQUESTS, "idempotency_outcome" => outcome.as_str()).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A component's handles write the contract's names and label sets (CONTRACT.md,
+    /// "Metrics"), reuse one handle per label set, and export only what was recorded.
+    #[test]
+    fn registered_handles_write_the_contracts_names_and_labels() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let ms = Duration::from_millis(3);
+        metrics::with_local_recorder(&recorder, || {
+            let broker = MessagingMetrics::register(MessagingSystem::GcpPubsub);
+            broker.op(MessagingOp::Publish, None, ms);
+            broker.op(MessagingOp::Publish, None, ms);
+            broker.op(MessagingOp::Ack, Some(ErrorKind::Timeout), ms);
+            broker.sent(None, 5);
+            let store = DbMetrics::register(DbSystem::Sqlite);
+            store.op(DbOp::Query, Some(ErrorKind::Unavailable), ms);
+            let pipeline = PipelineMetrics::register();
+            pipeline.backlog(7);
+            pipeline.dead_lettered(2);
+            pipeline.end_to_end(0.5);
+        });
+        let text = handle.render();
+        for line in [
+            r#"messaging_client_operation_duration_seconds_count{messaging_system="gcp_pubsub",messaging_operation_name="publish",error_type=""} 2"#,
+            r#"messaging_client_operation_duration_seconds_count{messaging_system="gcp_pubsub",messaging_operation_name="ack",error_type="timeout"} 1"#,
+            r#"messaging_client_sent_messages_total{messaging_system="gcp_pubsub",error_type=""} 5"#,
+            r#"db_client_operation_duration_seconds_count{db_system_name="sqlite",db_operation_name="query",error_type="unavailable"} 1"#,
+            "pipeline_backlog_messages 7",
+            "pipeline_dead_lettered_messages_total 2",
+            "pipeline_end_to_end_latency_seconds_count 1",
+        ] {
+            assert!(text.contains(line), "{line}\nnot in\n{text}");
+        }
+        assert_eq!(
+            text.matches("_duration_seconds_count{").count(),
+            3,
+            "a series per label set recorded, and no other:\n{text}"
+        );
+    }
+
+    #[test]
+    fn system_label_values_are_the_contracts() {
+        assert_eq!(MessagingSystem::Local.as_str(), "local");
+        assert_eq!(MessagingSystem::GcpPubsub.as_str(), "gcp_pubsub");
+        assert_eq!(DbSystem::Sqlite.as_str(), "sqlite");
+        assert_eq!(DbSystem::GcpBigquery.as_str(), "gcp.bigquery");
+    }
 }

@@ -42,15 +42,11 @@ pub struct Telemetry {
 /// What is logged when `RUST_LOG` is unset or invalid.
 const DEFAULT_FILTER: &str = "info,h2=warn,hyper=warn,tower=warn,tonic=warn";
 
-/// The level filter from `RUST_LOG`: a `Targets` filter when it holds only `target=level`
+/// The level filter from `RUST_LOG` (default [`DEFAULT_FILTER`]): a `Targets` filter when it holds only `target=level`
 /// directives (the default does), else an `EnvFilter`. `Targets` decides once per callsite;
 /// `EnvFilter` also takes a read lock on one shared map on every span enter, exit and close,
 /// which both worker threads contend for several times per request. Span and field
 /// directives (`[span{field=value}]=debug`) still work, through `EnvFilter`.
-fn filter() -> (Option<Targets>, Option<EnvFilter>) {
-    filter_of(std::env::var("RUST_LOG").ok())
-}
-
 fn filter_of(spec: Option<String>) -> (Option<Targets>, Option<EnvFilter>) {
     let spec = spec.unwrap_or_else(|| DEFAULT_FILTER.into());
     // `Targets` would take `[span]` as a target name and silently ignore the directive.
@@ -68,14 +64,16 @@ fn filter_of(spec: Option<String>) -> (Option<Targets>, Option<EnvFilter>) {
 impl Telemetry {
     /// Installs logging and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, the OTLP span and
     /// metric exporters (metrics every `OTEL_METRIC_EXPORT_INTERVAL` ms, 10 s by default:
-    /// Datadog's own interval). Without an endpoint no OpenTelemetry layer is installed at all, so tracing
+    /// Datadog's own interval). Every setting comes from `settings`; the SDK itself still reads
+    /// `OTEL_RESOURCE_ATTRIBUTES`. Without an endpoint no OpenTelemetry layer is installed at all, so tracing
     /// costs nothing beyond the log lines. Must run inside the Tokio runtime (the gRPC
     /// exporter needs it).
     pub fn init(settings: &Settings) -> anyhow::Result<Self> {
-        let (targets, env_filter) = filter();
+        let (targets, env_filter) = filter_of(settings.rust_log.clone());
         let (fmt, log_writer) = match settings.log_format {
             LogFormat::Json => {
-                let (layer, guard) = logging::json_layer(settings.log_file.as_deref())
+                let project = settings.gcp_project.as_deref();
+                let (layer, guard) = logging::json_layer(project, settings.log_file.as_deref())
                     .map_err(|e| anyhow::anyhow!("LOG_FILE: cannot open it: {e}"))?;
                 (layer.boxed(), Some(guard))
             }
@@ -111,10 +109,8 @@ impl Telemetry {
                     .with_timeout(Duration::from_secs(5))
                     .with_temporality(opentelemetry_sdk::metrics::Temporality::Delta)
                     .build()?;
-                let mut reader = PeriodicReader::builder(metrics);
-                if std::env::var_os("OTEL_METRIC_EXPORT_INTERVAL").is_none() {
-                    reader = reader.with_interval(Duration::from_secs(10));
-                }
+                let reader =
+                    PeriodicReader::builder(metrics).with_interval(settings.metric_export_interval);
                 (
                     Some(
                         SdkTracerProvider::builder()

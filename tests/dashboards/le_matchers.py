@@ -5,14 +5,14 @@ Prometheus 2 stores a classic histogram's `le` as the exporter wrote it (`1`, `6
 normalises it to float form on ingestion (`1.0`, `60.0`). So `le="1"` selects nothing on
 Prometheus 3 and `le="1.0"` nothing on Prometheus 2: a latency or freshness SLI built on either
 silently reads as empty (a panel goes blank, a burn-rate alert can never fire). The generators
-write `le=~"1|1\\.0"` for a whole bound (tools/slo/src/prometheus.rs `le_matcher`,
-dashboards/generate.py `le_matcher`); a bound such as 0.25 is spelt alike by both and may stay
+write `le=~"1|1\\.0"` for a whole bound (tools/slo/src/prometheus.rs `le_matcher`, which also
+writes every matcher dashboards/generate.py uses into dashboards/slo-model.json); a bound such as 0.25 is spelt alike by both and may stay
 exact. This check reads every PromQL expression of the files it is given and refuses:
 
   - an exact matcher (`=` or `!=`) on `le` whose value is a whole number (`1`, `60`, `1.0`);
   - a regex matcher (`=~` or `!~`) on `le` that matches one spelling of a whole number and not
     the other (`le=~"1|60"`, `le=~"1\\.0"`), tried on every whole number written in the regex
-    and every whole bucket boundary of slo/*.yaml.
+    and every whole bucket boundary of the SLO model (dashboards/slo-model.json, from slo/*.yaml).
 
 Where PromQL lives, per file kind:
   - Grafana dashboard JSON: every `expr` (panel targets and annotations);
@@ -192,15 +192,11 @@ def scan(expr: str) -> list[Matcher]:
 
 
 def whole_bounds(root: str = ROOT) -> set[int]:
-    """The whole bucket boundaries of the `buckets.<histogram>` annotations of slo/*.yaml."""
-    out: set[int] = set()
-    for path in sorted(glob.glob(os.path.join(root, "slo", "*.yaml"))):
-        with open(path, encoding="utf-8") as f:
-            for doc in yaml.safe_load_all(f):
-                for key, value in ((doc or {}).get("metadata", {}).get("annotations") or {}).items():
-                    if key.startswith("slo.challenge-latam.dev/buckets."):
-                        out |= {int(float(b)) for b in str(value).split() if float(b).is_integer()}
-    return out
+    """The whole bucket boundaries of every histogram an SLI reads, as tools/slo writes them into
+    dashboards/slo-model.json (tools/slo is the only reader of slo/*.yaml)."""
+    with open(os.path.join(root, "dashboards", "slo-model.json"), encoding="utf-8") as f:
+        model = json.load(f)
+    return {int(b) for svc in model["services"] for bounds in svc["buckets"].values() for b in bounds if float(b).is_integer()}
 
 
 def _whole(value: str) -> bool:

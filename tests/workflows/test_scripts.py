@@ -174,3 +174,31 @@ def test_datadog_keys_are_not_read_when_datadog_is_not_managed(tmp_path):
     done = datadog_keys(tmp_path, "k3y", ENABLE_DATADOG="false")
     assert done.returncode == 0
     assert not (tmp_path / "github_env").exists() and not (tmp_path / "calls").exists()
+
+
+def running_image(tmp_path: Path, answer: str) -> subprocess.CompletedProcess:
+    env = fake_gcloud(tmp_path, answer)
+    return subprocess.run([str(SCRIPTS / "running-image.sh"), "challenge-latam-api-prod"],
+                          env=env, capture_output=True, text=True)
+
+
+def with_name(doc: str, name: str) -> dict:
+    svc = json.loads(doc)
+    svc["metadata"] = {"name": name}
+    return svc
+
+
+def test_the_rollback_target_is_the_app_image_the_service_runs_before_the_deploy(tmp_path):
+    done = running_image(tmp_path, json.dumps([with_name(service(), "challenge-latam-api-prod")]))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == IMAGE + "\n"  # the app's digest, not the Datadog sidecar's tag
+    assert "--filter=metadata.name=challenge-latam-api-prod" in (tmp_path / "calls").read_text()
+
+
+def test_no_service_yet_means_no_rollback_target_and_an_api_error_stops(tmp_path):
+    assert running_image(tmp_path, "[]").stdout == ""
+    other = json.dumps([with_name(service(), "challenge-latam-api-dev")])
+    assert running_image(tmp_path, other).stdout == ""
+    env = fake_gcloud(tmp_path, "ERROR: (gcloud.run.services.list) PERMISSION_DENIED", code=1)
+    done = subprocess.run([str(SCRIPTS / "running-image.sh"), "challenge-latam-api-prod"], env=env, capture_output=True, text=True)
+    assert done.returncode != 0 and done.stdout == ""

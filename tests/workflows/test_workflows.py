@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 
@@ -53,10 +54,14 @@ def test_every_workflow_or_its_deploying_jobs_have_a_concurrency_group(path):
     doc = load(path)
     on = policy.triggers(doc)
     if set(on) == {"workflow_call"}:
-        # Only called: its callers hold the workflow-level group, and the job that changes an
-        # environment holds one per environment, shared by every caller.
-        assert doc["jobs"]["apply"]["concurrency"]["group"] == "terraform-${{ inputs.environment }}"
-        assert doc["jobs"]["apply"]["concurrency"]["cancel-in-progress"] is False
+        # Only called: its callers hold the workflow-level group, and every job that changes an
+        # environment (one whose environment is not `-readonly`) holds one per environment,
+        # shared by every caller. A called workflow that changes nothing needs none.
+        changing = [j for j in doc["jobs"].values() if "environment" in j and not str(j["environment"]).endswith("-readonly")]
+        assert changing or path.name == "budget-gate.yml", f"{path.name} changes nothing: say why it is only called"
+        for job in changing:
+            assert job["concurrency"]["group"] == "terraform-${{ inputs.environment }}"
+            assert job["concurrency"]["cancel-in-progress"] is False
     else:
         assert "group" in doc.get("concurrency", {}), f"{path.name} has no concurrency group"
 
@@ -109,10 +114,10 @@ def test_gitflow_is_enforced_main_takes_develop_only_and_updates_go_to_develop()
     assert updates and all(u["target-branch"] == "develop" for u in updates)
 
 
-def test_delivery_order_is_ci_build_deploy_then_release():
+def test_delivery_order_is_ci_build_and_budget_gate_deploy_then_release():
     jobs = workflow("deliver-dev.yml")["jobs"]
     assert jobs["build"]["needs"] == "ci"
-    assert jobs["deploy"]["needs"] == "build"
+    assert set(jobs["deploy"]["needs"]) == {"build", "budget-gate"}
     assert set(jobs["release"]["needs"]) == {"build", "deploy"}
     assert jobs["deploy"]["with"] == {"environment": "dev", "image": "${{ needs.build.outputs.image }}", "verify": True}
 
@@ -244,3 +249,49 @@ def test_the_build_context_is_a_loadable_cargo_workspace(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "challenge-latam-api" in done.stdout
+
+
+def test_no_new_image_reaches_dev_or_prod_without_passing_the_budget_gate_of_its_source():
+    for name, environments, ref in (("deliver-dev.yml", ["dev"], "refs/heads/develop"),
+                                    ("promote-prod.yml", ["dev", "prod"], "refs/heads/main")):
+        doc = workflow(name)
+        gate = doc["jobs"]["budget-gate"]
+        assert gate["uses"] == "$/.github/workflows/budget-gate.yml"
+        assert json.loads(gate["with"]["environments"]) == environments
+        assert gate["with"]["ref"] == ref
+        # The override is a dispatch input whose reason the gate logs; a push passes none.
+        assert gate["with"]["override"] == "${{ inputs.budget_override || '' }}"
+        assert policy.triggers(doc)["workflow_dispatch"]["inputs"]["budget_override"]["required"] is True
+        assert "budget-gate" in doc["jobs"]["deploy"]["needs"]
+    gate = workflow("budget-gate.yml")["jobs"]["gate"]
+    assert gate["environment"] == "${{ matrix.environment }}-readonly"
+    runs = policy.job_runs(gate)
+    assert '"$GITHUB_REF" != "$EXPECTED_REF"' in runs[0], "a dispatch from another branch must be refused first"
+    assert runs[-1] == '.github/scripts/budget-gate.sh check "$GATE_ENV" --override "$OVERRIDE"'
+    rollback = workflow("rollback.yml")["jobs"]
+    assert "budget-gate" not in rollback and "watch_minutes" not in rollback["deploy"]["with"], \
+        "a rollback is the mitigation: never gated by the budget, never rolled back itself"
+
+
+def test_a_burn_in_the_prod_verification_window_rolls_back_to_the_image_that_ran_before():
+    assert workflow("promote-prod.yml")["jobs"]["deploy"]["with"]["watch_minutes"] == 15
+    jobs = workflow("deploy.yml")["jobs"]
+    before = next(s for s in jobs["plan"]["steps"] if s.get("id") == "before")
+    assert "running-image.sh" in before["run"] and "budget-gate.sh report" in before["run"]
+    # The baseline is taken before the apply; the watch ignores only it.
+    assert jobs["plan"]["steps"].index(before) < next(i for i, s in enumerate(jobs["plan"]["steps"]) if "terraform" in str(s.get("run", "")))
+    watch = jobs["watch"]
+    assert set(watch["needs"]) == {"plan", "apply"} and watch["environment"].endswith("-readonly")
+    assert '--ignore "$BASELINE"' in policy.job_runs(watch)[0]
+    assert watch["steps"][-1]["env"]["BASELINE"] == "${{ needs.plan.outputs.page_burns }}"
+    rollback_plan, rollback = jobs["rollback-plan"], jobs["rollback"]
+    assert rollback_plan["if"] == "needs.watch.outputs.rollback == 'true'"
+    assert rollback_plan["env"]["IMAGE"] == "${{ needs.plan.outputs.previous_image }}"
+    assert any('-out=tfplan' in r and '-var "image=$IMAGE"' in r for r in policy.job_runs(rollback_plan))
+    assert set(rollback["needs"]) == {"plan", "rollback-plan"}
+    assert rollback["environment"] == "${{ inputs.environment }}", "the rollback goes through the environment's approval"
+    assert rollback["env"]["IMAGE"] == "${{ needs.plan.outputs.previous_image }}"
+    runs = policy.job_runs(rollback)
+    assert any(r.endswith("apply tfplan") for r in runs), "the rollback applies its reviewed plan"
+    assert any('check-rollout.sh "challenge-latam-api-$DEPLOY_ENV" "$IMAGE"' in r for r in runs)
+    assert runs[-1].rstrip().endswith("exit 1"), "a rolled-back release ends the run red"

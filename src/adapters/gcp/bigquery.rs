@@ -31,7 +31,7 @@ use super::pubsub::RECORD_ID_ATTRIBUTE as RECORD_ID;
 use super::{deadline, CHECK_TIMEOUT, DB_SYSTEM};
 use crate::domain::{Order, RecordFilter, StoredRecord};
 use crate::ports::{DependencyError, ErrorKind, RecordQuery, Row, RowWriter};
-use crate::telemetry::metrics::{self, DbOp};
+use crate::telemetry::metrics::{self, DbMetrics, DbOp};
 
 /// The table rows go to and come from.
 #[derive(Debug, Clone)]
@@ -56,6 +56,7 @@ pub struct BigQueryStore {
     maximum_bytes_billed: u64,
     timeout: Duration,
     billing: Billing,
+    metrics: DbMetrics,
 }
 
 /// Google's endpoint of the BigQuery v2 REST API.
@@ -150,6 +151,7 @@ impl BigQueryStore {
             maximum_bytes_billed,
             timeout,
             billing: Billing::register(),
+            metrics: DbMetrics::register(DB_SYSTEM),
         })
     }
 
@@ -384,8 +386,7 @@ impl RowWriter for BigQueryStore {
             }
         })
         .await;
-        metrics::db_op(
-            DB_SYSTEM,
+        self.metrics.op(
             DbOp::Insert,
             result.as_ref().err().map(|e| e.kind),
             started.elapsed(),
@@ -431,8 +432,7 @@ impl RecordQuery for BigQueryStore {
                 .collect::<Result<Vec<_>, _>>()
         })
         .await;
-        metrics::db_op(
-            DB_SYSTEM,
+        self.metrics.op(
             DbOp::Query,
             result.as_ref().err().map(|e| e.kind),
             started.elapsed(),

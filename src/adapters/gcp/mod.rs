@@ -20,15 +20,16 @@ use anyhow::Context;
 
 use crate::config::Settings;
 use crate::ports::{Backends, DependencyError, ErrorKind, Pipeline};
+use crate::telemetry::metrics::{DbSystem, MessagingSystem};
 
 pub use bigquery::BigQueryStore;
 pub use pubsub::PubSubPublisher;
 pub use pull::PubSubSubscription;
 
-/// `messaging_system` label value of these adapters.
-pub const MESSAGING_SYSTEM: &str = crate::telemetry::metrics::MESSAGING_GCP;
-/// `db_system_name` label value of these adapters.
-pub const DB_SYSTEM: &str = crate::telemetry::metrics::DB_GCP;
+/// The broker of these adapters.
+pub const MESSAGING_SYSTEM: MessagingSystem = MessagingSystem::GcpPubsub;
+/// The store of these adapters.
+pub const DB_SYSTEM: DbSystem = DbSystem::GcpBigquery;
 
 /// Readiness probes give up after this long, so `/readyz` answers quickly even when a
 /// dependency hangs.

@@ -13,7 +13,7 @@ use google_cloud_pubsub::retry_policy::RetryableErrors;
 use super::idempotency::{KeyTable, Seen};
 use super::{deadline, CHECK_TIMEOUT, MESSAGING_SYSTEM};
 use crate::ports::{DependencyError, ErrorKind, Idempotency, OutgoingMessage, Published};
-use crate::telemetry::metrics::{self, MessagingOp};
+use crate::telemetry::metrics::{MessagingMetrics, MessagingOp};
 
 /// Messages the publisher sends in one RPC: a whole ingest batch (at most 500 records) goes
 /// out at once.
@@ -42,6 +42,7 @@ pub struct PubSubPublisher {
     timeout: Duration,
     /// Idempotency keys seen by this instance.
     keys: KeyTable,
+    metrics: MessagingMetrics,
 }
 
 impl PubSubPublisher {
@@ -73,6 +74,7 @@ impl PubSubPublisher {
             topic: topic.to_owned(),
             timeout,
             keys: KeyTable::new(idempotency_ttl, super::idempotency::MAX_KEYS),
+            metrics: MessagingMetrics::register(MESSAGING_SYSTEM),
         })
     }
 }
@@ -171,13 +173,9 @@ impl PubSubPublisher {
         })
         .await;
         let kind = result.as_ref().err().map(|e| e.kind);
-        metrics::messaging_op(
-            MESSAGING_SYSTEM,
-            MessagingOp::Publish,
-            kind,
-            started.elapsed(),
-        );
-        metrics::messages_sent(MESSAGING_SYSTEM, kind, n);
+        self.metrics
+            .op(MessagingOp::Publish, kind, started.elapsed());
+        self.metrics.sent(kind, n);
         result
     }
 }

@@ -35,7 +35,7 @@ use super::MESSAGING_SYSTEM;
 use crate::ports::{
     AckHandle, Delivery, DependencyError, ErrorKind, ReceivedMessage, Subscription,
 };
-use crate::telemetry::metrics::{self, MessagingOp};
+use crate::telemetry::metrics::{MessagingMetrics, MessagingOp, PipelineMetrics};
 
 /// Messages under lease at once in this process: the most one receive asks for, and one
 /// pipeline batch, so that a worker does not hoard messages that another could be writing.
@@ -317,6 +317,13 @@ pub struct PubSubSubscription {
     /// it could not be read (then a last-attempt nack lets Pub/Sub move it, without reason).
     dead_letter_topic: Option<Arc<str>>,
     task: JoinHandle<()>,
+    metrics: Arc<Metrics>,
+}
+
+/// The worker's metrics, registered when the subscription is built and shared with its acks.
+struct Metrics {
+    messaging: MessagingMetrics,
+    pipeline: PipelineMetrics,
 }
 
 /// What `GET projects/P/subscriptions/S` says of the dead-letter policy.
@@ -395,8 +402,12 @@ impl PubSubSubscription {
                 (max_delivery_attempts, None)
             }
         };
+        let metrics = Arc::new(Metrics {
+            messaging: MessagingMetrics::register(MESSAGING_SYSTEM),
+            pipeline: PipelineMetrics::register(),
+        });
         // Export the counter from the start, so "no dead letters" reads 0, not absent.
-        metrics::dead_lettered(0);
+        metrics.pipeline.dead_lettered(0);
         let leases = Arc::new(Leases::default());
         let task = tokio::spawn(lease_task(rest.clone(), leases.clone()));
         Ok(Self {
@@ -406,6 +417,7 @@ impl PubSubSubscription {
             max_delivery_attempts,
             dead_letter_topic,
             task,
+            metrics,
         })
     }
 
@@ -472,6 +484,7 @@ impl PubSubSubscription {
                 leases: self.leases.clone(),
                 last_attempt,
                 dead_letter,
+                metrics: self.metrics.clone(),
             }),
         }
     }
@@ -528,8 +541,7 @@ impl Subscription for PubSubSubscription {
                 Ok(got) if got.is_empty() => break,
                 Ok(got) => out.extend(got),
                 Err(e) if out.is_empty() => {
-                    metrics::messaging_op(
-                        MESSAGING_SYSTEM,
+                    self.metrics.messaging.op(
                         MessagingOp::Receive,
                         Some(e.kind),
                         started.elapsed(),
@@ -544,12 +556,9 @@ impl Subscription for PubSubSubscription {
             tokio::time::sleep(IDLE_WAIT).await;
             return Ok(out);
         }
-        metrics::messaging_op(
-            MESSAGING_SYSTEM,
-            MessagingOp::Receive,
-            None,
-            started.elapsed(),
-        );
+        self.metrics
+            .messaging
+            .op(MessagingOp::Receive, None, started.elapsed());
         Ok(out)
     }
 }
@@ -565,6 +574,7 @@ struct PubSubAck {
     last_attempt: bool,
     /// On the last attempt, what the worker needs to move the message itself.
     dead_letter: Option<DeadLetter>,
+    metrics: Arc<Metrics>,
 }
 
 /// A copy of a message on its last attempt, for the dead-letter topic.
@@ -622,7 +632,9 @@ impl AckHandle for PubSubAck {
     async fn ack(self: Box<Self>) {
         let started = Instant::now();
         self.leases.ack(self.ack_id);
-        metrics::messaging_op(MESSAGING_SYSTEM, MessagingOp::Ack, None, started.elapsed());
+        self.metrics
+            .messaging
+            .op(MessagingOp::Ack, None, started.elapsed());
     }
 
     /// Only for messages the pipeline could not store for a reason of their own (the store
@@ -646,14 +658,11 @@ impl AckHandle for PubSubAck {
                         dead_letter_topic = %dead_letter.topic,
                         "last delivery attempt failed; moved to the dead-letter topic with the reason"
                     );
-                    metrics::dead_lettered(1);
+                    self.metrics.pipeline.dead_lettered(1);
                     self.leases.ack(self.ack_id);
-                    metrics::messaging_op(
-                        MESSAGING_SYSTEM,
-                        MessagingOp::Ack,
-                        None,
-                        started.elapsed(),
-                    );
+                    self.metrics
+                        .messaging
+                        .op(MessagingOp::Ack, None, started.elapsed());
                     return;
                 }
                 Err(e) => tracing::warn!(
@@ -670,10 +679,12 @@ impl AckHandle for PubSubAck {
                 delivery_attempt = self.attempt,
                 "last delivery attempt failed; Pub/Sub moves the message to the dead-letter topic"
             );
-            metrics::dead_lettered(1);
+            self.metrics.pipeline.dead_lettered(1);
         }
         self.leases.nack(self.ack_id);
-        metrics::messaging_op(MESSAGING_SYSTEM, MessagingOp::Ack, None, started.elapsed());
+        self.metrics
+            .messaging
+            .op(MessagingOp::Ack, None, started.elapsed());
     }
 }
 

@@ -14,6 +14,7 @@ pub use broker::{BrokerConfig, LocalBroker};
 pub use store::LocalStore;
 
 use crate::ports::{Backends, Pipeline};
+use crate::telemetry::metrics::{DbSystem, MessagingSystem};
 
 /// Opens (creating if needed) the broker and store under `data_dir`. Idempotency keys are
 /// remembered for `idempotency_ttl`.
@@ -40,7 +41,7 @@ pub fn build(
             subscription: broker.subscription(),
             writer: store,
         }),
-        messaging_system: crate::telemetry::metrics::MESSAGING_LOCAL,
-        db_system: crate::telemetry::metrics::DB_LOCAL,
+        messaging_system: MessagingSystem::Local,
+        db_system: DbSystem::Sqlite,
     })
 }

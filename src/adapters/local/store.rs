@@ -16,7 +16,7 @@ use rusqlite::{params, Connection};
 use super::sqlite;
 use crate::domain::{Order, RecordFilter, StoredRecord};
 use crate::ports::{DependencyError, ErrorKind, RecordQuery, Row, RowWriter};
-use crate::telemetry::metrics::{self, DbOp};
+use crate::telemetry::metrics::{DbMetrics, DbOp, DbSystem};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS records (
@@ -126,6 +126,7 @@ pub struct LocalStore {
     /// concurrent reads. Fixed threads keep the thread count, the connections and their page
     /// caches bounded, and getData was faster for it (docs/benchmarks.md).
     readers: Readers<Connection>,
+    metrics: DbMetrics,
 }
 
 impl LocalStore {
@@ -143,6 +144,7 @@ impl LocalStore {
         Ok(Self {
             writer: Arc::new(Mutex::new(conn)),
             readers: Readers::start(connections)?,
+            metrics: DbMetrics::register(DbSystem::Sqlite),
         })
     }
 
@@ -245,7 +247,7 @@ impl RowWriter for LocalStore {
         .map_err(|e| DependencyError::new(ErrorKind::Internal, format!("insert task failed: {e}")))
         .and_then(|r| r);
         let error = result.as_ref().err().map(|e| e.kind);
-        metrics::db_op(metrics::DB_LOCAL, DbOp::Insert, error, started.elapsed());
+        self.metrics.op(DbOp::Insert, error, started.elapsed());
         result
     }
 }
@@ -289,7 +291,7 @@ impl RecordQuery for LocalStore {
             })
             .await;
         let error = result.as_ref().err().map(|e| e.kind);
-        metrics::db_op(metrics::DB_LOCAL, DbOp::Query, error, started.elapsed());
+        self.metrics.op(DbOp::Query, error, started.elapsed());
         result
     }
 

@@ -228,6 +228,51 @@ resource "google_monitoring_alert_policy" "budget" {
   }
 }
 
+# --- Budget-exhausted policies: the whole period's budget spent (slo/POLICY.md's release freeze) --
+# The counterpart of the generated Prometheus and Datadog budget-exhausted alerts, and what the
+# release gate (scripts/release/budget_gate.py) reads with the same selector and threshold.
+
+resource "google_monitoring_alert_policy" "budget_exhausted" {
+  for_each = module.slo_data.cloud_monitoring_budget_exhausted_alerts
+
+  project               = var.project_id
+  display_name          = "${each.value.display_name}: error budget exhausted [${var.env}]"
+  combiner              = "OR"
+  severity              = local.severity[each.value.severity]
+  notification_channels = local.channels[each.value.severity]
+  user_labels = {
+    slo      = each.value.slo_id
+    severity = each.value.severity
+    env      = var.env
+  }
+
+  conditions {
+    display_name = "remaining error budget < ${each.value.threshold_value}"
+    condition_threshold {
+      filter          = "${each.value.selector}(\"${google_monitoring_slo.this[each.value.slo_key].id}\")"
+      comparison      = each.value.comparison
+      threshold_value = each.value.threshold_value
+      duration        = "0s"
+    }
+  }
+
+  documentation {
+    mime_type = "text/markdown"
+    subject   = "${each.value.display_name}: the ${each.value.period_days}-day error budget is spent [${var.env}]"
+    content   = <<-EOT
+      **${each.value.display_name}** (${var.service_name}, ${var.env}) has spent its whole error
+      budget: fewer than ${each.value.goal * 100} % of events were good over the last
+      ${each.value.period_days} days (${each.value.reason}).
+
+      The error-budget policy applies (${local.runbook_url}slo/POLICY.md): releases of this service
+      stop, except fixes and reliability work, until the remaining budget is above 0 again; the
+      release gate refuses promotions meanwhile unless overridden with a reason.
+
+      Severity: ${each.value.severity}. Alert: ${each.value.alert}. Runbook: ${local.runbook_url}${each.value.runbook}
+    EOT
+  }
+}
+
 # --- The pipeline: Pub/Sub -> BigQuery ------------------------------------------------------------
 
 locals {

@@ -26,6 +26,9 @@ locals {
         windows_based_sli = try(slo.windows_based_sli, null)
         burn_rate_alerts  = try(slo.burn_rate_alerts, [])
         budget_alerts     = try(slo.budget_alerts, [])
+        # The period's whole budget spent: the generator's counterpart of the Prometheus and
+        # Datadog budget-exhausted alerts (slo/POLICY.md's release freeze).
+        budget_exhausted_alert = try(slo.budget_exhausted_alert, null)
       }
     }
   ]...)
@@ -68,6 +71,24 @@ locals {
       }
     }
   ]...)
+
+  cm_budget_exhausted_alerts = {
+    for key, slo in local.cm_slos : key => {
+      slo_key         = key
+      service         = slo.service
+      slo_id          = slo.slo_id
+      display_name    = slo.display_name
+      goal            = slo.goal
+      period_days     = slo.rolling_period_days
+      alert           = slo.budget_exhausted_alert.alert
+      severity        = slo.budget_exhausted_alert.severity
+      reason          = slo.budget_exhausted_alert.reason
+      runbook         = slo.budget_exhausted_alert.runbook
+      selector        = slo.budget_exhausted_alert.filter
+      comparison      = slo.budget_exhausted_alert.comparison
+      threshold_value = slo.budget_exhausted_alert.threshold_value
+    } if slo.budget_exhausted_alert != null
+  }
 
   # --- Datadog ------------------------------------------------------------------------------
   # The scope each SLI filter opens with (var.datadog_scope). The generator opens every filter

@@ -42,6 +42,25 @@ output "cloud_monitoring_budget_alerts" {
   }
 }
 
+output "cloud_monitoring_budget_exhausted_alerts" {
+  description = "Budget-exhausted alert policies by \"<service>/<slo_id>\": the remaining-budget selector, comparison and threshold the generator gives, severity, runbook."
+  value       = local.cm_budget_exhausted_alerts
+
+  # The remaining budget as a fraction (select_slo_budget_fraction: 1 untouched, 0 spent, below
+  # 0 missed), compared below a threshold no higher than 0: "the whole budget is spent".
+  precondition {
+    condition = alltrue([for a in values(local.cm_budget_exhausted_alerts) :
+      a.selector == "select_slo_budget_fraction" && a.comparison == "COMPARISON_LT" && a.threshold_value <= 0 && a.threshold_value > -1
+    ])
+    error_message = "a budget-exhausted alert compares select_slo_budget_fraction with COMPARISON_LT and a threshold in (-1, 0]."
+  }
+
+  precondition {
+    condition     = alltrue([for a in values(local.cm_budget_exhausted_alerts) : fileexists("${var.repo_root}/${a.runbook}") || !var.require_runbooks])
+    error_message = "every budget-exhausted alert's runbook must be a file in this repository."
+  }
+}
+
 output "datadog_slos" {
   description = "Datadog metric SLOs by \"<service>/<slo_id>\"."
   value       = local.dd_slos

@@ -202,7 +202,8 @@ fn dd_value(v: &str, keep: Option<char>) -> String {
         .collect()
 }
 
-fn dd_clause(l: &str, m: &Matcher) -> Result<String> {
+/// One label matcher as a Datadog query clause (`label:value`, `label IN (a, b)`, `label:5*`).
+pub fn dd_clause(l: &str, m: &Matcher) -> Result<String> {
     Ok(match m {
         Matcher::In { values, .. } if values.len() == 1 => {
             format!("{l}:{}", dd_value(&values[0], None))
@@ -230,6 +231,25 @@ fn dd_filter(clauses: &[String]) -> String {
     } else {
         format!("{{{}}}", clauses.join(" AND "))
     }
+}
+
+/// The clause selecting every bucket of `histogram` at or under `le`: Datadog's buckets are per
+/// bucket (not cumulative like `le`), so the events under a bound are the sum of those buckets.
+pub fn dd_under(svc: &Service, histogram: &str, le: Decimal) -> Result<String> {
+    let bounds = svc
+        .buckets
+        .get(histogram)
+        .ok_or_else(|| anyhow::anyhow!("histogram {histogram} has no buckets"))?;
+    let under: Vec<String> = bounds
+        .iter()
+        .filter(|b| **b <= le)
+        .map(|b| datadog_bound(*b))
+        .collect::<Result<_>>()?;
+    Ok(if under.len() == 1 {
+        format!("upper_bound:{}", under[0])
+    } else {
+        format!("upper_bound IN ({})", under.join(", "))
+    })
 }
 
 /// `alerts/datadog/<service>.json`.
@@ -327,20 +347,8 @@ pub fn datadog(svc: &Service, generated_by: &str) -> Result<Value> {
                 SliKind::GoodUnder(le) => {
                     // Buckets are per bucket (not cumulative like `le`): the good events are the
                     // sum of every bucket whose upper bound is at or under the threshold.
-                    let bounds = svc.buckets.get(&slo.sli.histogram).ok_or_else(|| {
-                        anyhow::anyhow!("histogram {} has no buckets", slo.sli.histogram)
-                    })?;
-                    let under: Vec<String> = bounds
-                        .iter()
-                        .filter(|b| *b <= le)
-                        .map(|b| datadog_bound(*b))
-                        .collect::<Result<_>>()?;
                     let mut c = total.clone();
-                    c.push(if under.len() == 1 {
-                        format!("upper_bound:{}", under[0])
-                    } else {
-                        format!("upper_bound IN ({})", under.join(", "))
-                    });
+                    c.push(dd_under(svc, &slo.sli.histogram, *le)?);
                     format!("sum:{}{}.as_count()", metric("bucket"), dd_filter(&c))
                 }
             };

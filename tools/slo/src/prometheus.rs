@@ -19,6 +19,33 @@ pub fn events_record(window: u64) -> String {
     format!("slo:sli_events:increase{}", prom_duration(window))
 }
 
+/// Sloth's summary records (sloth.dev): what dashboards read instead of rebuilding the SLI.
+/// The objective and the error budget as ratios, and the period in days, recorded each
+/// evaluation of the SLO's group.
+pub const OBJECTIVE_RECORD: &str = "slo:objective:ratio";
+pub const ERROR_BUDGET_RECORD: &str = "slo:error_budget:ratio";
+pub const PERIOD_DAYS_RECORD: &str = "slo:time_period:days";
+/// Error ratio over the whole period / the error budget, and 1 minus it: the share of the
+/// period's budget left (below 0 the objective is missed).
+pub const PERIOD_BURN_RECORD: &str = "slo:period_burn_rate:ratio";
+pub const BUDGET_REMAINING_RECORD: &str = "slo:period_error_budget_remaining:ratio";
+
+/// Every recording rule name the rules of `slo` write, in the order they are written.
+pub fn record_names(slo: &Slo) -> Vec<String> {
+    let mut names = Vec::new();
+    for (w, is_short) in Service::windows(slo) {
+        names.push(ratio_record(w));
+        if is_short {
+            names.push(events_record(w));
+        }
+    }
+    names.extend([OBJECTIVE_RECORD, ERROR_BUDGET_RECORD, PERIOD_DAYS_RECORD].map(String::from));
+    names.push(ratio_record(slo.period));
+    names.push(events_record(slo.period));
+    names.extend([PERIOD_BURN_RECORD, BUDGET_REMAINING_RECORD].map(String::from));
+    names
+}
+
 /// Escapes a literal for an RE2 regex.
 fn regex_escape(s: &str) -> String {
     let mut out = String::new();
@@ -37,7 +64,7 @@ fn lit(s: &str) -> String {
 }
 
 /// A matcher as PromQL: one exact value is `=`, several an anchored alternation.
-fn matcher(label: &str, m: &Matcher) -> String {
+pub fn matcher_promql(label: &str, m: &Matcher) -> String {
     match m {
         Matcher::In { values, .. } if values.len() == 1 => format!("{label}={}", lit(&values[0])),
         Matcher::In { values, .. } => format!(
@@ -65,7 +92,7 @@ pub fn le_matcher(le: Decimal) -> String {
 
 /// `{a="x",b=~"y|z"}` (empty braces when no matcher).
 pub fn selector(sel: &Selector, extra: &[String]) -> String {
-    let mut parts: Vec<String> = sel.iter().map(|(l, m)| matcher(l, m)).collect();
+    let mut parts: Vec<String> = sel.iter().map(|(l, m)| matcher_promql(l, m)).collect();
     parts.extend(extra.iter().cloned());
     format!("{{{}}}", parts.join(","))
 }
@@ -252,6 +279,20 @@ pub fn rules(svc: &Service, slos: &[&Slo], header: &str) -> String {
                 );
             }
         }
+        let labels = format!(
+            "        labels:\n          service: {}\n          slo: {}",
+            svc.name, slo.name
+        );
+        let days = (Decimal::from(slo.period) / Decimal::from(86_400u64)).normalize();
+        for (record, value) in [
+            (OBJECTIVE_RECORD, slo.objective),
+            (ERROR_BUDGET_RECORD, slo.budget()),
+            (PERIOD_DAYS_RECORD, days),
+        ] {
+            let _ = writeln!(out, "      - record: {record}");
+            let _ = writeln!(out, "        expr: vector({})", plain(value));
+            let _ = writeln!(out, "{labels}");
+        }
         let alert = svc.burn_alert(slo);
         for tier in &slo.tiers {
             let (summary, description) = burn_annotations(svc, slo, tier);
@@ -286,10 +327,6 @@ pub fn rules(svc: &Service, slos: &[&Slo], header: &str) -> String {
         // The whole period in a group of its own, evaluated every few minutes: a ratio over 30
         // days moves slowly, and each evaluation reads a month of samples.
         let period = prom_duration(slo.period);
-        let labels = format!(
-            "        labels:\n          service: {}\n          slo: {}",
-            svc.name, slo.name
-        );
         let _ = writeln!(out, "  - name: slo-{}-{}-budget", svc.name, slo.name);
         let _ = writeln!(out, "    interval: {}", prom_duration(svc.budget_eval));
         out.push_str("    rules:\n");
@@ -302,6 +339,20 @@ pub fn rules(svc: &Service, slos: &[&Slo], header: &str) -> String {
             "        expr: sum(increase({}[{period}]))",
             total_series(slo)
         );
+        let _ = writeln!(out, "{labels}");
+        // The budget is a literal, not slo:error_budget:ratio: that one is recorded by the
+        // other group, which runs on its own schedule.
+        let l = slo_labels(svc, slo);
+        let _ = writeln!(out, "      - record: {PERIOD_BURN_RECORD}");
+        let _ = writeln!(
+            out,
+            "        expr: {}{{{l}}} / {}",
+            ratio_record(slo.period),
+            plain(slo.budget())
+        );
+        let _ = writeln!(out, "{labels}");
+        let _ = writeln!(out, "      - record: {BUDGET_REMAINING_RECORD}");
+        let _ = writeln!(out, "        expr: 1 - {PERIOD_BURN_RECORD}{{{l}}}");
         let _ = writeln!(out, "{labels}");
         let exhausted = svc.exhausted_alert(slo);
         let (summary, description) = exhausted_annotations(svc, slo);

@@ -13,14 +13,17 @@
 //!   tickets without paging), a total outage fires all, and too little traffic never pages;
 //! - `<slo>.budget.test.yml` (every hour over the whole period): the budget-exhausted alert
 //!   tickets when more than the budget is spent over the period, not before, not on too few
-//!   events, and resolves once the spending has left the window.
+//!   events, and resolves once the spending has left the window; the summary records
+//!   (objective, error budget, period, budget remaining) hold the values the spec gives.
 
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use crate::prometheus::{
-    absent_annotations, absent_labels, burn_annotations, exhausted_annotations,
+    absent_annotations, absent_labels, burn_annotations, exhausted_annotations, slo_labels,
+    BUDGET_REMAINING_RECORD, ERROR_BUDGET_RECORD, OBJECTIVE_RECORD, PERIOD_BURN_RECORD,
+    PERIOD_DAYS_RECORD,
 };
 use crate::spec::{Service, Severity, SliKind, Slo, Tier};
 use crate::units::{go_g4, plain, prom_duration};
@@ -643,6 +646,37 @@ pub fn budget_tests(svc: &Service, slo: &Slo, header: &str, rules_file: &str) ->
             out.push_str("        exp_alerts: []\n");
         }
         absent_clean(&mut out, span);
+        // The summary records: `== bool` and a tolerance give 1 or 0, so a wrong value fails
+        // the test instead of being compared as a float.
+        let l = slo_labels(svc, slo);
+        let at = format!("{span}h");
+        let sample = format!("{{{l}}}");
+        let days = (Decimal::from(slo.period) / Decimal::from(86_400u64)).normalize();
+        for (record, value) in [
+            (OBJECTIVE_RECORD, slo.objective),
+            (ERROR_BUDGET_RECORD, budget),
+            (PERIOD_DAYS_RECORD, days),
+        ] {
+            promql_at(
+                &mut out,
+                &at,
+                &format!("{record}{{{l}}} == bool {}", plain(value)),
+                Some(&sample),
+                &format!("{record} is {} as the spec says", plain(value)),
+            );
+        }
+        for (record, value) in [
+            (PERIOD_BURN_RECORD, burn),
+            (BUDGET_REMAINING_RECORD, Decimal::ONE - burn),
+        ] {
+            promql_at(
+                &mut out,
+                &at,
+                &format!("abs({record}{{{l}}} - {}) < bool 0.000001", plain(value)),
+                Some(&sample),
+                &format!("{share} of the budget spent: {record} is {}", plain(value)),
+            );
+        }
     }
 
     // Every event bad, but fewer than minimum-events over the whole period.

@@ -98,7 +98,7 @@ run "a_missing_runbook_is_refused" {
     repo_root = "tests"
   }
 
-  expect_failures = [output.cloud_monitoring_burn_rate_alerts]
+  expect_failures = [output.cloud_monitoring_burn_rate_alerts, output.cloud_monitoring_budget_exhausted_alerts]
 }
 
 # The real generated documents go through the same mapping, and every runbook they link exists
@@ -181,4 +181,54 @@ run "an_unscoped_query_is_refused" {
   }
 
   expect_failures = [output.datadog_slos]
+}
+
+# The period's whole budget spent: one policy per SLO that carries the condition, on the
+# remaining-budget fraction below 0, as Prometheus' and Datadog's budget-exhausted alerts.
+run "budget_exhausted_alerts_compare_the_remaining_fraction_below_zero" {
+  command = plan
+
+  assert {
+    condition     = keys(output.cloud_monitoring_budget_exhausted_alerts) == ["sample-api/availability"]
+    error_message = "one budget-exhausted policy, for the SLO whose document carries the condition"
+  }
+
+  assert {
+    condition = (output.cloud_monitoring_budget_exhausted_alerts["sample-api/availability"].selector == "select_slo_budget_fraction"
+      && output.cloud_monitoring_budget_exhausted_alerts["sample-api/availability"].comparison == "COMPARISON_LT"
+    && output.cloud_monitoring_budget_exhausted_alerts["sample-api/availability"].threshold_value == 0)
+    error_message = "remaining budget fraction below 0"
+  }
+}
+
+run "the_generated_documents_give_every_slo_a_budget_exhausted_policy" {
+  command = plan
+
+  variables {
+    cloud_monitoring_files = [for f in fileset("../../../alerts/cloud-monitoring", "*.json") : "../../../alerts/cloud-monitoring/${f}"]
+    datadog_files          = []
+    repo_root              = "../../.."
+  }
+
+  assert {
+    condition     = length(output.cloud_monitoring_budget_exhausted_alerts) == length(output.cloud_monitoring_slos) && length(output.cloud_monitoring_slos) >= 4
+    error_message = "every generated SLO has its budget-exhausted policy"
+  }
+
+  assert {
+    condition     = alltrue([for a in values(output.cloud_monitoring_budget_exhausted_alerts) : endswith(a.runbook, "${a.alert}.md")])
+    error_message = "each policy links the runbook of its alert"
+  }
+}
+
+# A threshold above 0 would fire while budget is left: refused rather than freeze releases early.
+run "a_budget_exhausted_threshold_above_zero_is_refused" {
+  command = plan
+
+  variables {
+    cloud_monitoring_files = ["testdata/bad-exhausted/sample-api.json"]
+    datadog_files          = []
+  }
+
+  expect_failures = [output.cloud_monitoring_budget_exhausted_alerts]
 }
