@@ -23,8 +23,10 @@ async fn main() -> anyhow::Result<()> {
     // in both builds, so the comparison isolates the HTTP middleware.
     let metrics = telemetry::metrics::install(None)?;
     let app = Application::build_bare(settings, metrics).await?;
+    // The binary's `listening` line, in its JSON shape, so loadtests/lib/service.py reads the
+    // ports of a port-0 start the same way for both builds.
     eprintln!(
-        "handlers_only: listening on {} (admin {})",
+        r#"{{"message":"listening","target":"handlers_only","port":{},"admin_port":{}}}"#,
         app.port(),
         app.admin_port()
     );

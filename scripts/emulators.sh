@@ -28,7 +28,8 @@ mkdir -p "$dir"
 dir="$(cd "$dir" && pwd)"
 pubsub_bin=/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# Neither emulator reports a port 0 choice: a free port from the launcher's helper instead.
+launcher="$root/loadtests/lib/service.py"
 
 # Settings survive between invocations in $dir/settings, so `stop-one`/`start-one` reuse the
 # ports that `start` chose.
@@ -41,9 +42,9 @@ load_settings() {
   PUBSUB_PORT="${PUBSUB_PORT:-8085}"
   BQ_PORT="${BQ_PORT:-9050}"
   BQ_GRPC_PORT="${BQ_GRPC_PORT:-9060}"
-  [ "$PUBSUB_PORT" != 0 ] || PUBSUB_PORT=$(free_port)
-  [ "$BQ_PORT" != 0 ] || BQ_PORT=$(free_port)
-  [ "$BQ_GRPC_PORT" != 0 ] || BQ_GRPC_PORT=$(free_port)
+  [ "$PUBSUB_PORT" != 0 ] || PUBSUB_PORT=$(python3 "$launcher" free-port)
+  [ "$BQ_PORT" != 0 ] || BQ_PORT=$(python3 "$launcher" free-port)
+  [ "$BQ_GRPC_PORT" != 0 ] || BQ_GRPC_PORT=$(python3 "$launcher" free-port)
   GCP_PROJECT="${GCP_PROJECT:-test-project}"
   PUBSUB_TOPIC="${PUBSUB_TOPIC:-challenge-latam-records-local}"
   PUBSUB_SUBSCRIPTION="${PUBSUB_SUBSCRIPTION:-challenge-latam-records-worker-local}"

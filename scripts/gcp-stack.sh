@@ -16,13 +16,10 @@ export PATH="$PWD/.tools/venv/bin:$PATH"
 
 export EMULATOR_DIR="${EMULATOR_DIR:-$PWD/.tools/gcp-stack}"
 mkdir -p "$EMULATOR_DIR"
-app_pid=""
+SERVICE_PID=""
 cleanup() {
   trap - EXIT INT TERM
-  if [ -n "$app_pid" ] && kill -0 "$app_pid" 2>/dev/null; then
-    kill -TERM "$app_pid" 2>/dev/null || true
-    wait "$app_pid" 2>/dev/null || true
-  fi
+  [ -z "$SERVICE_PID" ] || python3 loadtests/lib/service.py stop "$SERVICE_PID"
   scripts/emulators.sh stop
 }
 trap cleanup EXIT
@@ -44,8 +41,23 @@ export API_KEYS_FILE
 
 bin=target/release/challenge-latam-api
 [ -x "$bin" ] || scripts/build.sh
-BACKEND=gcp HOST=127.0.0.1 PORT="${PORT:-8080}" ADMIN_PORT="${ADMIN_PORT:-9464}" \
-  LOG_FORMAT="${LOG_FORMAT:-pretty}" "$bin" &
-app_pid=$!
-echo "gcp-stack: service pid $app_pid on http://127.0.0.1:${PORT:-8080} (BACKEND=gcp); Ctrl-C stops everything"
-wait "$app_pid"
+# The launcher (loadtests/lib/service.py) starts it and waits for /readyz; its log goes to a
+# file, followed here until the service exits.
+settings=(BACKEND=gcp PORT="${PORT:-8080}" ADMIN_PORT="${ADMIN_PORT:-9464}" LOG_FORMAT="${LOG_FORMAT:-pretty}"
+  API_KEYS_FILE="$API_KEYS_FILE")
+while IFS= read -r line; do
+  line=${line#export }
+  [[ "$line" == *=* ]] && settings+=("$line")
+done <"$EMULATOR_DIR/env"
+for k in RUST_LOG OTEL_EXPORTER_OTLP_ENDPOINT OTEL_SERVICE_NAME; do
+  [ -z "${!k:-}" ] || settings+=("$k=${!k}")
+done
+args=()
+for setting in "${settings[@]}"; do args+=(--env "$setting"); done
+started=$(python3 loadtests/lib/service.py start --binary "$bin" --data-dir "$EMULATOR_DIR/service" \
+  --log "$EMULATOR_DIR/service.log" "${args[@]}")
+eval "$started"
+echo "gcp-stack: service pid $SERVICE_PID on $SERVICE_URL, metrics on $SERVICE_ADMIN_URL (BACKEND=gcp); Ctrl-C stops everything"
+# In the background, so that `wait` (unlike a foreground command) lets SIGTERM reach the trap.
+tail -n +1 -f --pid="$SERVICE_PID" "$SERVICE_LOG" &
+wait "$!"

@@ -33,23 +33,24 @@ fi
 
 tmp=$(mktemp -d)
 pids=()
+SERVICE_PID=""
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  [ -z "$SERVICE_PID" ] || python3 loadtests/lib/service.py stop "$SERVICE_PID"
   rm -rf "$tmp"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 wait_ok() { # url seconds
   for _ in $(seq $(($2 * 5))); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.2; done
   fail "$1 did not answer within $2 s"
 }
 
-port=$(free_port); admin=$(free_port); prom=$(free_port)
-BACKEND=local PORT=$port ADMIN_PORT=$admin DATA_DIR="$tmp/data" LOG_FORMAT=json RUST_LOG=warn \
-  "$bin" >"$tmp/app.log" 2>&1 &
-pids+=($!)
-wait_ok "http://127.0.0.1:$port/healthz" 30
+started=$(python3 loadtests/lib/service.py start --binary "$bin" --data-dir "$tmp/data" --log "$tmp/app.log" \
+  --env RUST_LOG=warn) || fail "the service did not start"
+eval "$started"
+port=${SERVICE_URL##*:}; admin=${SERVICE_ADMIN_URL##*:}
+prom=$(python3 loadtests/lib/service.py free-port)
 
 rules=$(find "$PWD/alerts/prometheus" -name '*.yml' 2>/dev/null | sort | paste -sd, -)
 [ -n "$rules" ] || fail "no rules in alerts/prometheus/ (the burn-rate pictures read them)"

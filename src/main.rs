@@ -51,7 +51,10 @@ async fn run(settings: Settings, telemetry: &Telemetry) -> anyhow::Result<()> {
     telemetry::metrics::build_info();
     let backend = format!("{:?}", settings.backend).to_lowercase();
     let app = Application::build(settings, metrics).await?;
+    // A target of its own, so a launcher can keep this one line at any RUST_LOG (it reads the
+    // ports of a port-0 start from it): `RUST_LOG=warn,challenge_latam_api::listening=info`.
     tracing::info!(
+        target: "challenge_latam_api::listening",
         port = app.port(),
         admin_port = app.admin_port(),
         backend,

@@ -13,16 +13,17 @@
 //!
 //! Tests take turns (a lock): each one runs two emulators, and the machine has two cores.
 
+mod common;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
+
+use common::{keys_file, metric_sum, samples, Service, GCP_SETTINGS};
 
 const KEY: &str = "gcp-faults-test-key-5be1";
 /// The service's dependency deadline in these tests.
@@ -111,10 +112,9 @@ impl Drop for Emulators {
 
 /// The release binary on BACKEND=gcp with the worker subscription, on free ports.
 struct App {
-    child: Child,
+    service: Service,
     base: String,
     admin: String,
-    output: Arc<Mutex<String>>,
     client: reqwest::Client,
     _dir: tempfile::TempDir,
 }
@@ -122,79 +122,22 @@ struct App {
 impl App {
     fn spawn(emu: &Emulators) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let keys = dir.path().join("keys.json");
-        std::fs::write(
-            &keys,
-            json!([{"id": "faults", "sha256": hex::encode(Sha256::digest(KEY.as_bytes())), "scopes": ["ingest", "read"]}])
-                .to_string(),
-        )
-        .unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_challenge-latam-api"));
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("BACKEND", "gcp")
-            .env("HOST", "127.0.0.1")
-            .env("PORT", "0")
-            .env("ADMIN_PORT", "0")
-            .env("DATA_DIR", dir.path())
-            .env("API_KEYS_FILE", &keys)
-            .env("LOG_FORMAT", "json")
-            .env("RUST_LOG", "info")
-            .env("REQUEST_TIMEOUT_MS", REQUEST_TIMEOUT_MS.to_string())
-            .env("RATE_LIMIT_PER_SECOND", "1000")
-            .env("RATE_LIMIT_BURST", "1000")
-            .env("SHUTDOWN_TIMEOUT_MS", "2000");
-        for k in [
-            "PUBSUB_EMULATOR_HOST",
-            "BIGQUERY_EMULATOR_HOST",
-            "GCP_PROJECT",
-            "PUBSUB_TOPIC",
-            "PUBSUB_SUBSCRIPTION",
-            "BQ_DATASET",
-            "BQ_TABLE",
-        ] {
-            cmd.env(k, emu.var(k));
+        let keys = keys_file(dir.path(), &[("faults", KEY, &["ingest", "read"])]);
+        let mut env: Vec<(&str, std::ffi::OsString)> = vec![
+            ("BACKEND", "gcp".into()),
+            ("DATA_DIR", dir.path().into()),
+            ("API_KEYS_FILE", keys.into()),
+            ("REQUEST_TIMEOUT_MS", REQUEST_TIMEOUT_MS.to_string().into()),
+            ("SHUTDOWN_TIMEOUT_MS", "2000".into()),
+        ];
+        for k in GCP_SETTINGS {
+            env.push((k, emu.var(k).into()));
         }
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn the release binary");
-        let output = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel::<(u64, u64)>();
-        for (stream, tx) in [
-            (
-                Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-                Some(tx),
-            ),
-            (Box::new(child.stderr.take().unwrap()), None),
-        ] {
-            let output = output.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if let (Some(tx), Ok(v)) = (&tx, serde_json::from_str::<Value>(&line)) {
-                        if v["message"] == "listening" {
-                            let _ = tx.send((
-                                v["port"].as_u64().unwrap_or(0),
-                                v["admin_port"].as_u64().unwrap_or(0),
-                            ));
-                        }
-                    }
-                    let mut o = output.lock().unwrap();
-                    o.push_str(&line);
-                    o.push('\n');
-                }
-            });
-        }
-        let (port, admin) = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(p) => p,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("the service did not start:\n{}", output.lock().unwrap());
-            }
-        };
+        let service = Service::start(env);
         App {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            admin: format!("http://127.0.0.1:{admin}"),
-            output,
+            base: service.base.clone(),
+            admin: service.admin.clone(),
+            service,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
@@ -245,14 +188,7 @@ impl App {
     }
 
     fn log(&self) -> String {
-        self.output.lock().unwrap().clone()
-    }
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.service.output()
     }
 }
 
@@ -627,19 +563,14 @@ async fn messages_the_worker_cannot_store_end_in_the_dead_letter_topic() {
     .await;
 
     let metrics = app.metrics().await;
-    let dead: f64 = metrics
-        .lines()
-        .find(|l| l.starts_with("pipeline_dead_lettered_messages_total"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
+    let dead = metric_sum(&metrics, "pipeline_dead_lettered_messages_total", &[]);
     // The poison message only: the held record must not have been counted.
     assert_eq!(dead, 1.0, "pipeline_dead_lettered_messages_total = {dead}");
-    let failed_inserts = metrics.lines().any(|l| {
-        l.starts_with("db_client_operation_duration_seconds_count")
-            && l.contains("db_system_name=\"gcp.bigquery\"")
-            && l.contains("db_operation_name=\"insert\"")
-            && !l.contains("error_type=\"\"")
+    let failed_inserts = samples(&metrics).iter().any(|(name, labels, _)| {
+        name == "db_client_operation_duration_seconds_count"
+            && labels.get("db_system_name").map(String::as_str) == Some("gcp.bigquery")
+            && labels.get("db_operation_name").map(String::as_str) == Some("insert")
+            && labels.get("error_type").is_some_and(|e| !e.is_empty())
     });
     assert!(
         failed_inserts,

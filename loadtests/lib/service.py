@@ -1,18 +1,34 @@
-"""Start, watch and stop the release binary on the embedded default, for the load tests,
-the benchmark and the reliability drills (scripts/drills/). Standard library only.
+"""The one launcher of the release binary: start it on port 0, read the ports it bound from
+its `listening` log line, wait for /readyz, stop it by its PID. Used by the load tests, the
+benchmark, the drills (scripts/drills/), the dashboards check and, through the command line
+below, every shell script that runs the service. Standard library only (the Prometheus text
+helpers at the end import prometheus_client when called).
+
+    eval "$(python3 loadtests/lib/service.py start --data-dir DIR [--keys N] [--env K=V ...])"
+        prints SERVICE_PID, SERVICE_URL, SERVICE_ADMIN_URL, SERVICE_LOG (and SERVICE_KEY,
+        SERVICE_KEYS, with --keys) as shell assignments; the service keeps running.
+        Capture it first (`started=$(...)`, then `eval "$started"`): `eval "$(...)"` alone
+        hides a failed start from `set -e`.
+    python3 loadtests/lib/service.py stop PID     SIGTERM, SIGKILL after --timeout seconds
+    python3 loadtests/lib/service.py free-port    a free loopback port, for tools that cannot
+                                                  report a port 0 choice (Prometheus, emulators)
 
 Everything here talks to 127.0.0.1 only and stops only the processes it started, by PID.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
+import re
 import secrets
+import shlex
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -26,19 +42,39 @@ INGEST = "/challenge-latam-api/ingestData"
 GET_DATA = "/challenge-latam-api/getData"
 
 
+# The log filter directive that keeps the `listening` line at any RUST_LOG (src/main.rs).
+LISTENING_DIRECTIVE = "challenge_latam_api::listening=info"
+_PRETTY_LISTENING = re.compile(r"\blistening\b.*?\bport=(\d+).*?\badmin_port=(\d+)")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def free_port() -> int:
-    """A port free on 127.0.0.1 right now (the service cannot report a port 0 choice)."""
+    """A port free on 127.0.0.1 right now, for a tool that cannot report a port 0 choice (the
+    service can: `Service` reads it from its log)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def make_keys(directory: Path, n: int = 4) -> tuple[Path, list[str]]:
+def listening_ports(line: str) -> tuple[int, int] | None:
+    """(port, admin_port) from the service's `listening` log line, LOG_FORMAT=json or pretty;
+    None for any other line."""
+    try:
+        v = json.loads(line)
+    except ValueError:
+        m = _PRETTY_LISTENING.search(_ANSI.sub("", line))
+        return (int(m[1]), int(m[2])) if m else None
+    if isinstance(v, dict) and v.get("message") == "listening":
+        return int(v["port"]), int(v["admin_port"])
+    return None
+
+
+def make_keys(directory: Path, n: int = 4, client: str = "loadtest") -> tuple[Path, list[str]]:
     """Writes an API_KEYS_FILE of `n` clients with both scopes; returns it and the keys."""
     keys = [secrets.token_urlsafe(24) for _ in range(n)]
     entries = [
         {
-            "id": f"loadtest-{i}",
+            "id": f"{client}-{i}",
             "sha256": hashlib.sha256(k.encode()).hexdigest(),
             "scopes": ["ingest", "read"],
         }
@@ -69,7 +105,10 @@ def pinned(cpus: str | None, cmd: list[str]) -> list[str]:
 
 
 class Service:
-    """One run of the release binary: `start()`, use `url`/`admin_url`, `stop()`."""
+    """One run of the release binary: `start()`, use `url`/`admin_url`, `stop()`.
+
+    It listens on port 0 unless `env` says otherwise; `port` and `admin_port` are the ports
+    it bound, read from its `listening` log line at each start (None before the first)."""
 
     def __init__(self, data_dir: Path | None = None, env: dict | None = None,
                  log: Path | None = None, binary: Path = BINARY, cpus: str | None = None,
@@ -84,10 +123,10 @@ class Service:
             self._tmp = tempfile.TemporaryDirectory(prefix="latam-svc-")
             data_dir = Path(self._tmp.name)
         self.data_dir = Path(data_dir)
-        self.port = free_port()
-        self.admin_port = free_port()
+        self.port: int | None = None
+        self.admin_port: int | None = None
         self.env = dict(env or {})
-        self.log = log or (self.data_dir / "service.log")
+        self.log = Path(log) if log else self.data_dir / "service.log"
         self.proc: subprocess.Popen | None = None
         self._log_file = None
 
@@ -100,17 +139,18 @@ class Service:
         return f"http://127.0.0.1:{self.admin_port}"
 
     def start(self, wait_ready: float = 30.0, reuse_ports: bool = True) -> "Service":
+        """Starts the process and waits up to `wait_ready` seconds for its ports (and, unless
+        `wait_ready` is 0, for /readyz; then its ports within 30 s). A restart keeps the ports
+        of the run before unless `reuse_ports` is False (then port 0 again)."""
         if not self.binary.exists():
             raise SystemExit(f"{self.binary} is missing: build it with "
                              "`scripts/build.sh`")
-        if not reuse_ports:
-            self.port, self.admin_port = free_port(), free_port()
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "BACKEND": "local",
             "HOST": "127.0.0.1",
-            "PORT": str(self.port),
-            "ADMIN_PORT": str(self.admin_port),
+            "PORT": "0",
+            "ADMIN_PORT": "0",
             "DATA_DIR": str(self.data_dir),
             "LOG_FORMAT": "json",
         }
@@ -118,15 +158,47 @@ class Service:
         # otherwise: the benchmark measures the service as deployed.
         if os.environ.get("SERVICE_RUST_LOG"):
             env["RUST_LOG"] = os.environ["SERVICE_RUST_LOG"]
-        env.update(self.env)
+        env.update({k: str(v) for k, v in self.env.items()})
+        if env.get("RUST_LOG"):
+            # Whatever level was asked for, the line with the ports stays.
+            env["RUST_LOG"] += "," + LISTENING_DIRECTIVE
+        if reuse_ports and self.port is not None:
+            env["PORT"], env["ADMIN_PORT"] = str(self.port), str(self.admin_port)
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        offset = self.log.stat().st_size if self.log.exists() else 0
         self._log_file = open(self.log, "ab")
         self.proc = subprocess.Popen(pinned(self.cpus, [*self.wrap, str(self.binary)]), env=env,
                                      stdout=self._log_file,
                                      stderr=subprocess.STDOUT)
+        self._wait_listening(offset, wait_ready or 30.0)
         if wait_ready:
             self.wait_ready(wait_ready)
         return self
+
+    def _wait_listening(self, offset: int, timeout: float) -> None:
+        """Reads the log from `offset` (this run's part) until the `listening` line."""
+        deadline = time.monotonic() + timeout
+        with open(self.log, "rb") as f:
+            f.seek(offset)
+            pending = b""
+            while True:
+                chunk = f.read()
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    ports = listening_ports(line.decode(errors="replace"))
+                    if ports:
+                        self.port, self.admin_port = ports
+                        return
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"service exited with {self.proc.returncode} at start; "
+                                       f"log: {self.log}\n{self.tail()}")
+                if time.monotonic() > deadline:
+                    self.kill()
+                    raise RuntimeError(f"service logged no `listening` line within {timeout} s; "
+                                       f"log: {self.log}\n{self.tail()}")
+                if not chunk:
+                    time.sleep(0.02)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -252,3 +324,73 @@ def quantile_upper_bound(buckets: dict[float, float], q: float) -> float:
         if buckets[le] >= q * total:
             return le
     return float("inf")
+
+
+def _stop_pid(pid: int, timeout: float) -> None:
+    """SIGTERM `pid`, SIGKILL after `timeout` s; returns once it is gone (or a zombie, left
+    for its new parent to reap: a started service outlives the command that started it)."""
+    def alive() -> bool:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return False
+        return state != "Z"
+
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        if not alive():
+            return
+        os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="service.py", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    start = sub.add_parser("start", help="start the service; print shell assignments")
+    start.add_argument("--data-dir", required=True, type=Path, help="its DATA_DIR (kept)")
+    start.add_argument("--log", type=Path, help="its stdout and stderr (DATA_DIR/service.log)")
+    start.add_argument("--binary", type=Path, default=BINARY)
+    start.add_argument("--env", action="append", default=[], metavar="K=V",
+                       help="a setting (repeat); PORT and ADMIN_PORT are 0 unless given")
+    start.add_argument("--keys", type=int, default=0, metavar="N",
+                       help="write an API_KEYS_FILE of N keys with both scopes into DATA_DIR")
+    start.add_argument("--client", default="loadtest", help="the keys' client id prefix")
+    start.add_argument("--ready-timeout", type=float, default=30.0,
+                       help="seconds to wait for /readyz (0: only for the ports)")
+    stop = sub.add_parser("stop", help="stop a service this command started, by its PID")
+    stop.add_argument("pid", type=int)
+    stop.add_argument("--timeout", type=float, default=15.0, help="seconds before SIGKILL")
+    sub.add_parser("free-port", help="print a port free on 127.0.0.1 now")
+    args = ap.parse_args(argv)
+
+    if args.command == "free-port":
+        print(free_port())
+        return 0
+    if args.command == "stop":
+        _stop_pid(args.pid, args.timeout)
+        return 0
+    env = dict(kv.split("=", 1) for kv in args.env)
+    out = {}
+    if args.keys:
+        args.data_dir.mkdir(parents=True, exist_ok=True)
+        path, keys = make_keys(args.data_dir, args.keys, args.client)
+        env["API_KEYS_FILE"] = str(path)
+        out.update(SERVICE_KEY=keys[0], SERVICE_KEYS=",".join(keys))
+    service = Service(data_dir=args.data_dir, env=env, log=args.log, binary=args.binary)
+    try:
+        service.start(wait_ready=args.ready_timeout)
+    except RuntimeError as e:
+        service.kill()
+        print(f"service.py: {e}", file=sys.stderr)
+        return 1
+    out.update(SERVICE_PID=service.pid, SERVICE_URL=service.url,
+               SERVICE_ADMIN_URL=service.admin_url, SERVICE_LOG=service.log)
+    for k, v in out.items():
+        print(f"{k}={shlex.quote(str(v))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

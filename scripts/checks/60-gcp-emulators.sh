@@ -3,6 +3,7 @@
 # emulator and bqemulator (BigQuery REST over DuckDB), both on loopback with free ports.
 #   1. the black-box API suite (tests/api), the same one the embedded default runs, with
 #      TEST_BACKEND=gcp: it spawns the service on BACKEND=gcp with the worker subscription;
+#      the tests that skip there must be exactly the ones tests/api/skips.txt names for gcp;
 #   2. the fault tests (tests/gcp_faults.rs): emulators killed and restarted under the service,
 #      and a poison message dead-lettered after the subscription's maximum attempts.
 # The emulators this script starts are stopped on exit (by the PIDs scripts/emulators.sh
@@ -43,11 +44,22 @@ export RUST_BACKTRACE=0
 status=0
 echo "60-gcp-emulators: black-box API suite on BACKEND=gcp"
 if TEST_BACKEND=gcp cargo test --release --locked --workspace --test api >"$state/api.log" 2>&1; then
-  echo "60-gcp-emulators: tests/api on gcp: $(summary "$state/api.log"); skipped on gcp: $(grep -c '^SKIPPED on Gcp' "$state/api.log" || true)"
+  echo "60-gcp-emulators: tests/api on gcp: $(summary "$state/api.log")"
 else
   status=1
   failures "$state/api.log"
   echo "60-gcp-emulators: FAIL tests/api on gcp: $(summary "$state/api.log")"
+fi
+# The tests that return early on gcp must be exactly those tests/api/skips.txt says do not run
+# there: a new skip, or a listed one that ran (or is gone), fails the check.
+expected=$(awk -F'|' '!/^#/ && NF == 3 { gsub(/ /, "", $1); gsub(/ /, "", $2); if ($2 !~ /(^|,)gcp(,|$)/) print $1 }' tests/api/skips.txt | sort)
+skipped=$(sed -n 's/^SKIPPED on Gcp: \([^:]*\): .*/\1/p' "$state/api.log" | sort)
+if [ "$skipped" = "$expected" ]; then
+  echo "60-gcp-emulators: skipped on gcp: $(grep -c . <<<"$skipped"), as tests/api/skips.txt lists"
+else
+  status=1
+  echo "60-gcp-emulators: FAIL the skips on gcp differ from tests/api/skips.txt (< skipped only, > listed only):"
+  diff <(echo "$skipped") <(echo "$expected") | grep '^[<>]' || true
 fi
 
 echo "60-gcp-emulators: fault tests (emulators killed and restarted, dead-letter)"

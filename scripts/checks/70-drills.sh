@@ -13,5 +13,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
+# The venv's Python: the drills read the service's metrics with prometheus_client's parser.
+export PATH="$root/.tools/venv/bin:$PATH"
 [ -x target/release/challenge-latam-api ] || { echo "70-drills: target/release/challenge-latam-api is missing (run scripts/build.sh)"; exit 1; }
 timeout 540 python3 scripts/drills/drills.py all

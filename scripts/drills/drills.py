@@ -487,8 +487,7 @@ PUBSUB_OUTAGE_S = 8
 def metric_value(text: str, name: str) -> float:
     """The sum of a metric's samples in a Prometheus exposition; fails the drill when the
     metric is absent (a scrape that failed must not read as zero)."""
-    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-              if line.startswith(name) and line[len(name):len(name) + 1] in (" ", "{")]
+    values = [value for _, value in svc.samples(text, name)]
     expect(bool(values), f"{name} is not in the service's metrics")
     return sum(values)
 

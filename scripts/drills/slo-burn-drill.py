@@ -36,7 +36,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,6 +45,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "loadtests", "lib"))
+import service as svc  # noqa: E402  (the launcher of the release binary)
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SERVICE = "challenge-latam-api"
@@ -88,12 +90,6 @@ def mark(event):
 def fail(msg):
     print(f"slo-burn-drill: FAIL: {msg}", file=sys.stderr, flush=True)
     raise SystemExit(1)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http(method, url, body=None, timeout=5):
@@ -266,9 +262,8 @@ def prom_firing(prom, tier=None):
 
 
 def main():
-    binary = os.path.join(ROOT, "target/release/challenge-latam-api")
-    if not os.access(binary, os.X_OK):
-        fail(f"{binary} is missing: run `cargo build --release --bin challenge-latam-api` first")
+    if not os.access(svc.BINARY, os.X_OK):
+        fail(f"{svc.BINARY} is missing: run `cargo build --release --bin challenge-latam-api` first")
     for tool in ("prometheus", "prometheus-alertmanager", "amtool"):
         if not shutil.which(tool):
             fail(f"{tool} is not installed (scripts/deps/slo.apt)")
@@ -276,11 +271,12 @@ def main():
     tmp = tempfile.mkdtemp(prefix="slo-drill-")
     procs = []
     server = None
+    service = None
     load_thread = None
     try:
-        ports = {k: free_port() for k in ("app", "admin", "prom", "am", "hook")}
-        base = f"http://127.0.0.1:{ports['app']}"
-        admin = f"http://127.0.0.1:{ports['admin']}"
+        # Prometheus and Alertmanager cannot report a port 0 choice; the service and the
+        # webhook receiver bind port 0 and say which port they got.
+        ports = {k: svc.free_port() for k in ("prom", "am")}
         prom = f"http://127.0.0.1:{ports['prom']}"
         am = f"http://127.0.0.1:{ports['am']}"
 
@@ -294,13 +290,20 @@ def main():
 
         global T0
         T0 = time.monotonic()  # the timeline starts once the rules are generated
-        server = ThreadingHTTPServer(("127.0.0.1", ports["hook"]), Webhook)
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Webhook)
+        ports["hook"] = server.server_address[1]
         threading.Thread(target=server.serve_forever, daemon=True).start()
 
         am_cfg, timers = render_alertmanager(tmp, ports["hook"])
         subprocess.run(["amtool", "check-config", am_cfg], check=True, stdout=subprocess.DEVNULL)
         with open(am_cfg) as f:
             ticket_wait, ticket_interval = ticket_route_timers(f.read())
+        # The embedded default, with no keys file and no faults: the launcher gives it a clean
+        # environment.
+        service = svc.Service(data_dir=os.path.join(tmp, "data"),
+                              log=os.path.join(tmp, "service.log")).start(wait_ready=0)
+        ports.update(app=service.port, admin=service.admin_port)
+        base, admin = service.url, service.admin_url
         prom_cfg = os.path.join(tmp, "prometheus.yml")
         with open(prom_cfg, "w") as f:
             f.write(f"""global:
@@ -325,13 +328,6 @@ scrape_configs:
             procs.append((name, p))
             return p
 
-        env = dict(os.environ, BACKEND="local", PORT=str(ports["app"]),
-                   ADMIN_PORT=str(ports["admin"]), DATA_DIR=os.path.join(tmp, "data"),
-                   HOST="127.0.0.1")
-        for k in list(env):
-            if k.startswith("FAULT_") or k == "API_KEYS_FILE":
-                del env[k]
-        start("service", [binary], env)
         start("alertmanager", ["prometheus-alertmanager", f"--config.file={am_cfg}",
                                f"--storage.path={tmp}/am", f"--web.listen-address=127.0.0.1:{ports['am']}",
                                "--cluster.listen-address="])
@@ -533,6 +529,12 @@ scrape_configs:
                       file=sys.stderr)
                 with open(os.path.join(tmp, f"{name}.log")) as f:
                     print(f.read()[-3000:], file=sys.stderr)
+        if service:
+            early = service.proc.poll()
+            service.stop()
+            if early not in (None, 0, -signal.SIGTERM):
+                print(f"slo-burn-drill: service exited early with {early}; its log:\n"
+                      f"{service.tail(40)}", file=sys.stderr)
         if server:
             server.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)

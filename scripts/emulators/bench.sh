@@ -35,9 +35,9 @@ command -v wrk >/dev/null || { echo "bench: wrk missing: apt-get install -y wrk"
 
 work=$(mktemp -d -t gcp-bench.XXXXXX)
 export EMULATOR_DIR="$work/emulators"
-app_pid=""
+SERVICE_PID=""
 cleanup() {
-  if [ -n "$app_pid" ]; then kill "$app_pid" 2>/dev/null || true; wait "$app_pid" 2>/dev/null || true; fi
+  [ -z "$SERVICE_PID" ] || python3 loadtests/lib/service.py stop "$SERVICE_PID" || true
   scripts/emulators.sh stop || true
   if [ -n "${KEEP:-}" ]; then echo "bench: kept $work" >&2; else rm -rf "$work"; fi
 }
@@ -66,8 +66,6 @@ function request()
 end
 LUA
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-admin=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 scripts/build.sh -q # the service and examples/publish_ceiling, as make test builds them
 
 # The Pub/Sub emulator's GC log, one file per JVM (the worker case restarts it): "file bytes".
@@ -96,30 +94,28 @@ wrk_run() { # $1 = output file, $2 = URL, $3.. = wrk script args; prints wrk's C
 }
 
 run() { # $1 = label, $2 = round, $3 = path, $4 = wrk script or "-"; the service environment follows
-  local label=$1 round=$2 path=$3 script=$4 i from
+  local label=$1 round=$2 path=$3 script=$4 setting started from
   shift 4
-  env "$@" HOST=127.0.0.1 PORT="$port" ADMIN_PORT="$admin" API_KEYS_FILE="$work/keys.json" \
-    RATE_LIMIT_PER_SECOND=1000000 RATE_LIMIT_BURST=1000000 RUST_LOG=warn \
-    target/release/challenge-latam-api >"$work/$label.log" 2>&1 &
-  app_pid=$!
-  for ((i = 0; i < 100; i++)); do
-    curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break
-    sleep 0.2
-  done
-  curl -sf "http://127.0.0.1:$port/readyz" >/dev/null || { echo "bench: $label did not get ready" >&2; tail "$work/$label.log" >&2; exit 1; }
+  local args=()
+  for setting in "$@"; do args+=(--env "$setting"); done
+  # The launcher (loadtests/lib/service.py): port 0, ready on /readyz within 20 s.
+  started=$(python3 loadtests/lib/service.py start --data-dir "$work/data-$label" --log "$work/$label.log" \
+    --ready-timeout 20 "${args[@]}" --env API_KEYS_FILE="$work/keys.json" \
+    --env RATE_LIMIT_PER_SECOND=1000000 --env RATE_LIMIT_BURST=1000000 --env RUST_LOG=warn) ||
+    { echo "bench: $label did not get ready" >&2; exit 1; }
+  eval "$started"
   [ "$script" != - ] || script=loadtests/wrk/getdata.lua
   local out="$work/$label.$round.out" gen b0 b1 p0 p1 e0 e1 t0 t1
   # The service's own histograms around the measured run: how many requests took over 25 ms
   # inside the handler, and how many publishes did, against what wrk saw from outside.
-  curl -sf "http://127.0.0.1:$admin/metrics" >"$out.m0" || true
-  from=$(gc_at) b0=$(busy) p0=$(ticks "$app_pid") e0=$(emulator_ticks) t0=$(date +%s.%N)
-  gen=$(wrk_run "$out" "http://127.0.0.1:$port$path" -s "$script")
-  b1=$(busy) p1=$(ticks "$app_pid") e1=$(emulator_ticks) t1=$(date +%s.%N)
-  curl -sf "http://127.0.0.1:$admin/metrics" >"$out.m1" || true
+  curl -sf "$SERVICE_ADMIN_URL/metrics" >"$out.m0" || true
+  from=$(gc_at) b0=$(busy) p0=$(ticks "$SERVICE_PID") e0=$(emulator_ticks) t0=$(date +%s.%N)
+  gen=$(wrk_run "$out" "$SERVICE_URL$path" -s "$script")
+  b1=$(busy) p1=$(ticks "$SERVICE_PID") e1=$(emulator_ticks) t1=$(date +%s.%N)
+  curl -sf "$SERVICE_ADMIN_URL/metrics" >"$out.m1" || true
   record "$label" "$round" "$from" "$(gc_at)" "$out" wrk "$t0 $t1" "$b0 $b1" "$p0 $p1" "$e0 $e1" "$gen"
-  kill "$app_pid" 2>/dev/null || true
-  wait "$app_pid" 2>/dev/null || true
-  app_pid=""
+  python3 loadtests/lib/service.py stop "$SERVICE_PID"
+  SERVICE_PID=""
 }
 
 ceiling() { # $1 = round; its own 2 s warm-up is inside the wall time and its CPU
@@ -132,7 +128,7 @@ ceiling() { # $1 = round; its own 2 s warm-up is inside the wall time and its CP
 }
 
 ingest=/challenge-latam-api/ingestData
-echo "bench: ingest of one record per request, wrk $CONNECTIONS connections, ${DURATION}s per case, $ROUNDS rounds, 127.0.0.1:$port"
+echo "bench: ingest of one record per request, wrk $CONNECTIONS connections, ${DURATION}s per case, $ROUNDS rounds, on 127.0.0.1"
 run local 0 "$ingest" "$work/ingest.lua" BACKEND=local DATA_DIR="$work/data"
 PUBSUB_PORT=0 BQ_PORT=0 BQ_GRPC_PORT=0 scripts/emulators.sh start >"$work/env"
 # shellcheck disable=SC1091

@@ -37,11 +37,7 @@ fn delta(after: (f64, f64, f64), before: (f64, f64, f64)) -> (f64, f64, f64) {
 
 #[tokio::test]
 async fn concurrent_identical_misses_run_one_store_query_and_share_its_page() {
-    if skip_unless(
-        &[Target::Local],
-        "coalescing",
-        "holds the misses together with the store latency fault, which gcp refuses",
-    ) {
+    if skip_here("concurrent_identical_misses_run_one_store_query_and_share_its_page") {
         return;
     }
     let app = spawn_with(Options::default().env("FAULT_STORE_LATENCY_MS", "400")).await;
@@ -76,11 +72,7 @@ async fn concurrent_identical_misses_run_one_store_query_and_share_its_page() {
 
 #[tokio::test]
 async fn a_failed_query_is_not_cached_and_every_waiter_gets_the_error() {
-    if skip_unless(
-        &[Target::Local],
-        "coalescing errors",
-        "needs the store fault switch, which gcp refuses",
-    ) {
+    if skip_here("a_failed_query_is_not_cached_and_every_waiter_gets_the_error") {
         return;
     }
     let app = spawn_with(Options::default()).await;
@@ -163,10 +155,8 @@ async fn an_unchanged_page_is_answered_304_and_a_changed_one_200_with_a_new_etag
 
 #[tokio::test]
 async fn past_the_in_flight_bound_and_its_queue_timeout_getdata_answers_503_with_retry_after() {
-    if skip_unless(
-        &[Target::Local],
-        "in-flight bound",
-        "holds queries open with the store latency fault, which gcp refuses",
+    if skip_here(
+        "past_the_in_flight_bound_and_its_queue_timeout_getdata_answers_503_with_retry_after",
     ) {
         return;
     }
@@ -206,11 +196,7 @@ async fn past_the_in_flight_bound_and_its_queue_timeout_getdata_answers_503_with
 
 #[tokio::test]
 async fn a_query_that_finds_the_bound_full_waits_for_a_slot_within_the_queue_timeout() {
-    if skip_unless(
-        &[Target::Local],
-        "in-flight queue",
-        "holds queries open with the store latency fault, which gcp refuses",
-    ) {
+    if skip_here("a_query_that_finds_the_bound_full_waits_for_a_slot_within_the_queue_timeout") {
         return;
     }
     let app = spawn_with(
@@ -236,10 +222,8 @@ async fn a_query_that_finds_the_bound_full_waits_for_a_slot_within_the_queue_tim
 /// fresh is the invalidation on commit (the pipeline, or the gcp worker, runs in the process).
 #[tokio::test]
 async fn records_become_visible_through_cached_pages_within_the_bound_under_concurrent_ingest() {
-    if skip_unless(
-        &[Target::Local, Target::Gcp],
-        "staleness bound",
-        "sets the cache TTL of its own process",
+    if skip_here(
+        "records_become_visible_through_cached_pages_within_the_bound_under_concurrent_ingest",
     ) {
         return;
     }

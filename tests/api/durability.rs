@@ -11,11 +11,7 @@ use crate::helpers::*;
 
 #[tokio::test]
 async fn every_acknowledged_record_survives_sigkill_with_ingest_in_flight() {
-    if skip_unless(
-        &[Target::Local],
-        "SIGKILL durability",
-        "needs the process and DATA_DIR of the embedded backend",
-    ) {
+    if skip_here("every_acknowledged_record_survives_sigkill_with_ingest_in_flight") {
         return;
     }
     let mut app = spawn_app().await;
@@ -101,10 +97,8 @@ async fn every_acknowledged_record_survives_sigkill_with_ingest_in_flight() {
 
 #[tokio::test]
 async fn a_row_the_store_rejects_is_dead_lettered_after_five_attempts_and_later_rows_still_flow() {
-    if skip_unless(
-        &[Target::Local],
-        "dead letters",
-        "causes the failure with a trigger in the embedded store",
+    if skip_here(
+        "a_row_the_store_rejects_is_dead_lettered_after_five_attempts_and_later_rows_still_flow",
     ) {
         return;
     }
@@ -169,11 +163,7 @@ async fn a_row_the_store_rejects_is_dead_lettered_after_five_attempts_and_later_
 
 #[tokio::test]
 async fn sigterm_lets_in_flight_requests_finish_and_exits_zero() {
-    if skip_unless(
-        &[Target::Local],
-        "SIGTERM drain",
-        "holds requests in flight with fault injection, which gcp refuses",
-    ) {
+    if skip_here("sigterm_lets_in_flight_requests_finish_and_exits_zero") {
         return;
     }
     // Every API request takes 700 ms, so requests are surely in flight at SIGTERM.
@@ -226,11 +216,7 @@ async fn sigterm_lets_in_flight_requests_finish_and_exits_zero() {
 
 #[tokio::test]
 async fn a_bad_setting_stops_the_process_with_a_message_naming_it() {
-    if skip_unless(
-        &[Target::Local, Target::Gcp],
-        "bad setting",
-        "needs the process",
-    ) {
+    if skip_here("a_bad_setting_stops_the_process_with_a_message_naming_it") {
         return;
     }
     let out = std::process::Command::new(binary())

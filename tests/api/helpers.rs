@@ -1,14 +1,14 @@
 //! `spawn_app` and typed request helpers.
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::ffi::OsString;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
+
+pub use crate::common::{binary, metric_sum, samples};
+use crate::common::{keys_file, Service, GCP_SETTINGS};
 
 /// The key every default app accepts, with both scopes.
 pub const KEY_ALL: &str = "test-key-all-scopes-0f3a9c";
@@ -35,13 +35,45 @@ pub fn target() -> Target {
     }
 }
 
-/// Prints why a test does not run on this target; returns true when it must be skipped.
-pub fn skip_unless(allowed: &[Target], test: &str, why: &str) -> bool {
+/// The tests that do not run on every target, with the targets each runs on and why.
+const SKIPS: &str = include_str!("skips.txt");
+
+/// (test, targets it runs on, why not on the others) of every entry of skips.txt.
+pub fn listed_skips() -> Vec<(&'static str, Vec<Target>, &'static str)> {
+    SKIPS
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let f: Vec<&str> = l.splitn(3, '|').map(str::trim).collect();
+            let targets = f[1]
+                .split(',')
+                .map(|t| match t {
+                    "local" => Target::Local,
+                    "gcp" => Target::Gcp,
+                    "remote" => Target::Remote,
+                    other => panic!("skips.txt: unknown target {other:?} in {l:?}"),
+                })
+                .collect();
+            (f[0], targets, f[2])
+        })
+        .collect()
+}
+
+/// True when `test` must not run on this target, as tests/api/skips.txt says (printed, so a
+/// skip is always in the output); panics for a test that list does not name.
+pub fn skip_here(test: &str) -> bool {
+    let (_, runs_on, why) = listed_skips()
+        .into_iter()
+        .find(|(name, _, _)| *name == test)
+        .unwrap_or_else(|| {
+            panic!("{test} is not in tests/api/skips.txt: a test skips only as that list says")
+        });
     let t = target();
-    if allowed.contains(&t) {
+    if runs_on.contains(&t) {
         return false;
     }
-    // Straight to stderr, past the test harness's capture, so a skip is always in the output.
+    // Straight to stderr, past the test harness's capture; scripts/checks/60-gcp-emulators.sh
+    // compares these lines with the list.
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "SKIPPED on {t:?}: {test}: {why}");
     true
@@ -73,33 +105,18 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The key sent by the helpers.
     pub key: String,
-    pub child: Option<Child>,
+    /// The process, when we run it (dropped, so killed, before its data directory goes).
+    pub process: Option<Service>,
     pub data_dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     /// Everything the process printed (stdout and stderr).
     pub output: Arc<Mutex<String>>,
 }
 
-fn keys_file(dir: &Path) -> PathBuf {
-    let entry = |id: &str, key: &str, scopes: &[&str]| json!({"id": id, "sha256": hex::encode(Sha256::digest(key.as_bytes())), "scopes": scopes});
-    let keys = json!([
-        entry("client-all", KEY_ALL, &["ingest", "read"]),
-        entry("client-ingest", KEY_INGEST, &["ingest"]),
-        entry("client-other", KEY_OTHER, &["ingest", "read"]),
-    ]);
-    let path = dir.join("api-keys.json");
-    std::fs::write(&path, keys.to_string()).unwrap();
-    path
-}
-
-pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_challenge-latam-api")
-}
-
-/// Spawns the app with default options.
 /// Where a spawned app writes its `LOG_FILE`, under its data directory.
 const LOG_FILE: &str = "logs/app.log";
 
+/// Spawns the app with default options.
 pub async fn spawn_app() -> TestApp {
     spawn_with(Options::default()).await
 }
@@ -129,7 +146,7 @@ pub async fn spawn_with(opts: Options) -> TestApp {
                         .filter(|t| !t.is_empty())
                 })
                 .expect("TEST_API_KEY or TEST_ID_TOKEN is required with TEST_BASE_URL"),
-            child: None,
+            process: None,
             data_dir: PathBuf::new(),
             _tmp: None,
             output: Default::default(),
@@ -143,33 +160,17 @@ pub async fn spawn_with(opts: Options) -> TestApp {
             (Some(t), d)
         }
     };
-    let mut cmd = Command::new(binary());
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOST", "127.0.0.1")
-        .env("PORT", "0")
-        .env("ADMIN_PORT", "0")
-        .env("DATA_DIR", &data_dir)
-        .env("LOG_FORMAT", "json")
+    let mut env: Vec<(String, OsString)> = vec![
+        ("DATA_DIR".into(), data_dir.clone().into()),
         // As on Cloud Run, where the Datadog sidecar tails this file (see `log_file`).
-        .env("LOG_FILE", data_dir.join(LOG_FILE))
-        .env("RATE_LIMIT_PER_SECOND", "1000")
-        .env("RATE_LIMIT_BURST", "1000")
-        .env("SHUTDOWN_TIMEOUT_MS", "5000")
-        .env("RUST_LOG", "info");
+        ("LOG_FILE".into(), data_dir.join(LOG_FILE).into()),
+        ("SHUTDOWN_TIMEOUT_MS".into(), "5000".into()),
+    ];
     if target() == Target::Gcp {
-        cmd.env("BACKEND", "gcp");
-        for k in [
-            "PUBSUB_EMULATOR_HOST",
-            "BIGQUERY_EMULATOR_HOST",
-            "GCP_PROJECT",
-            "PUBSUB_TOPIC",
-            "PUBSUB_SUBSCRIPTION",
-            "BQ_DATASET",
-            "BQ_TABLE",
-        ] {
+        env.push(("BACKEND".into(), "gcp".into()));
+        for k in GCP_SETTINGS {
             if let Ok(v) = std::env::var(k) {
-                cmd.env(k, v);
+                env.push((k.into(), v.into()));
             }
         }
         // Each app gets its own subscription: the emulator keeps delivering to the streams of
@@ -211,75 +212,31 @@ pub async fn spawn_with(opts: Options) -> TestApp {
                 "create subscription: {}",
                 r.status()
             );
-            cmd.env("PUBSUB_SUBSCRIPTION", sub);
+            env.push(("PUBSUB_SUBSCRIPTION".into(), sub.into()));
         }
     }
     if !opts.no_auth {
-        cmd.env("API_KEYS_FILE", keys_file(&data_dir));
+        let keys = keys_file(
+            &data_dir,
+            &[
+                ("client-all", KEY_ALL, &["ingest", "read"]),
+                ("client-ingest", KEY_INGEST, &["ingest"]),
+                ("client-other", KEY_OTHER, &["ingest", "read"]),
+            ],
+        );
+        env.push(("API_KEYS_FILE".into(), keys.into()));
     }
-    for (k, v) in &opts.env {
-        cmd.env(k, v);
-    }
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn the release binary");
-
-    let output = Arc::new(Mutex::new(String::new()));
-    let (tx, rx) = std::sync::mpsc::channel::<(u16, u16)>();
-    let stdout = child.stdout.take().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    {
-        let output = output.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if v["message"] == "listening" {
-                        let _ = tx.send((
-                            v["port"].as_u64().unwrap_or(0) as u16,
-                            v["admin_port"].as_u64().unwrap_or(0) as u16,
-                        ));
-                    }
-                }
-                let mut o = output.lock().unwrap();
-                o.push_str(&line);
-                o.push('\n');
-            }
-        });
-    }
-    {
-        let output = output.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut o = output.lock().unwrap();
-                o.push_str(&line);
-                o.push('\n');
-            }
-        });
-    }
-    let (port, admin_port) = match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(p) => p,
-        Err(_) => {
-            let _ = child.kill();
-            panic!("app did not start; output:\n{}", output.lock().unwrap());
-        }
-    };
+    env.extend(opts.env.into_iter().map(|(k, v)| (k, v.into())));
+    let process = Service::start(env);
     TestApp {
-        base: format!("http://127.0.0.1:{port}"),
-        admin: Some(format!("http://127.0.0.1:{admin_port}")),
+        base: process.base.clone(),
+        admin: Some(process.admin.clone()),
         client,
         key: KEY_ALL.to_owned(),
-        child: Some(child),
+        output: process.output.clone(),
+        process: Some(process),
         data_dir,
         _tmp: tmp,
-        output,
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        if let Some(c) = &mut self.child {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 
@@ -454,19 +411,12 @@ impl TestApp {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let child = self.child.as_mut().expect("local process");
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        child.wait().unwrap()
+        self.process.as_mut().expect("local process").terminate()
     }
 
     /// SIGKILL, no goodbye.
     pub fn kill9(&mut self) {
-        let child = self.child.as_mut().expect("local process");
-        child.kill().unwrap();
-        child.wait().unwrap();
+        self.process.as_mut().expect("local process").kill();
     }
 
     pub fn logs(&self) -> String {
@@ -563,56 +513,37 @@ pub fn next_link(r: &reqwest::Response) -> Option<String> {
     url.split_once('?').map(|(_, q)| q.to_owned())
 }
 
-/// Parses Prometheus text and sums the samples of `name` matching `labels`.
-pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let mut sum = 0.0;
-    for (metric, sample_labels, value) in samples(text) {
-        if metric == name
-            && labels
-                .iter()
-                .all(|(k, v)| sample_labels.get(*k).map(String::as_str) == Some(*v))
-        {
-            sum += value;
-        }
-    }
-    sum
-}
-
-/// Every sample: (name, labels, value).
-pub fn samples(text: &str) -> Vec<(String, HashMap<String, String>, f64)> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        if line.starts_with('#') || line.trim().is_empty() {
-            continue;
-        }
-        let (head, value) = match line.rsplit_once(' ') {
-            Some(x) => x,
-            None => continue,
-        };
-        let value: f64 = match value.parse() {
-            Ok(v) => v,
-            Err(_) => continue,
-        };
-        let (name, labels) = match head.find('{') {
-            Some(i) => (&head[..i], &head[i + 1..head.len() - 1]),
-            None => (head, ""),
-        };
-        let mut map = HashMap::new();
-        let mut rest = labels;
-        while let Some(eq) = rest.find("=\"") {
-            let key = rest[..eq].trim_start_matches(',').to_owned();
-            let after = &rest[eq + 2..];
-            let mut end = 0;
-            let bytes = after.as_bytes();
-            while end < bytes.len()
-                && !(bytes[end] == b'"' && (end == 0 || bytes[end - 1] != b'\\'))
-            {
-                end += 1;
+#[test]
+fn every_listed_skip_is_called_once_and_every_call_is_listed() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api");
+    let mut calls = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "rs") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            // The quoted name after `skip_here(`, on the next line where rustfmt wraps it.
+            for part in text.split("skip_here(").skip(1) {
+                let Some(rest) = part.trim_start().strip_prefix('"') else {
+                    continue;
+                };
+                let name = rest.split('"').next().unwrap();
+                // A test's name, not this test's own search strings.
+                if !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                {
+                    calls.push(name.to_owned());
+                }
             }
-            map.insert(key, after[..end].to_owned());
-            rest = &after[(end + 1).min(after.len())..];
         }
-        out.push((name.to_owned(), map, value));
     }
-    out
+    let listed: Vec<&str> = listed_skips().into_iter().map(|(n, _, _)| n).collect();
+    for name in &listed {
+        let n = calls.iter().filter(|c| c == name).count();
+        assert_eq!(n, 1, "{name} is in skips.txt but called {n} times");
+    }
+    for call in &calls {
+        assert!(
+            listed.contains(&call.as_str()),
+            "skip_here(\"{call}\") is not in skips.txt"
+        );
+    }
 }

@@ -127,11 +127,7 @@ async fn black_hole() -> (String, tokio::task::JoinHandle<()>) {
 
 #[tokio::test]
 async fn a_second_request_while_the_first_is_in_flight_is_a_409_with_retry_after() {
-    if skip_unless(
-        &[Target::Local, Target::Gcp],
-        "key in flight",
-        "holds a publish in flight with its own process's broker",
-    ) {
+    if skip_here("a_second_request_while_the_first_is_in_flight_is_a_409_with_retry_after") {
         return;
     }
     // Hold the first publish: on the embedded backend with an injected broker latency; on
@@ -206,11 +202,7 @@ async fn a_second_request_while_the_first_is_in_flight_is_a_409_with_retry_after
 
 #[tokio::test]
 async fn concurrent_requests_with_one_key_publish_once() {
-    if skip_unless(
-        &[Target::Local, Target::Gcp],
-        "concurrent keys",
-        "reads the broker counter of its own process",
-    ) {
+    if skip_here("concurrent_requests_with_one_key_publish_once") {
         return;
     }
     let app = spawn_app().await;
@@ -260,11 +252,7 @@ async fn concurrent_requests_with_one_key_publish_once() {
 
 #[tokio::test]
 async fn callers_with_the_same_key_are_independent_and_never_get_each_others_ids() {
-    if skip_unless(
-        &[Target::Local, Target::Gcp],
-        "scoped keys",
-        "needs two API keys of the spawned process",
-    ) {
+    if skip_here("callers_with_the_same_key_are_independent_and_never_get_each_others_ids") {
         return;
     }
     let app = spawn_app().await;
@@ -298,11 +286,7 @@ async fn callers_with_the_same_key_are_independent_and_never_get_each_others_ids
 
 #[tokio::test]
 async fn a_key_is_free_again_after_its_window() {
-    if skip_unless(
-        &[Target::Local, Target::Gcp],
-        "key expiry",
-        "sets IDEMPOTENCY_TTL_SECONDS of its own process",
-    ) {
+    if skip_here("a_key_is_free_again_after_its_window") {
         return;
     }
     let app = spawn_with(Options::default().env("IDEMPOTENCY_TTL_SECONDS", "1")).await;
@@ -341,10 +325,8 @@ async fn a_key_is_free_again_after_its_window() {
 #[tokio::test]
 async fn a_keyed_request_acknowledged_before_a_crash_is_replayed_with_the_same_ids_after_a_restart()
 {
-    if skip_unless(
-        &[Target::Local, Target::Gcp],
-        "replay after a crash",
-        "kills and restarts its own process",
+    if skip_here(
+        "a_keyed_request_acknowledged_before_a_crash_is_replayed_with_the_same_ids_after_a_restart",
     ) {
         return;
     }

@@ -8,6 +8,8 @@
 //! - `TEST_BASE_URL=https://...`: an already running deployment (post-deploy tests in CD);
 //!   tests that need to control the process say so and are skipped, loudly.
 
+#[path = "../common/mod.rs"]
+mod common;
 mod helpers;
 
 mod cache;

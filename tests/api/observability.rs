@@ -37,11 +37,7 @@ fn buckets(text: &str, family: &str) -> String {
 
 #[tokio::test]
 async fn the_admin_port_counts_known_traffic_exactly_with_bounded_labels() {
-    if skip_unless(
-        &[Target::Local],
-        "metrics",
-        "drives latency with fault injection and reads the admin port",
-    ) {
+    if skip_here("the_admin_port_counts_known_traffic_exactly_with_bounded_labels") {
         return;
     }
     let app = spawn_app().await;
@@ -267,11 +263,7 @@ async fn the_admin_port_counts_known_traffic_exactly_with_bounded_labels() {
 
 #[tokio::test]
 async fn log_lines_are_json_with_cloud_logging_fields_and_one_line_per_request() {
-    if skip_unless(
-        &[Target::Local, Target::Gcp],
-        "logs",
-        "reads the process output",
-    ) {
+    if skip_here("log_lines_are_json_with_cloud_logging_fields_and_one_line_per_request") {
         return;
     }
     let app = spawn_app().await;
@@ -322,11 +314,7 @@ async fn log_lines_are_json_with_cloud_logging_fields_and_one_line_per_request()
 /// route, path, key id and the caller's trace, as the request's own line does.
 #[tokio::test]
 async fn a_line_logged_inside_a_request_carries_the_request_context() {
-    if skip_unless(
-        &[Target::Local],
-        "logs",
-        "fails the store with fault injection, which gcp refuses",
-    ) {
+    if skip_here("a_line_logged_inside_a_request_carries_the_request_context") {
         return;
     }
     let app = spawn_with(Options::default().env("FAULT_STORE_ERROR_RATE", "1")).await;
@@ -408,11 +396,7 @@ fn attr(span: &Span, key: &str) -> Option<String> {
 // Multi-threaded: the receiver must keep answering while this thread waits for the exit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_continues_from_the_caller_through_the_broker_to_the_store() {
-    if skip_unless(
-        &[Target::Local],
-        "OTLP traces",
-        "runs its own OTLP receiver beside a local process",
-    ) {
+    if skip_here("one_trace_continues_from_the_caller_through_the_broker_to_the_store") {
         return;
     }
     let collector = Collector::default();

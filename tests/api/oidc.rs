@@ -192,7 +192,7 @@ async fn app_trusting(issuer: &TestIssuer) -> TestApp {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_map_entry_qualified_by_an_issuer_grants_nothing_to_another_issuers_tokens() {
-    if skip("a_map_entry_qualified_by_an_issuer_grants_nothing_to_another_issuers_tokens") {
+    if skip_here("a_map_entry_qualified_by_an_issuer_grants_nothing_to_another_issuers_tokens") {
         return;
     }
     let (google_key, okta_key) = (SigningKey::rsa("g-1"), SigningKey::ec("o-1"));
@@ -234,14 +234,6 @@ async fn a_map_entry_qualified_by_an_issuer_grants_nothing_to_another_issuers_to
     assert_eq!(ingest_as(&app, &writer).await.status(), 200);
 }
 
-fn skip(test: &str) -> bool {
-    skip_unless(
-        &[Target::Local, Target::Gcp],
-        test,
-        "serves its own issuer and configures the process",
-    )
-}
-
 async fn ingest_as(app: &TestApp, token: &str) -> reqwest::Response {
     app.ingest_raw(
         record(&unique("oidc"), "Token Holder")
@@ -262,7 +254,7 @@ fn www_authenticate(r: &reqwest::Response) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_from_a_trusted_issuer_get_their_mapped_scopes_and_api_keys_still_work() {
-    if skip("tokens_from_a_trusted_issuer_get_their_mapped_scopes_and_api_keys_still_work") {
+    if skip_here("tokens_from_a_trusted_issuer_get_their_mapped_scopes_and_api_keys_still_work") {
         return;
     }
     let (rsa, ec) = (SigningKey::rsa("rsa-1"), SigningKey::ec("ec-1"));
@@ -337,7 +329,7 @@ async fn tokens_from_a_trusted_issuer_get_their_mapped_scopes_and_api_keys_still
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_tokens_are_401_invalid_token() {
-    if skip("bad_tokens_are_401_invalid_token") {
+    if skip_here("bad_tokens_are_401_invalid_token") {
         return;
     }
     let (rsa, ec) = (SigningKey::rsa("rsa-1"), SigningKey::ec("ec-1"));
@@ -445,7 +437,7 @@ async fn bad_tokens_are_401_invalid_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_unknown_key_ids_fetches_the_jwks_once() {
-    if skip("a_burst_of_unknown_key_ids_fetches_the_jwks_once") {
+    if skip_here("a_burst_of_unknown_key_ids_fetches_the_jwks_once") {
         return;
     }
     let rsa = SigningKey::rsa("rsa-1");
@@ -481,7 +473,7 @@ async fn a_burst_of_unknown_key_ids_fetches_the_jwks_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_key_is_fetched_when_a_token_first_names_it() {
-    if skip("a_rotated_key_is_fetched_when_a_token_first_names_it") {
+    if skip_here("a_rotated_key_is_fetched_when_a_token_first_names_it") {
         return;
     }
     let (old, new) = (SigningKey::rsa("old"), SigningKey::ec("new"));
@@ -509,7 +501,7 @@ async fn a_rotated_key_is_fetched_when_a_token_first_names_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_issuer_down_at_start_means_503_for_its_tokens_until_it_answers() {
-    if skip("an_issuer_down_at_start_means_503_for_its_tokens_until_it_answers") {
+    if skip_here("an_issuer_down_at_start_means_503_for_its_tokens_until_it_answers") {
         return;
     }
     let rsa = SigningKey::rsa("rsa-1");
@@ -569,7 +561,7 @@ async fn an_issuer_down_at_start_means_503_for_its_tokens_until_it_answers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_keys_keep_working_when_the_issuer_goes_down() {
-    if skip("cached_keys_keep_working_when_the_issuer_goes_down") {
+    if skip_here("cached_keys_keep_working_when_the_issuer_goes_down") {
         return;
     }
     let rsa = SigningKey::rsa("rsa-1");

@@ -60,6 +60,9 @@ import yaml
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "dashboards"))
 import generate  # noqa: E402
+sys.path.insert(0, os.path.join(ROOT, "loadtests", "lib"))
+import service as svc  # noqa: E402  (the launcher of the release binary)
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 DASH = os.path.join(ROOT, "dashboards")
 FIXTURES = os.path.join(ROOT, "tests", "dashboards", "fixtures")
@@ -531,12 +534,6 @@ class DeclaredTarget:
 # --- The live stack ----------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def http(method: str, url: str, body: object | None = None, timeout: float = 5,
          headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     return http_response(method, url, body, timeout, headers)[:2]
@@ -587,17 +584,19 @@ class Stack:
         self.declared: DeclaredTarget | None = None
 
     def __enter__(self) -> "Stack":
-        self.port, self.admin, self.prom_port = free_port(), free_port(), free_port()
+        self.prom_port = svc.free_port()  # Prometheus cannot report a port 0 choice
         self.otlp = Receiver().__enter__()
-        env = {**os.environ, "BACKEND": "local", "PORT": str(self.port), "ADMIN_PORT": str(self.admin),
-               "DATA_DIR": os.path.join(self.tmp, "data"), "LOG_FORMAT": "json", "RUST_LOG": "warn",
-               "OTEL_EXPORTER_OTLP_ENDPOINT": self.otlp.endpoint, "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+        env = {"RUST_LOG": "warn", "OTEL_EXPORTER_OTLP_ENDPOINT": self.otlp.endpoint, "OTEL_METRIC_EXPORT_INTERVAL": "1000",
                "OTEL_SERVICE_NAME": SERVICE, "OTEL_RESOURCE_ATTRIBUTES": f"deployment.environment.name={OTLP_ENV}"}
         # A low bound on getData's store queries, so the known traffic can exceed it (503).
         env["QUERY_MAX_IN_FLIGHT"] = str(QUERY_MAX_IN_FLIGHT)
-        env.pop("API_KEYS_FILE", None)
-        self.app = self._start([self.binary], env, "app.log")
-        wait_for(f"http://127.0.0.1:{self.port}/healthz", 30, self.app, "the service")
+        # No keys file: the launcher gives the service a clean environment.
+        try:
+            self.service = svc.Service(data_dir=os.path.join(self.tmp, "data"), env=env,
+                                       log=os.path.join(self.tmp, "app.log"), binary=self.binary).start()
+        except RuntimeError as e:
+            raise CheckError(f"the service did not start: {e}") from e
+        self.port, self.admin = self.service.port, self.service.admin_port
         # The generated rules as they are, but for each group's own `interval`: the whole-period
         # groups (budget left, budget exhausted) run every 5 minutes, longer than this check
         # waits, and the panels reading their records must be shown to return data. When they
@@ -643,6 +642,8 @@ class Stack:
                     p.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     p.kill()
+        if getattr(self, "service", None):
+            self.service.stop(timeout=10)
         self.otlp.__exit__(*exc)
         if self.declared is not None:
             self.declared.close()
@@ -736,78 +737,60 @@ class Stack:
                 break
         return codes
 
-    def scrape(self) -> dict[str, str]:
-        """Metric name -> type, from the admin port's exposition."""
+    def families(self) -> list:
+        """The admin port's exposition, read by prometheus_client's parser."""
         code, body = http("GET", f"http://127.0.0.1:{self.admin}/metrics")
         if code != 200:
             raise CheckError(f"/metrics answered {code}")
-        types, names = {}, set()
-        for line in body.decode().splitlines():
-            if line.startswith("# TYPE "):
-                _, _, n, t = line.split()[:4]
-                types[n] = t
-            elif line and not line.startswith("#"):
-                names.add(re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", line).group(0))
+        return list(text_string_to_metric_families(body.decode()))
+
+    def scrape(self) -> dict[str, str]:
+        """Metric name -> type, from the admin port's exposition: every sample name, and a
+        histogram's family name too."""
         out = {}
-        for n in names:
-            fam = next((n[: -len(s)] for s in ("_bucket", "_count", "_sum") if n.endswith(s) and types.get(n[: -len(s)]) == "histogram"), n)
-            out[n] = types.get(fam, "untyped")
-            out[fam] = types.get(fam, "untyped")
+        for fam in self.families():
+            typ = "untyped" if fam.type == "unknown" else fam.type
+            out.update({s.name: typ for s in fam.samples})
+            if fam.type == "histogram":
+                out[fam.name] = typ
         return out
 
     def scrape_label_keys(self) -> dict[str, set[str]]:
-        """Metric family -> every label name its series carry (`le` aside), from the exposition."""
-        code, body = http("GET", f"http://127.0.0.1:{self.admin}/metrics")
-        if code != 200:
-            raise CheckError(f"/metrics answered {code}")
+        """Metric (a histogram by its family name) -> every label name its series carry (`le`
+        aside), from the exposition."""
         keys: dict[str, set[str]] = {}
-        for line in body.decode().splitlines():
-            m = re.match(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? ", line)
-            if not m or line.startswith("#"):
-                continue
-            name = re.sub(r"_(bucket|count|sum)$", "", m.group(1)) if re.search(r"_(bucket|count|sum)$", m.group(1)) else m.group(1)
-            keys.setdefault(name, set()).update(k for k in re.findall(r'(\w+)="', m.group(2) or "") if k != "le")
+        for fam in self.families():
+            for s in fam.samples:
+                name = fam.name if fam.type == "histogram" else s.name
+                keys.setdefault(name, set()).update(k for k in s.labels if k != "le")
         return keys
 
     def scrape_bounds(self) -> dict[str, set[tuple[float, ...]]]:
         """Histogram family -> the finite `le` bounds of each of its series, from the exposition."""
-        code, body = http("GET", f"http://127.0.0.1:{self.admin}/metrics")
-        if code != 200:
-            raise CheckError(f"/metrics answered {code}")
-        per_series: dict[tuple[str, str], set[float]] = {}
-        for line in body.decode().splitlines():
-            m = re.match(r"([a-zA-Z_:][a-zA-Z0-9_:]*)_bucket\{(.*)\} ", line)
-            if not m:
-                continue
-            labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2)))
-            le = float(labels.pop("le"))
-            if le != float("inf"):
-                per_series.setdefault((m.group(1), json.dumps(sorted(labels.items()))), set()).add(le)
         out: dict[str, set[tuple[float, ...]]] = {}
-        for (name, _), bounds in per_series.items():
-            out.setdefault(name, set()).add(tuple(sorted(bounds)))
+        for fam in self.families():
+            if fam.type != "histogram":
+                continue
+            per_series: dict[str, set[float]] = {}
+            for s in fam.samples:
+                if s.name == f"{fam.name}_bucket" and float(s.labels["le"]) != float("inf"):
+                    series = json.dumps(sorted((k, v) for k, v in s.labels.items() if k != "le"))
+                    per_series.setdefault(series, set()).add(float(s.labels["le"]))
+            for bounds in per_series.values():
+                out.setdefault(fam.name, set()).add(tuple(sorted(bounds)))
         return out
 
     def scrape_by_label(self, name: str, label: str) -> dict[str, float]:
-        """Value of each series of `name` by its `label`, from the admin port's exposition."""
-        code, body = http("GET", f"http://127.0.0.1:{self.admin}/metrics")
-        if code != 200:
-            raise CheckError(f"/metrics answered {code}")
+        """Value of the samples called `name` summed by their `label`, from the exposition."""
         out: dict[str, float] = {}
-        for line in body.decode().splitlines():
-            m = re.match(rf'{name}(?:\{{(.*)\}})? (\S+)$', line)
-            if m:
-                value = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1) or "")).get(label, "")
-                out[value] = out.get(value, 0.0) + float(m.group(2))
+        for s in (s for fam in self.families() for s in fam.samples if s.name == name):
+            value = s.labels.get(label, "")
+            out[value] = out.get(value, 0.0) + s.value
         return out
 
     def scrape_count(self, histogram: str) -> float:
         """Sum of `<histogram>_count` over every series of the admin port's exposition."""
-        code, body = http("GET", f"http://127.0.0.1:{self.admin}/metrics")
-        if code != 200:
-            raise CheckError(f"/metrics answered {code}")
-        return sum(float(line.rsplit(" ", 1)[-1]) for line in body.decode().splitlines()
-                   if re.match(rf"{histogram}_count(\{{| )", line))
+        return sum(self.scrape_by_label(f"{histogram}_count", "").values())
 
     def wait_for_otlp(self, histogram: str, seconds: float = 20) -> dict:
         """The metrics the service exported over OTLP, once the deltas it sent for `histogram`

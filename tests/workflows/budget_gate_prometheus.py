@@ -27,7 +27,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,8 @@ import time
 import urllib.request
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "loadtests", "lib"))
+from service import free_port  # noqa: E402  (Prometheus cannot report a port 0 choice)
 GATE = os.path.join(ROOT, "scripts", "release", "budget_gate.py")
 SERVICE = "challenge-latam-api"
 ROUTES = {"POST": "/challenge-latam-api/ingestData", "GET": "/challenge-latam-api/getData"}
@@ -87,12 +88,6 @@ def openmetrics(scenario: str, now: float) -> str:
                 t += STEP_S
     lines.append("# EOF")
     return "\n".join(lines) + "\n"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(url: str) -> dict:
