@@ -371,15 +371,7 @@ pub fn datadog(svc: &Service, generated_by: &str) -> Result<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::parse;
-
-    fn service() -> Service {
-        parse(
-            include_str!("../../../slo/challenge-latam-api.yaml"),
-            "slo/challenge-latam-api.yaml",
-        )
-        .unwrap()
-    }
+    use crate::spec::project_service as service;
 
     #[test]
     fn cloud_monitoring_turns_the_3d_tier_into_a_remaining_budget_alert() {

@@ -153,15 +153,7 @@ pub fn model(services: &[Service], generated_by: &str) -> Result<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::parse;
-
-    fn service() -> Service {
-        parse(
-            include_str!("../../../slo/challenge-latam-api.yaml"),
-            "slo/challenge-latam-api.yaml",
-        )
-        .unwrap()
-    }
+    use crate::spec::project_service as service;
 
     #[test]
     fn apdex_tolerates_up_to_the_largest_bucket_within_four_times_the_threshold() {

@@ -400,15 +400,7 @@ pub fn absent_labels(slo: &Slo) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::parse;
-
-    fn service() -> Service {
-        parse(
-            include_str!("../../../slo/challenge-latam-api.yaml"),
-            "slo/challenge-latam-api.yaml",
-        )
-        .unwrap()
-    }
+    use crate::spec::project_service as service;
 
     #[test]
     fn the_error_ratio_is_a_ratio_of_sums_and_zero_without_bad_events() {

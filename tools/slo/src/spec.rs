@@ -1088,6 +1088,16 @@ fn dd_sli(doc: &Doc) -> Result<DatadogTimeSlice> {
     })
 }
 
+/// The project's own spec, parsed: the fixture the generators' unit tests share.
+#[cfg(test)]
+pub fn project_service() -> Service {
+    parse(
+        include_str!("../../../slo/challenge-latam-api.yaml"),
+        "slo/challenge-latam-api.yaml",
+    )
+    .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
