@@ -38,6 +38,9 @@ pub struct Systems {
 
 /// Most messages taken per receive.
 const BATCH: usize = 500;
+/// How long the pipeline waits before its next receive when the last batch was neither a lone
+/// message nor a full one (see [`lingers`]).
+const LINGER: Duration = Duration::from_millis(10);
 /// First wait before writing a held batch again while the store is unavailable; doubles up to
 /// [`HOLD_MAX_BACKOFF`]. The local broker's redelivery backoff uses the same range.
 const HOLD_MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -59,6 +62,17 @@ fn store_is_down(kind: ErrorKind) -> bool {
     )
 }
 
+/// Whether to wait [`LINGER`] before the next receive, after a batch of `n` messages. Every
+/// batch costs the same fixed work whatever its size: a pull and its lease, a store commit with
+/// its disk flush, the acks' delete. Receiving again at once took batches of about 60 under wrk
+/// (250 store flushes a second, docs/benchmarks.md), so at high rates the pipeline lets more
+/// accumulate first. A lone message (a quiet topic) or an empty receive is taken at once, so
+/// publish to queryable is unchanged at low rates; a full batch means a backlog, taken at once
+/// too. The wait adds at most `LINGER` to publish to queryable, only under load.
+fn lingers(n: usize) -> bool {
+    n > 1 && n < BATCH
+}
+
 /// Runs until `stop` is cancelled; a batch already received is finished first, so nothing is
 /// left half-written (unacknowledged messages are delivered again after a restart anyway).
 pub async fn run(
@@ -73,7 +87,14 @@ pub async fn run(
     } = pipeline;
     let name: Arc<str> = subscription.name().into();
     let mut retry = RECEIVE_MIN_BACKOFF;
+    let mut last_batch = 0;
     loop {
+        if lingers(last_batch) {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(LINGER) => {}
+            }
+        }
         let deliveries = tokio::select! {
             _ = stop.cancelled() => break,
             r = subscription.receive(BATCH) => r,
@@ -81,6 +102,7 @@ pub async fn run(
         match deliveries {
             Ok(d) => {
                 retry = RECEIVE_MIN_BACKOFF;
+                last_batch = d.len();
                 if !d.is_empty() {
                     process(d, systems, &name, writer.as_ref(), write_timeout, &stop).await;
                 }
@@ -98,8 +120,9 @@ pub async fn run(
     tracing::info!("pipeline stopped");
 }
 
+/// A message turned into a row, waiting for the write. Its row is kept apart, in the batch's
+/// `Vec<Row>`, so that the rows are written without a copy.
 struct Pending {
-    row: Row,
     delivery: Delivery,
     span: Span,
 }
@@ -113,6 +136,7 @@ async fn process(
     stop: &CancellationToken,
 ) {
     let mut pending = Vec::with_capacity(deliveries.len());
+    let mut rows = Vec::with_capacity(deliveries.len());
     for delivery in deliveries {
         let m = &delivery.message;
         // A consumer span per message, child of the producer span that published it.
@@ -134,17 +158,13 @@ async fn process(
         });
         match serde_json::from_slice::<Record>(&m.data) {
             Ok(record) => {
-                let row = Row {
+                rows.push(Row {
                     record: StoredRecord::new(record, m.message_id.clone(), m.publish_time_us),
                     subscription_name: subscription.to_owned(),
                     attributes_json: serde_json::to_string(&m.attributes)
                         .unwrap_or_else(|_| "{}".into()),
-                };
-                pending.push(Pending {
-                    row,
-                    delivery,
-                    span,
                 });
+                pending.push(Pending { delivery, span });
             }
             Err(e) => {
                 // Validated at the edge, so this is a message someone else put on the topic.
@@ -165,7 +185,6 @@ async fn process(
         return;
     }
 
-    let rows: Vec<Row> = pending.iter().map(|p| p.row.clone()).collect();
     let span = insert_span(&pending, systems.db);
     match write_holding(writer, &rows, timeout, stop, &span).await {
         Ok(()) => settle_ok(pending).await,
@@ -173,10 +192,9 @@ async fn process(
         Err(e) if pending.len() == 1 || store_is_down(e.kind) => settle_err(pending, &e).await,
         Err(e) => {
             tracing::warn!(error = %e, rows = rows.len(), "batch rejected by the store; writing rows one by one");
-            for p in pending {
+            for (p, row) in pending.into_iter().zip(rows) {
                 let span = insert_span(std::slice::from_ref(&p), systems.db);
-                match write_holding(writer, std::slice::from_ref(&p.row), timeout, stop, &span)
-                    .await
+                match write_holding(writer, std::slice::from_ref(&row), timeout, stop, &span).await
                 {
                     Ok(()) => settle_ok(vec![p]).await,
                     Err(e) => settle_err(vec![p], &e).await,
@@ -285,7 +303,7 @@ async fn write(
 async fn settle_ok(pending: Vec<Pending>) {
     let now = chrono::Utc::now().timestamp_micros();
     for p in pending {
-        METRICS.end_to_end((now - p.row.record.publish_time_us) as f64 / 1e6);
+        METRICS.end_to_end((now - p.delivery.message.publish_time_us) as f64 / 1e6);
         p.delivery.ack.ack().await;
         drop(p.span);
     }
@@ -296,7 +314,7 @@ async fn settle_err(pending: Vec<Pending>, error: &DependencyError) {
         p.span.in_scope(|| {
             tracing::warn!(
                 error = %error,
-                message_id = %p.row.record.message_id,
+                message_id = %p.delivery.message.message_id,
                 delivery_attempt = p.delivery.message.delivery_attempt,
                 "row write failed; message will be redelivered or dead-lettered"
             )
@@ -449,6 +467,17 @@ mod tests {
         process(batch, SYSTEMS, "s", &store, Duration::from_secs(1), &stop).await;
         assert!(store.stored.lock().unwrap().is_empty());
         assert_eq!(*log.lock().unwrap(), [("1".to_owned(), "nack")]);
+    }
+
+    #[test]
+    fn only_a_partial_batch_of_several_messages_is_followed_by_a_wait() {
+        // Empty and lone-message receives (a quiet topic) and full batches (a backlog) are
+        // followed by the next receive at once.
+        assert!(!lingers(0));
+        assert!(!lingers(1));
+        assert!(lingers(2));
+        assert!(lingers(BATCH - 1));
+        assert!(!lingers(BATCH));
     }
 
     #[test]

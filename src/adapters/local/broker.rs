@@ -433,8 +433,14 @@ impl Actor {
         let mut out = Outcome::default();
         let result = (|| -> rusqlite::Result<()> {
             if flush != self.flushing {
-                let level = if flush { "FULL" } else { "NORMAL" };
-                self.conn.pragma_update(None, "synchronous", level)?;
+                // From the statement cache: `pragma_update` formats and parses the PRAGMA
+                // on every switch, and under load the level switches twice a pipeline batch.
+                let level = if flush {
+                    "PRAGMA synchronous = FULL"
+                } else {
+                    "PRAGMA synchronous = NORMAL"
+                };
+                sqlite::control(&self.conn, level)?;
                 self.flushing = flush;
             }
             let tx = &self.conn;
