@@ -167,18 +167,16 @@ impl Pages {
 
     /// Refreshes the size gauges every `every`: moka counts entries and bytes lazily, so
     /// without this they lag behind and never fall as pages expire while nobody misses.
-    pub fn spawn_upkeep(self: &Arc<Self>, every: Duration) -> Option<tokio::task::JoinHandle<()>> {
-        let pages = self.clone();
-        self.cache.as_ref()?;
+    pub fn spawn_upkeep(&self, every: Duration) -> Option<tokio::task::JoinHandle<()>> {
+        let cache = self.cache.clone()?;
+        let metrics = self.metrics.clone();
         Some(tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                if let Some(cache) = &pages.cache {
-                    cache.run_pending_tasks().await;
-                    pages.metrics.size(cache);
-                }
+                cache.run_pending_tasks().await;
+                metrics.size(&cache);
             }
         }))
     }
