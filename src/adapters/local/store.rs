@@ -1,15 +1,6 @@
 //! The embedded store: the table in `store.db`, with the columns of the BigQuery table
 //! (record fields plus the subscription's metadata) and indexes for getData's two queries.
 //!
-//! The by-customer index covers every column that query reads, so a page of one customer is
-//! a range of one or two index pages. With only the key columns in it, each of a customer's
-//! rows was a lookup into the table, and those rows lie far apart (they arrive interleaved
-//! with everyone else's): about 21 table pages per query, each a `pread` when it was not in
-//! the reader's page cache, and that was a third of the CPU of getData?customerId= with
-//! 200,000 rows (docs/benchmarks.md, issue 20). The price is a wider index entry per insert
-//! (name, orders, revenue copied into it); a store.db from before gets the new index built
-//! once at open and the old one dropped.
-//!
 //! One connection writes (the pipeline is the only writer); queries run on a few reader
 //! threads, each with its own read connection, which WAL lets run beside the writer. All SQL
 //! text is fixed here; request values only ever arrive as bound parameters.
@@ -39,9 +30,8 @@ CREATE TABLE IF NOT EXISTS records (
     attributes TEXT NOT NULL       -- JSON object
 );
 CREATE INDEX IF NOT EXISTS records_by_time ON records (publish_time DESC, message_id DESC);
-CREATE INDEX IF NOT EXISTS records_by_customer_covering
-    ON records (customerId, publish_time DESC, message_id DESC, name, orders, revenue);
-DROP INDEX IF EXISTS records_by_customer;
+CREATE INDEX IF NOT EXISTS records_by_customer
+    ON records (customerId, publish_time DESC, message_id DESC);
 ";
 
 /// Newest first inside the window; the cursor variants continue after the last row seen.
@@ -403,56 +393,6 @@ mod tests {
                 stmt.get_status(rusqlite::StatementStatus::RePrepare),
                 0,
                 "getData's statement was re-prepared for LIMIT {limit}"
-            );
-        }
-    }
-
-    /// getData by customer reads the covering index alone, with and without a cursor, and a
-    /// store.db made before it lost its old index at open.
-    #[test]
-    fn by_customer_queries_read_only_the_covering_index() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("store.db");
-        let old = sqlite::open(&path).unwrap();
-        old.execute_batch(
-            "CREATE TABLE records (message_id TEXT NOT NULL UNIQUE, customerId TEXT NOT NULL,
-                name TEXT NOT NULL, orders TEXT NOT NULL, revenue REAL,
-                subscription_name TEXT NOT NULL, publish_time INTEGER NOT NULL,
-                attributes TEXT NOT NULL);
-             CREATE INDEX records_by_customer
-                ON records (customerId, publish_time DESC, message_id DESC);",
-        )
-        .unwrap();
-        drop(old);
-        drop(LocalStore::open(&path).unwrap());
-
-        let conn = open_reader(&path).unwrap();
-        let indexes: Vec<String> = conn
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'records' AND sql IS NOT NULL ORDER BY name")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
-        assert_eq!(indexes, ["records_by_customer_covering", "records_by_time"]);
-        let first: &[&dyn rusqlite::ToSql] = params![0, 1, 2, "c"];
-        let after: &[&dyn rusqlite::ToSql] = params![0, 1, 2, 3, "m", "c"];
-        for (sql, values) in [(Q_CUSTOMER, first), (Q_CUSTOMER_AFTER, after)] {
-            let plan: Vec<String> = conn
-                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-                .unwrap()
-                .query_map(values, |r| r.get(3))
-                .unwrap()
-                .collect::<rusqlite::Result<_>>()
-                .unwrap();
-            assert_eq!(
-                plan.len(),
-                1,
-                "one step, no sort and no table lookup: {plan:?}"
-            );
-            assert!(
-                plan[0].contains("USING COVERING INDEX records_by_customer_covering"),
-                "{plan:?}"
             );
         }
     }
