@@ -11,7 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::domain::{RecordFilter, StoredRecord};
+use crate::domain::{Cursor, RecordFilter, StoredRecord};
 
 use crate::telemetry::metrics::{DbSystem, MessagingSystem};
 
@@ -181,8 +181,42 @@ pub trait RecordQuery: Send + Sync + 'static {
     /// then `message_id`), one per `message_id`. The extra row tells the caller that another
     /// page exists.
     async fn query(&self, filter: &RecordFilter) -> Result<Vec<StoredRecord>, DependencyError>;
+    /// The same query, as getData's page: a store that keeps records as JSON text can answer
+    /// without decoding them (the embedded store does); others encode what `query` gives.
+    async fn query_json(&self, filter: &RecordFilter) -> Result<JsonPage, DependencyError> {
+        Ok(JsonPage::from_records(filter, self.query(filter).await?))
+    }
     /// Whether the store answers now (readiness).
     async fn check(&self) -> Result<(), DependencyError>;
+}
+
+/// One page of `getData`, encoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonPage {
+    /// The JSON array of at most `filter.limit` records.
+    pub body: Vec<u8>,
+    /// Where the next page starts (the last record's position), when another page exists.
+    pub next: Option<Cursor>,
+}
+
+impl JsonPage {
+    /// The page of `filter` from the up to `limit + 1` records of [`RecordQuery::query`].
+    pub fn from_records(filter: &RecordFilter, mut rows: Vec<StoredRecord>) -> Self {
+        let limit = filter.limit as usize;
+        let next = if rows.len() > limit {
+            rows.truncate(limit);
+            rows.last().map(|r| Cursor {
+                publish_time_us: r.publish_time_us,
+                message_id: r.message_id.clone(),
+            })
+        } else {
+            None
+        };
+        Self {
+            body: serde_json::to_vec(&rows).expect("records always serialize"),
+            next,
+        }
+    }
 }
 
 /// The delivery side of the pipeline, when this process stores rows itself: the embedded

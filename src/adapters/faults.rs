@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use crate::config::Faults;
 use crate::domain::{RecordFilter, StoredRecord};
 use crate::ports::{
-    DependencyError, ErrorKind, Idempotency, OutgoingMessage, Published, Publisher, RecordQuery,
-    Row, RowWriter,
+    DependencyError, ErrorKind, Idempotency, JsonPage, OutgoingMessage, Published, Publisher,
+    RecordQuery, Row, RowWriter,
 };
 use crate::telemetry::metrics::{DbMetrics, DbOp, MessagingMetrics, MessagingOp};
 
@@ -126,17 +126,30 @@ impl RowWriter for FaultyStore {
     }
 }
 
+impl FaultyStore {
+    /// The injected latency and failure of a query, counted as the store's own.
+    async fn query_fault(&self) -> Result<(), DependencyError> {
+        let f = self.faults.get();
+        let started = Instant::now();
+        inject(f.store_latency_ms, f.store_error_rate, "store")
+            .await
+            .inspect_err(|e| {
+                self.metrics
+                    .op(DbOp::Query, Some(e.kind), started.elapsed())
+            })
+    }
+}
+
 #[async_trait]
 impl RecordQuery for FaultyStore {
     async fn query(&self, filter: &RecordFilter) -> Result<Vec<StoredRecord>, DependencyError> {
-        let f = self.faults.get();
-        let started = Instant::now();
-        if let Err(e) = inject(f.store_latency_ms, f.store_error_rate, "store").await {
-            self.metrics
-                .op(DbOp::Query, Some(e.kind), started.elapsed());
-            return Err(e);
-        }
+        self.query_fault().await?;
         self.query.query(filter).await
+    }
+
+    async fn query_json(&self, filter: &RecordFilter) -> Result<JsonPage, DependencyError> {
+        self.query_fault().await?;
+        self.query.query_json(filter).await
     }
 
     async fn check(&self) -> Result<(), DependencyError> {

@@ -12,5 +12,6 @@ pub use query::{
     MAX_LIMIT,
 };
 pub use record::{
-    parse_records, FieldError, Order, ParseError, Record, StoredRecord, MAX_BATCH, MAX_ORDERS,
+    parse_records, FieldError, Order, ParseError, Record, StoredRecord, StoredRecordJson,
+    MAX_BATCH, MAX_ORDERS,
 };

@@ -150,6 +150,27 @@ impl StoredRecord {
     }
 }
 
+/// A stored record borrowed from where it is kept, its orders still the JSON text they were
+/// stored as: serializes exactly as [`StoredRecord`] does (same fields, order and formats)
+/// without decoding the orders only to encode them again.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredRecordJson<'a> {
+    /// Customer identifier.
+    pub customer_id: &'a str,
+    /// Customer name.
+    pub name: &'a str,
+    /// The orders' JSON array, as stored.
+    pub orders: &'a serde_json::value::RawValue,
+    /// Revenue, `null` when the record had none.
+    pub revenue: Option<f64>,
+    /// Broker-assigned message id.
+    pub message_id: &'a str,
+    /// When the broker accepted the record.
+    #[serde(rename = "publishTime", with = "publish_time_rfc3339")]
+    pub publish_time_us: i64,
+}
+
 mod publish_time_rfc3339 {
     use chrono::{DateTime, SecondsFormat};
     use serde::{Deserialize, Deserializer, Serializer};

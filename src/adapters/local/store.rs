@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection};
 
 use super::sqlite;
-use crate::domain::{Order, RecordFilter, StoredRecord};
-use crate::ports::{DependencyError, ErrorKind, RecordQuery, Row, RowWriter};
+use crate::domain::{Cursor, Order, RecordFilter, StoredRecord, StoredRecordJson};
+use crate::ports::{DependencyError, ErrorKind, JsonPage, RecordQuery, Row, RowWriter};
 use crate::telemetry::metrics::{DbMetrics, DbOp, DbSystem};
 
 const SCHEMA: &str = "
@@ -206,6 +206,64 @@ fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRecord> {
     })
 }
 
+/// getData's page straight from the rows: text columns borrowed from SQLite and the orders
+/// spliced in as the JSON text they were stored as (after a check that it is one JSON value),
+/// where decoding them into records and encoding those again cost a fifth of a miss's CPU
+/// (docs/benchmarks.md, issue 20). The store's writer stores what serde_json encodes, so the
+/// bytes are the same as `JsonPage::from_records` of `query` (the pages tests compare them).
+fn json_page(f: &RecordFilter, mut rows: rusqlite::Rows<'_>) -> rusqlite::Result<JsonPage> {
+    let limit = f.limit as usize;
+    let mut body = Vec::with_capacity(2 + 256 * limit.min(100));
+    body.push(b'[');
+    let mut next = None;
+    let mut n = 0;
+    while let Some(r) = rows.next()? {
+        if n == limit {
+            // The extra row: another page exists, after the last row written.
+            return Ok(JsonPage {
+                body: close(body),
+                next,
+            });
+        }
+        let text = |i: usize| {
+            r.get_ref(i)?.as_str().map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
+            })
+        };
+        let json_error = |e: serde_json::Error| {
+            rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, e.into())
+        };
+        let record = StoredRecordJson {
+            customer_id: text(0)?,
+            name: text(1)?,
+            orders: serde_json::from_str(text(2)?).map_err(json_error)?,
+            revenue: r.get(3)?,
+            message_id: text(4)?,
+            publish_time_us: r.get(5)?,
+        };
+        if n > 0 {
+            body.push(b',');
+        }
+        serde_json::to_writer(&mut body, &record).map_err(json_error)?;
+        n += 1;
+        if n == limit {
+            next = Some(Cursor {
+                publish_time_us: record.publish_time_us,
+                message_id: record.message_id.to_owned(),
+            });
+        }
+    }
+    Ok(JsonPage {
+        body: close(body),
+        next: None,
+    })
+}
+
+fn close(mut body: Vec<u8>) -> Vec<u8> {
+    body.push(b']');
+    body
+}
+
 #[async_trait]
 impl RowWriter for LocalStore {
     async fn insert(&self, rows: &[Row]) -> Result<(), DependencyError> {
@@ -256,6 +314,27 @@ impl RowWriter for LocalStore {
 #[async_trait]
 impl RecordQuery for LocalStore {
     async fn query(&self, filter: &RecordFilter) -> Result<Vec<StoredRecord>, DependencyError> {
+        self.select(filter, |_, rows| rows.mapped(row_to_record).collect())
+            .await
+    }
+
+    async fn query_json(&self, filter: &RecordFilter) -> Result<JsonPage, DependencyError> {
+        self.select(filter, json_page).await
+    }
+
+    async fn check(&self) -> Result<(), DependencyError> {
+        self.read(|conn| conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(())))
+            .await
+    }
+}
+
+impl LocalStore {
+    /// Runs getData's query for `filter` on a reader and hands its rows to `collect` there.
+    async fn select<T: Send + 'static>(
+        &self,
+        filter: &RecordFilter,
+        collect: fn(&RecordFilter, rusqlite::Rows<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T, DependencyError> {
         let f = filter.clone();
         let started = Instant::now();
         let result = self
@@ -273,32 +352,21 @@ impl RecordQuery for LocalStore {
                     None => (None, None),
                 };
                 let rows = match (&f.customer_id, after_t) {
-                    (None, None) => {
-                        stmt.query_map(params![f.from_us, f.to_us, limit], row_to_record)?
+                    (None, None) => stmt.query(params![f.from_us, f.to_us, limit])?,
+                    (None, Some(t)) => {
+                        stmt.query(params![f.from_us, f.to_us, limit, t, after_id])?
                     }
-                    (None, Some(t)) => stmt.query_map(
-                        params![f.from_us, f.to_us, limit, t, after_id],
-                        row_to_record,
-                    )?,
-                    (Some(c), None) => {
-                        stmt.query_map(params![f.from_us, f.to_us, limit, c], row_to_record)?
+                    (Some(c), None) => stmt.query(params![f.from_us, f.to_us, limit, c])?,
+                    (Some(c), Some(t)) => {
+                        stmt.query(params![f.from_us, f.to_us, limit, t, after_id, c])?
                     }
-                    (Some(c), Some(t)) => stmt.query_map(
-                        params![f.from_us, f.to_us, limit, t, after_id, c],
-                        row_to_record,
-                    )?,
                 };
-                rows.collect()
+                collect(&f, rows)
             })
             .await;
         let error = result.as_ref().err().map(|e| e.kind);
         self.metrics.op(DbOp::Query, error, started.elapsed());
         result
-    }
-
-    async fn check(&self) -> Result<(), DependencyError> {
-        self.read(|conn| conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(())))
-            .await
     }
 }
 
