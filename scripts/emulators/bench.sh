@@ -47,25 +47,6 @@ key="bench-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
 printf '[{"id":"bench","sha256":"%s","scopes":["ingest","read"]}]\n' \
   "$(printf '%s' "$key" | sha256sum | cut -d' ' -f1)" >"$work/keys.json"
 
-# One record per request, the same shape examples/publish_ceiling.rs publishes.
-cat >"$work/ingest.lua" <<'LUA'
-local n = 0
-local tag = ""
-function init(args)
-  math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16) % 100000)
-  tag = string.format("%06x", math.random(0, 0xffffff))
-  wrk.method = "POST"
-  wrk.headers["Content-Type"] = "application/json"
-  wrk.headers["Authorization"] = "Bearer " .. os.getenv("AUTH")
-end
-function request()
-  n = n + 1
-  return wrk.format(nil, nil, nil, string.format(
-    '{"customerId":"bench-%d","name":"Ronald Ramos","orders":[{"orderId":"%s-%d","total":50.0}],"revenue":50.0}',
-    n % 64, tag, n))
-end
-LUA
-
 scripts/build.sh -q # the service and examples/publish_ceiling, as make test builds them
 
 # The Pub/Sub emulator's GC log, one file per JVM (the worker case restarts it): "file bytes".
@@ -89,8 +70,10 @@ record() { local IFS=$'\t'; echo "$*" >>"$work/cases.tsv"; }
 wrk_run() { # $1 = output file, $2 = URL, $3.. = wrk script args; prints wrk's CPU ticks
   local out=$1 url=$2
   shift 2
-  AUTH="$key" wrk -t1 -c"$CONNECTIONS" -d2s "$@" "$url" >/dev/null # warm-up
-  (AUTH="$key" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency --timeout 10s "$@" "$url" >"$out"; times) | child_ticks
+  # One record of one order per request (ORDERS, CUSTOMERS: loadtests/wrk/ingest.lua), the
+  # shape examples/publish_ceiling.rs publishes; getdata.lua reads neither.
+  AUTH="$key" ORDERS=1 CUSTOMERS=64 wrk -t1 -c"$CONNECTIONS" -d2s "$@" "$url" >/dev/null # warm-up
+  (AUTH="$key" ORDERS=1 CUSTOMERS=64 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency --timeout 10s "$@" "$url" >"$out"; times) | child_ticks
 }
 
 run() { # $1 = label, $2 = round, $3 = path, $4 = wrk script or "-"; the service environment follows
@@ -129,7 +112,7 @@ ceiling() { # $1 = round; its own 2 s warm-up is inside the wall time and its CP
 
 ingest=/challenge-latam-api/ingestData
 echo "bench: ingest of one record per request, wrk $CONNECTIONS connections, ${DURATION}s per case, $ROUNDS rounds, on 127.0.0.1"
-run local 0 "$ingest" "$work/ingest.lua" BACKEND=local DATA_DIR="$work/data"
+run local 0 "$ingest" loadtests/wrk/ingest.lua BACKEND=local DATA_DIR="$work/data"
 PUBSUB_PORT=0 BQ_PORT=0 BQ_GRPC_PORT=0 scripts/emulators.sh start >"$work/env"
 # shellcheck disable=SC1091
 source "$work/env"
@@ -158,9 +141,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
   for ((c = 0; c < ${#cases[@]}; c++)); do
     case "${cases[(c + r - 1) % ${#cases[@]}]}" in
       ceiling) ceiling "$r" ;;
-      gcp) run gcp "$r" "$ingest" "$work/ingest.lua" "${gcp[@]}" PUBSUB_TOPIC="$bare_topic" ;;
+      gcp) run gcp "$r" "$ingest" loadtests/wrk/ingest.lua "${gcp[@]}" PUBSUB_TOPIC="$bare_topic" ;;
       gcp+worker)
-        run gcp+worker "$r" "$ingest" "$work/ingest.lua" "${gcp[@]}" PUBSUB_TOPIC="$PUBSUB_TOPIC" \
+        run gcp+worker "$r" "$ingest" loadtests/wrk/ingest.lua "${gcp[@]}" PUBSUB_TOPIC="$PUBSUB_TOPIC" \
           PUBSUB_SUBSCRIPTION="$PUBSUB_SUBSCRIPTION"
         fresh_pubsub
         ;;
