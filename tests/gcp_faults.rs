@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use serde_json::{json, Value};
 
-use common::{keys_file, metric_sum, samples, Service, GCP_SETTINGS};
+use common::{get_json, get_text, json_of, keys_file, metric_sum, samples, Service, GCP_SETTINGS};
 
 const KEY: &str = "gcp-faults-test-key-5be1";
 /// The service's dependency deadline in these tests.
@@ -166,25 +166,11 @@ impl App {
     }
 
     async fn readyz(&self) -> (u16, Value) {
-        let r = self
-            .client
-            .get(format!("{}/readyz", self.base))
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        get_json(&self.client, &format!("{}/readyz", self.base)).await
     }
 
     async fn metrics(&self) -> String {
-        self.client
-            .get(format!("{}/metrics", self.admin))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        get_text(&self.client, &format!("{}/metrics", self.admin)).await
     }
 
     fn log(&self) -> String {
@@ -521,15 +507,12 @@ async fn messages_the_worker_cannot_store_end_in_the_dead_letter_topic() {
         "subscriptions/{}:pull",
         emu.var("DEAD_LETTER_SUBSCRIPTION")
     ));
-    let pulled: Value = client
-        .post(&audit)
-        .json(&json!({"maxMessages": 50, "returnImmediately": true}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let pulled = json_of(
+        client
+            .post(&audit)
+            .json(&json!({"maxMessages": 50, "returnImmediately": true})),
+    )
+    .await;
     let wrongly_dead = pulled["receivedMessages"]
         .as_array()
         .cloned()
