@@ -168,6 +168,9 @@ impl BigQueryStore {
             })
             .send()
             .await?;
+        // What the crate's own calls do with an answer (`process_response` in its lib.rs),
+        // so `classify` sees the same `BQError`s from this call as from theirs. That function
+        // is private in 0.28 (`async fn`, not `pub`), hence these few lines here.
         if response.status().is_success() {
             Ok(response.json().await?)
         } else {
