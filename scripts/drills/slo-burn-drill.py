@@ -318,6 +318,8 @@ scrape_configs:
   - job_name: {SERVICE}
     static_configs:
       - targets: ["127.0.0.1:{ports['admin']}"]
+        labels:
+          service: {SERVICE}
 """)
         subprocess.run(["promtool", "check", "config", prom_cfg], check=True, stdout=subprocess.DEVNULL)
 
