@@ -229,6 +229,38 @@ async fn stored(app: &App, customer: &str) -> Option<Vec<Value>> {
     (!rows.is_empty()).then_some(rows)
 }
 
+/// With the dependency `down` stopped, `request` (the `route`) answers 503 with Retry-After
+/// within the call deadline (and a second), and /readyz is 503 naming `down`, not `up`.
+async fn refused_in_time(
+    app: &App,
+    route: &str,
+    request: impl std::future::Future<Output = reqwest::Response>,
+    down: &str,
+    up: &str,
+) {
+    let started = Instant::now();
+    let r = request.await;
+    let took = started.elapsed();
+    assert_eq!(
+        r.status(),
+        503,
+        "{route} with the {down} down: {}",
+        app.log()
+    );
+    assert!(
+        r.headers().get("retry-after").is_some(),
+        "503 without Retry-After"
+    );
+    assert!(
+        took < Duration::from_millis(REQUEST_TIMEOUT_MS + 1000),
+        "{route} took {took:?} with the {down} down (deadline {REQUEST_TIMEOUT_MS} ms)"
+    );
+    let (status, body) = app.readyz().await;
+    assert_eq!(status, 503, "{body}");
+    assert_ne!(body[down], "ok", "{body}");
+    assert_eq!(body[up], "ok", "{body}");
+}
+
 #[tokio::test]
 async fn ingest_answers_503_while_pubsub_is_down_and_recovers_without_a_restart() {
     let _turn = TURN.lock().await;
@@ -250,27 +282,14 @@ async fn ingest_answers_503_while_pubsub_is_down_and_recovers_without_a_restart(
     .await;
 
     emu.script(&["stop-one", "pubsub"]);
-    let started = Instant::now();
-    let r = app.ingest(&record(&unique("down"))).await;
-    let took = started.elapsed();
-    assert_eq!(
-        r.status(),
-        503,
-        "ingest with the broker down: {}",
-        app.log()
-    );
-    assert!(
-        r.headers().get("retry-after").is_some(),
-        "503 without Retry-After"
-    );
-    assert!(
-        took < Duration::from_millis(REQUEST_TIMEOUT_MS + 1000),
-        "ingest took {took:?} with the broker down (deadline {REQUEST_TIMEOUT_MS} ms)"
-    );
-    let (status, body) = app.readyz().await;
-    assert_eq!(status, 503, "{body}");
-    assert_ne!(body["broker"], "ok", "{body}");
-    assert_eq!(body["store"], "ok", "{body}");
+    refused_in_time(
+        &app,
+        "ingest",
+        app.ingest(&record(&unique("down"))),
+        "broker",
+        "store",
+    )
+    .await;
 
     emu.script(&["start-one", "pubsub"]);
     let after = unique("after");
@@ -338,29 +357,8 @@ async fn get_data_answers_503_while_bigquery_is_down_and_recovers_without_a_rest
 
     emu.script(&["stop-one", "bigquery"]);
     // A page nobody asked for yet: a cached one would still be served within its TTL.
-    let started = Instant::now();
-    let r = app
-        .get_data(&format!("customerId={}", unique("down")))
-        .await;
-    let took = started.elapsed();
-    assert_eq!(
-        r.status(),
-        503,
-        "getData with the store down: {}",
-        app.log()
-    );
-    assert!(
-        r.headers().get("retry-after").is_some(),
-        "503 without Retry-After"
-    );
-    assert!(
-        took < Duration::from_millis(REQUEST_TIMEOUT_MS + 1000),
-        "getData took {took:?}"
-    );
-    let (status, body) = app.readyz().await;
-    assert_eq!(status, 503, "{body}");
-    assert_eq!(body["broker"], "ok", "{body}");
-    assert_ne!(body["store"], "ok", "{body}");
+    let page = format!("customerId={}", unique("down"));
+    refused_in_time(&app, "getData", app.get_data(&page), "store", "broker").await;
 
     emu.script(&["start-one", "bigquery"]);
     eventually(
