@@ -67,12 +67,16 @@ child_ticks() { awk -v hz="$(getconf CLK_TCK)" 'NR == 2 { t = 0; for (i = 1; i <
 # measured case, for the summary.
 record() { local IFS=$'\t'; echo "$*" >>"$work/cases.tsv"; }
 
+# One record of one order per request (ORDERS, CUSTOMERS: loadtests/wrk/ingest.lua), the shape
+# examples/publish_ceiling.rs publishes; getdata.lua reads neither.
+wrk_warm_up() { # $1 = URL, $2.. = wrk script args
+  local url=$1
+  shift
+  AUTH="$key" ORDERS=1 CUSTOMERS=64 wrk -t1 -c"$CONNECTIONS" -d2s "$@" "$url" >/dev/null
+}
 wrk_run() { # $1 = output file, $2 = URL, $3.. = wrk script args; prints wrk's CPU ticks
   local out=$1 url=$2
   shift 2
-  # One record of one order per request (ORDERS, CUSTOMERS: loadtests/wrk/ingest.lua), the
-  # shape examples/publish_ceiling.rs publishes; getdata.lua reads neither.
-  AUTH="$key" ORDERS=1 CUSTOMERS=64 wrk -t1 -c"$CONNECTIONS" -d2s "$@" "$url" >/dev/null # warm-up
   (AUTH="$key" ORDERS=1 CUSTOMERS=64 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency --timeout 10s "$@" "$url" >"$out"; times) | child_ticks
 }
 
@@ -89,8 +93,10 @@ run() { # $1 = label, $2 = round, $3 = path, $4 = wrk script or "-"; the service
   eval "$started"
   [ "$script" != - ] || script=loadtests/wrk/getdata.lua
   local out="$work/$label.$round.out" gen b0 b1 p0 p1 e0 e1 t0 t1
-  # The service's own histograms around the measured run: how many requests took over 25 ms
-  # inside the handler, and how many publishes did, against what wrk saw from outside.
+  wrk_warm_up "$SERVICE_URL$path" -s "$script"
+  # The service's own histograms around the measured run (after the warm-up, so they count
+  # what wrk counts): how many requests took over 25 ms inside the handler, how many
+  # publishes did, and the answers by status.
   curl -sf "$SERVICE_ADMIN_URL/metrics" >"$out.m0" || true
   from=$(gc_at) b0=$(busy) p0=$(ticks "$SERVICE_PID") e0=$(emulator_ticks) t0=$(date +%s.%N)
   gen=$(wrk_run "$out" "$SERVICE_URL$path" -s "$script")
@@ -201,6 +207,21 @@ def over_25ms(path, name, match):
             under += float(m[3])
     return total, total - under
 
+def answers_by_status(out, route):
+    """Answers of `route` by status that were not 2xx, from the service's own request counter
+    between the two scrapes: what wrk's single non-2xx count does not say."""
+    counts = {}
+    for scrape, sign in ((out + ".m1", 1), (out + ".m0", -1)):
+        try:
+            text = open(scrape).read()
+        except FileNotFoundError:
+            return {}
+        for m in re.finditer(r"^http_server_request_duration_seconds_count\{([^}]*)\} (\S+)$", text, re.M):
+            status = re.search(r'http_response_status_code="(\d+)"', m[1])
+            if route in m[1] and status and not status[1].startswith("2"):
+                counts[status[1]] = counts.get(status[1], 0) + sign * float(m[2])
+    return {k: int(v) for k, v in sorted(counts.items()) if v}
+
 def tail_split(out):
     res = []
     for name, match in (("http_server_request_duration_seconds", "ingestData"),
@@ -234,6 +255,11 @@ for line in open(cases_path):
     print(f"bench:    cores used: {label} {c['proc']:.2f} ({c['proc'] / max(r['rps'], 1) * 1e6:.0f} us a request), "
           f"pubsub emulator {c['pubsub']:.2f}, bqemulator {c['bq']:.2f}, wrk {c['gen']:.2f}, "
           f"everything else on the machine {c['others']:.2f} (of 2)")
+    if kind == "wrk" and r["bad"]:
+        route = "getData" if "getData" in open(path).read() else "ingestData"
+        sock = re.search(r"Socket errors: (.*)", open(path).read())
+        print(f"bench:    not 2xx, by status (the service's counter): {answers_by_status(path, route) or 'none'}; "
+              f"wrk socket errors: {sock[1] if sock else 'none'}")
     http, pub = r["inside"]
     if http is not None:
         print(f"bench:    over 25 ms: {http:.2%} of requests inside the service (handler and middleware)"
