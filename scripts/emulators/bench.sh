@@ -20,7 +20,9 @@
 # worker drains only as fast as bqemulator takes rows; the Pub/Sub emulator is restarted after
 # it, so what it left does not weigh on the next case. Printed beside each case: the
 # emulator's GC pauses (its GC log), the cores each process and the rest of the machine used,
-# and the share of requests and of publish calls over 25 ms by the service's own histograms.
+# the share of requests and of publish calls over 25 ms by the service's own histograms, and,
+# when wrk saw errors, the answers that were not 2xx by status (the service's counter) beside
+# wrk's socket errors.
 #
 # The emulators are not Google's production services: the figures measure this service plus
 # the Pub/Sub emulator's publish path on a shared 2-core machine, not Pub/Sub.

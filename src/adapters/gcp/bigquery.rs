@@ -176,7 +176,10 @@ impl BigQueryStore {
         // reads, which jobs.query defines as nullipotent, so it is sent once more, on another
         // connection. A timeout is not retried: the deadline is spent.
         let response = match send().await {
-            Err(e) if e.is_request() && !e.is_timeout() => send().await?,
+            Err(e) if e.is_request() && !e.is_timeout() => {
+                tracing::warn!(error = %e, "jobs.query sent again after a send error");
+                send().await?
+            }
             sent => sent?,
         };
         // What the crate's own calls do with an answer (`process_response` in its lib.rs),
