@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use serde_json::{json, Value};
 
-use common::{keys_file, metric_sum, samples, Service, GCP_SETTINGS};
+use common::{get_json, get_text, json_of, keys_file, metric_sum, samples, Service, GCP_SETTINGS};
 
 const KEY: &str = "gcp-faults-test-key-5be1";
 /// The service's dependency deadline in these tests.
@@ -166,25 +166,11 @@ impl App {
     }
 
     async fn readyz(&self) -> (u16, Value) {
-        let r = self
-            .client
-            .get(format!("{}/readyz", self.base))
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        get_json(&self.client, &format!("{}/readyz", self.base)).await
     }
 
     async fn metrics(&self) -> String {
-        self.client
-            .get(format!("{}/metrics", self.admin))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        get_text(&self.client, &format!("{}/metrics", self.admin)).await
     }
 
     fn log(&self) -> String {
@@ -243,6 +229,38 @@ async fn stored(app: &App, customer: &str) -> Option<Vec<Value>> {
     (!rows.is_empty()).then_some(rows)
 }
 
+/// With the dependency `down` stopped, `request` (the `route`) answers 503 with Retry-After
+/// within the call deadline (and a second), and /readyz is 503 naming `down`, not `up`.
+async fn refused_in_time(
+    app: &App,
+    route: &str,
+    request: impl std::future::Future<Output = reqwest::Response>,
+    down: &str,
+    up: &str,
+) {
+    let started = Instant::now();
+    let r = request.await;
+    let took = started.elapsed();
+    assert_eq!(
+        r.status(),
+        503,
+        "{route} with the {down} down: {}",
+        app.log()
+    );
+    assert!(
+        r.headers().get("retry-after").is_some(),
+        "503 without Retry-After"
+    );
+    assert!(
+        took < Duration::from_millis(REQUEST_TIMEOUT_MS + 1000),
+        "{route} took {took:?} with the {down} down (deadline {REQUEST_TIMEOUT_MS} ms)"
+    );
+    let (status, body) = app.readyz().await;
+    assert_eq!(status, 503, "{body}");
+    assert_ne!(body[down], "ok", "{body}");
+    assert_eq!(body[up], "ok", "{body}");
+}
+
 #[tokio::test]
 async fn ingest_answers_503_while_pubsub_is_down_and_recovers_without_a_restart() {
     let _turn = TURN.lock().await;
@@ -264,27 +282,14 @@ async fn ingest_answers_503_while_pubsub_is_down_and_recovers_without_a_restart(
     .await;
 
     emu.script(&["stop-one", "pubsub"]);
-    let started = Instant::now();
-    let r = app.ingest(&record(&unique("down"))).await;
-    let took = started.elapsed();
-    assert_eq!(
-        r.status(),
-        503,
-        "ingest with the broker down: {}",
-        app.log()
-    );
-    assert!(
-        r.headers().get("retry-after").is_some(),
-        "503 without Retry-After"
-    );
-    assert!(
-        took < Duration::from_millis(REQUEST_TIMEOUT_MS + 1000),
-        "ingest took {took:?} with the broker down (deadline {REQUEST_TIMEOUT_MS} ms)"
-    );
-    let (status, body) = app.readyz().await;
-    assert_eq!(status, 503, "{body}");
-    assert_ne!(body["broker"], "ok", "{body}");
-    assert_eq!(body["store"], "ok", "{body}");
+    refused_in_time(
+        &app,
+        "ingest",
+        app.ingest(&record(&unique("down"))),
+        "broker",
+        "store",
+    )
+    .await;
 
     emu.script(&["start-one", "pubsub"]);
     let after = unique("after");
@@ -352,29 +357,8 @@ async fn get_data_answers_503_while_bigquery_is_down_and_recovers_without_a_rest
 
     emu.script(&["stop-one", "bigquery"]);
     // A page nobody asked for yet: a cached one would still be served within its TTL.
-    let started = Instant::now();
-    let r = app
-        .get_data(&format!("customerId={}", unique("down")))
-        .await;
-    let took = started.elapsed();
-    assert_eq!(
-        r.status(),
-        503,
-        "getData with the store down: {}",
-        app.log()
-    );
-    assert!(
-        r.headers().get("retry-after").is_some(),
-        "503 without Retry-After"
-    );
-    assert!(
-        took < Duration::from_millis(REQUEST_TIMEOUT_MS + 1000),
-        "getData took {took:?}"
-    );
-    let (status, body) = app.readyz().await;
-    assert_eq!(status, 503, "{body}");
-    assert_eq!(body["broker"], "ok", "{body}");
-    assert_ne!(body["store"], "ok", "{body}");
+    let page = format!("customerId={}", unique("down"));
+    refused_in_time(&app, "getData", app.get_data(&page), "store", "broker").await;
 
     emu.script(&["start-one", "bigquery"]);
     eventually(
@@ -521,15 +505,12 @@ async fn messages_the_worker_cannot_store_end_in_the_dead_letter_topic() {
         "subscriptions/{}:pull",
         emu.var("DEAD_LETTER_SUBSCRIPTION")
     ));
-    let pulled: Value = client
-        .post(&audit)
-        .json(&json!({"maxMessages": 50, "returnImmediately": true}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let pulled = json_of(
+        client
+            .post(&audit)
+            .json(&json!({"maxMessages": 50, "returnImmediately": true})),
+    )
+    .await;
     let wrongly_dead = pulled["receivedMessages"]
         .as_array()
         .cloned()

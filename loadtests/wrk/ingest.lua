@@ -12,12 +12,21 @@ function init(args)
   if auth and #auth > 0 then wrk.headers["Authorization"] = "Bearer " .. auth end
 end
 
+-- ORDERS (1 or 2, default 2) orders a record, CUSTOMERS (default 10000) customers in turn.
+-- scripts/emulators/bench.sh sends ORDERS=1 CUSTOMERS=64: one order, the record shape its
+-- ceiling (examples/publish_ceiling.rs) publishes.
+local orders = tonumber(os.getenv("ORDERS") or "2")
+local customers = tonumber(os.getenv("CUSTOMERS") or "10000")
+assert(orders == 1 or orders == 2, "ORDERS is 1 or 2")
+local format = orders == 1
+  and '{"customerId":"bench-%d","name":"Bench Customer %d","orders":[{"orderId":"%s-%d-1","total":50.0}],"revenue":50.0}'
+  or '{"customerId":"bench-%d","name":"Bench Customer %d","orders":[{"orderId":"%s-%d-1","total":50.0},{"orderId":"%s-%d-2","total":2000.0}],"revenue":2050.0}'
+
 function request()
   counter = counter + 1
-  local body = string.format(
-    '{"customerId":"bench-%d","name":"Bench Customer %d","orders":[{"orderId":"%s-%d-1","total":50.0},{"orderId":"%s-%d-2","total":2000.0}],"revenue":2050.0}',
-    counter % 10000, counter % 10000, tag, counter, tag, counter)
-  return wrk.format(nil, nil, nil, body)
+  local c = counter % customers
+  -- string.format ignores the arguments a one-order format does not use.
+  return wrk.format(nil, nil, nil, string.format(format, c, c, tag, counter, tag, counter))
 end
 
 -- Pacing for the end-to-end measurement at a fixed share of the maximum: DELAY_MS between a

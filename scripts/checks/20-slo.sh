@@ -11,9 +11,10 @@
 #   6. every `le` matcher of every rule and promtool test expression selects a whole bucket bound
 #      in both spellings, `1` (Prometheus 2) and `1.0` (Prometheus 3), as `le=~"1|1\\.0"` does
 #      (tests/dashboards/le_matchers.py), and the check refuses rules with `le="1"`;
-#   7. the tests can fail: rules with a loosened threshold or without the low-traffic guard fail
-#      them, and so does a budget-exhausted alert with a loosened threshold or no event guard, and
-#      a summary record (objective, budget remaining) that says other than the spec;
+#   7. the tests can fail: rules with a loosened threshold, without the low-traffic guard or
+#      counting every service's requests fail them, and so does a budget-exhausted alert with a
+#      loosened threshold or no event guard, and a summary record (objective, budget remaining)
+#      that says other than the spec;
 #   8. every runbook has its four sections, and every runbook_url of every rule leads to one;
 #   9. the live drill (scripts/drills/slo-burn-drill.py): a real Prometheus and an Alertmanager
 #      running alerts/alertmanager/ against the release binary, fault injection on, page received,
@@ -120,6 +121,7 @@ mutant "the fast tier's threshold 10x too high" availability.fast.test.yml 's/> 
 mutant "no low-traffic guard" availability.steady.test.yml 's/>= 20$/>= 0/'
 mutant "a selector that lets other routes in" availability.steady.test.yml \
   's|http_route=~"/challenge-latam-api/ingestData[|]/challenge-latam-api/getData"|http_route=~".+"|g'
+mutant "rules that count every service's requests" availability.steady.test.yml 's/,service="challenge-latam-api"//g'
 exhausted='/alert: ChallengeLatamApiAvailabilityBudgetExhausted/,/runbook_url/'
 mutant "the budget-exhausted threshold 10x too high" availability.budget.test.yml "$exhausted s/> 0.0005\$/> 0.005/"
 mutant "no event guard on the budget-exhausted alert" availability.budget.test.yml "$exhausted s/>= 20\$/>= 0/"

@@ -70,9 +70,11 @@ TICKET_AFTER_PAGE_BOUND_S = 30 + 15
 HEALTHY_S = 20
 LOAD_RPS = 20
 DRILL_LIMIT_S = 180
-# The drill profile divides the rules' windows by this (slo/*.yaml, drill-compression); the
-# Alertmanager timers are divided by the same, so the stack keeps its proportions.
-COMPRESSION = 60
+# The drill profile divides the rules' windows by the spec's drill-compression (slo/*.yaml, 60
+# by default); the Alertmanager timers are divided by the same, so the stack keeps its
+# proportions. Read from the header of the rules `slo generate --profile drill` writes, so the
+# two cannot disagree; the bounds above were measured at the project's 60.
+COMPRESSION = None
 AM_DIR = os.path.join(ROOT, "alerts", "alertmanager")
 PLACEHOLDER_URL = re.compile(r"https://REPLACE-WITH-([A-Z]+)-WEBHOOK\.invalid/\S*")
 TIMER = re.compile(r"^(\s*(?:group_wait|group_interval|repeat_interval):\s*)(\d+)([smhd])\s*$", re.M)
@@ -288,7 +290,12 @@ def main():
         rules = os.path.join(rules_dir, f"{SERVICE}.slo.rules.yml")
         subprocess.run(["promtool", "check", "rules", rules], check=True, stdout=subprocess.DEVNULL)
 
-        global T0
+        global T0, COMPRESSION
+        with open(rules) as f:
+            divided = re.search(r"every window divided by (\d+)", f.read())
+        if not divided:
+            fail(f"{rules}: no 'every window divided by N' header; did the generator change?")
+        COMPRESSION = int(divided.group(1))
         T0 = time.monotonic()  # the timeline starts once the rules are generated
         server = ThreadingHTTPServer(("127.0.0.1", 0), Webhook)
         ports["hook"] = server.server_address[1]
@@ -318,6 +325,8 @@ scrape_configs:
   - job_name: {SERVICE}
     static_configs:
       - targets: ["127.0.0.1:{ports['admin']}"]
+        labels:
+          service: {SERVICE}
 """)
         subprocess.run(["promtool", "check", "config", prom_cfg], check=True, stdout=subprocess.DEVNULL)
 

@@ -20,7 +20,9 @@
 # worker drains only as fast as bqemulator takes rows; the Pub/Sub emulator is restarted after
 # it, so what it left does not weigh on the next case. Printed beside each case: the
 # emulator's GC pauses (its GC log), the cores each process and the rest of the machine used,
-# and the share of requests and of publish calls over 25 ms by the service's own histograms.
+# the share of requests and of publish calls over 25 ms by the service's own histograms, and,
+# when wrk saw errors, the answers that were not 2xx by status (the service's counter) beside
+# wrk's socket errors.
 #
 # The emulators are not Google's production services: the figures measure this service plus
 # the Pub/Sub emulator's publish path on a shared 2-core machine, not Pub/Sub.
@@ -47,25 +49,6 @@ key="bench-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
 printf '[{"id":"bench","sha256":"%s","scopes":["ingest","read"]}]\n' \
   "$(printf '%s' "$key" | sha256sum | cut -d' ' -f1)" >"$work/keys.json"
 
-# One record per request, the same shape examples/publish_ceiling.rs publishes.
-cat >"$work/ingest.lua" <<'LUA'
-local n = 0
-local tag = ""
-function init(args)
-  math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16) % 100000)
-  tag = string.format("%06x", math.random(0, 0xffffff))
-  wrk.method = "POST"
-  wrk.headers["Content-Type"] = "application/json"
-  wrk.headers["Authorization"] = "Bearer " .. os.getenv("AUTH")
-end
-function request()
-  n = n + 1
-  return wrk.format(nil, nil, nil, string.format(
-    '{"customerId":"bench-%d","name":"Ronald Ramos","orders":[{"orderId":"%s-%d","total":50.0}],"revenue":50.0}',
-    n % 64, tag, n))
-end
-LUA
-
 scripts/build.sh -q # the service and examples/publish_ceiling, as make test builds them
 
 # The Pub/Sub emulator's GC log, one file per JVM (the worker case restarts it): "file bytes".
@@ -86,11 +69,17 @@ child_ticks() { awk -v hz="$(getconf CLK_TCK)" 'NR == 2 { t = 0; for (i = 1; i <
 # measured case, for the summary.
 record() { local IFS=$'\t'; echo "$*" >>"$work/cases.tsv"; }
 
+# One record of one order per request (ORDERS, CUSTOMERS: loadtests/wrk/ingest.lua), the shape
+# examples/publish_ceiling.rs publishes; getdata.lua reads neither.
+wrk_warm_up() { # $1 = URL, $2.. = wrk script args
+  local url=$1
+  shift
+  AUTH="$key" ORDERS=1 CUSTOMERS=64 wrk -t1 -c"$CONNECTIONS" -d2s "$@" "$url" >/dev/null
+}
 wrk_run() { # $1 = output file, $2 = URL, $3.. = wrk script args; prints wrk's CPU ticks
   local out=$1 url=$2
   shift 2
-  AUTH="$key" wrk -t1 -c"$CONNECTIONS" -d2s "$@" "$url" >/dev/null # warm-up
-  (AUTH="$key" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency --timeout 10s "$@" "$url" >"$out"; times) | child_ticks
+  (AUTH="$key" ORDERS=1 CUSTOMERS=64 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency --timeout 10s "$@" "$url" >"$out"; times) | child_ticks
 }
 
 run() { # $1 = label, $2 = round, $3 = path, $4 = wrk script or "-"; the service environment follows
@@ -106,8 +95,10 @@ run() { # $1 = label, $2 = round, $3 = path, $4 = wrk script or "-"; the service
   eval "$started"
   [ "$script" != - ] || script=loadtests/wrk/getdata.lua
   local out="$work/$label.$round.out" gen b0 b1 p0 p1 e0 e1 t0 t1
-  # The service's own histograms around the measured run: how many requests took over 25 ms
-  # inside the handler, and how many publishes did, against what wrk saw from outside.
+  wrk_warm_up "$SERVICE_URL$path" -s "$script"
+  # The service's own histograms around the measured run (after the warm-up, so they count
+  # what wrk counts): how many requests took over 25 ms inside the handler, how many
+  # publishes did, and the answers by status.
   curl -sf "$SERVICE_ADMIN_URL/metrics" >"$out.m0" || true
   from=$(gc_at) b0=$(busy) p0=$(ticks "$SERVICE_PID") e0=$(emulator_ticks) t0=$(date +%s.%N)
   gen=$(wrk_run "$out" "$SERVICE_URL$path" -s "$script")
@@ -129,7 +120,7 @@ ceiling() { # $1 = round; its own 2 s warm-up is inside the wall time and its CP
 
 ingest=/challenge-latam-api/ingestData
 echo "bench: ingest of one record per request, wrk $CONNECTIONS connections, ${DURATION}s per case, $ROUNDS rounds, on 127.0.0.1"
-run local 0 "$ingest" "$work/ingest.lua" BACKEND=local DATA_DIR="$work/data"
+run local 0 "$ingest" loadtests/wrk/ingest.lua BACKEND=local DATA_DIR="$work/data"
 PUBSUB_PORT=0 BQ_PORT=0 BQ_GRPC_PORT=0 scripts/emulators.sh start >"$work/env"
 # shellcheck disable=SC1091
 source "$work/env"
@@ -158,9 +149,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
   for ((c = 0; c < ${#cases[@]}; c++)); do
     case "${cases[(c + r - 1) % ${#cases[@]}]}" in
       ceiling) ceiling "$r" ;;
-      gcp) run gcp "$r" "$ingest" "$work/ingest.lua" "${gcp[@]}" PUBSUB_TOPIC="$bare_topic" ;;
+      gcp) run gcp "$r" "$ingest" loadtests/wrk/ingest.lua "${gcp[@]}" PUBSUB_TOPIC="$bare_topic" ;;
       gcp+worker)
-        run gcp+worker "$r" "$ingest" "$work/ingest.lua" "${gcp[@]}" PUBSUB_TOPIC="$PUBSUB_TOPIC" \
+        run gcp+worker "$r" "$ingest" loadtests/wrk/ingest.lua "${gcp[@]}" PUBSUB_TOPIC="$PUBSUB_TOPIC" \
           PUBSUB_SUBSCRIPTION="$PUBSUB_SUBSCRIPTION"
         fresh_pubsub
         ;;
@@ -218,6 +209,21 @@ def over_25ms(path, name, match):
             under += float(m[3])
     return total, total - under
 
+def answers_by_status(out, route):
+    """Answers of `route` by status that were not 2xx, from the service's own request counter
+    between the two scrapes: what wrk's single non-2xx count does not say."""
+    counts = {}
+    for scrape, sign in ((out + ".m1", 1), (out + ".m0", -1)):
+        try:
+            text = open(scrape).read()
+        except FileNotFoundError:
+            return {}
+        for m in re.finditer(r"^http_server_request_duration_seconds_count\{([^}]*)\} (\S+)$", text, re.M):
+            status = re.search(r'http_response_status_code="(\d+)"', m[1])
+            if route in m[1] and status and not status[1].startswith("2"):
+                counts[status[1]] = counts.get(status[1], 0) + sign * float(m[2])
+    return {k: int(v) for k, v in sorted(counts.items()) if v}
+
 def tail_split(out):
     res = []
     for name, match in (("http_server_request_duration_seconds", "ingestData"),
@@ -251,6 +257,11 @@ for line in open(cases_path):
     print(f"bench:    cores used: {label} {c['proc']:.2f} ({c['proc'] / max(r['rps'], 1) * 1e6:.0f} us a request), "
           f"pubsub emulator {c['pubsub']:.2f}, bqemulator {c['bq']:.2f}, wrk {c['gen']:.2f}, "
           f"everything else on the machine {c['others']:.2f} (of 2)")
+    if kind == "wrk" and r["bad"]:
+        route = "getData" if "getData" in open(path).read() else "ingestData"
+        sock = re.search(r"Socket errors: (.*)", open(path).read())
+        print(f"bench:    not 2xx, by status (the service's counter): {answers_by_status(path, route) or 'none'}; "
+              f"wrk socket errors: {sock[1] if sock else 'none'}")
     http, pub = r["inside"]
     if http is not None:
         print(f"bench:    over 25 ms: {http:.2%} of requests inside the service (handler and middleware)"

@@ -87,59 +87,51 @@ where
             return AdmitFuture::rejected(ApiError::Overloaded);
         };
         let faults = self.gate.faults.get();
-        if faults.http_latency_ms > 0 || faults.http_error_rate > 0.0 {
-            // Drills only: the slow path may box and clone.
-            let gate = self.gate.clone();
-            let inner = self.inner.clone();
-            let inner = std::mem::replace(&mut self.inner, inner);
-            return AdmitFuture::Faulty {
-                future: Box::pin(async move {
-                    let _permit = permit;
-                    if faults.http_latency_ms > 0 {
-                        tokio::time::sleep(Duration::from_millis(faults.http_latency_ms)).await;
+        let drill = faults.http_latency_ms > 0 || faults.http_error_rate > 0.0;
+        // Without a drill, authenticate here: nearly every request is admitted or refused
+        // synchronously, without a box.
+        let refresh = if drill {
+            None
+        } else {
+            match self.gate.auth.authenticate(&mut req) {
+                Ok(()) => {
+                    return AdmitFuture::Admitted {
+                        future: self.inner.call(req),
+                        permit,
                     }
-                    if faults.http_error_rate > 0.0
-                        && rand::random::<f64>() < faults.http_error_rate
-                    {
-                        return ApiError::InjectedFault.into_response();
-                    }
-                    if let Err(e) = gate.auth.authenticate_async(&mut req).await {
-                        return e.into_response();
-                    }
-                    match inner.oneshot(req).await {
-                        Ok(response) => response,
-                        Err(never) => match never {},
-                    }
-                }),
-            };
-        }
-        match self.gate.auth.authenticate(&mut req) {
-            Ok(()) => {}
-            Err(Rejection::Error(e)) => return AdmitFuture::rejected(e),
-            Err(Rejection::Refresh(issuer)) => {
+                }
+                Err(Rejection::Error(e)) => return AdmitFuture::rejected(e),
                 // Rare (a key rotation, or a made-up key id at most once per interval per
-                // issuer): this request waits for the refresh, so it may box like a drill.
-                let gate = self.gate.clone();
-                let inner = self.inner.clone();
-                let inner = std::mem::replace(&mut self.inner, inner);
-                return AdmitFuture::Faulty {
-                    future: Box::pin(async move {
-                        let _permit = permit;
-                        if let Err(e) = gate.auth.authenticate_after_refresh(&mut req, issuer).await
-                        {
-                            return e.into_response();
-                        }
-                        match inner.oneshot(req).await {
-                            Ok(response) => response,
-                            Err(never) => match never {},
-                        }
-                    }),
-                };
+                // issuer): this request waits for the refresh, on the slow path below.
+                Err(Rejection::Refresh(issuer)) => Some(issuer),
             }
-        }
-        AdmitFuture::Admitted {
-            future: self.inner.call(req),
-            permit,
+        };
+        // The slow path, for drills and key refreshes only: it may box and clone. The service
+        // that was polled ready is the one that goes; its clone stays for the next request.
+        let gate = self.gate.clone();
+        let inner = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, inner);
+        AdmitFuture::Faulty {
+            future: Box::pin(async move {
+                let _permit = permit;
+                if faults.http_latency_ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(faults.http_latency_ms)).await;
+                }
+                if faults.http_error_rate > 0.0 && rand::random::<f64>() < faults.http_error_rate {
+                    return ApiError::InjectedFault.into_response();
+                }
+                let authenticated = match refresh {
+                    Some(issuer) => gate.auth.authenticate_after_refresh(&mut req, issuer).await,
+                    None => gate.auth.authenticate_async(&mut req).await,
+                };
+                if let Err(e) = authenticated {
+                    return e.into_response();
+                }
+                match inner.oneshot(req).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                }
+            }),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 pub use crate::common::{binary, metric_sum, samples};
-use crate::common::{keys_file, Service, GCP_SETTINGS};
+use crate::common::{get_json, get_text, keys_file, Service, GCP_SETTINGS};
 
 /// The key every default app accepts, with both scopes.
 pub const KEY_ALL: &str = "test-key-all-scopes-0f3a9c";
@@ -293,18 +293,7 @@ impl TestApp {
 
     /// POST and return the message ids, asserting 200.
     pub async fn ingest_ok(&self, body: &Value) -> Vec<String> {
-        let r = self.ingest(body).await;
-        let status = r.status();
-        let text = r.text().await.unwrap();
-        assert_eq!(status, 200, "ingest failed: {text}");
-        let v: Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(v["status"], "Data published successfully");
-        v["messageIds"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_str().unwrap().to_owned())
-            .collect()
+        message_ids(self.ingest(body).await).await
     }
 
     /// POST a raw JSON body with an `Idempotency-Key`, as the caller `api_key`.
@@ -370,14 +359,12 @@ impl TestApp {
     /// The admin `/metrics` text.
     pub async fn metrics(&self) -> String {
         let admin = self.admin.as_ref().expect("metrics need a local process");
-        self.client
-            .get(format!("{admin}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        get_text(&self.client, &format!("{admin}/metrics")).await
+    }
+
+    /// `/readyz`: its status and its JSON body.
+    pub async fn readyz(&self) -> (u16, Value) {
+        get_json(&self.client, &self.url("/readyz")).await
     }
 
     /// Patches the drill faults through `PUT /admin/faults` (a JSON object of the fields to
@@ -440,6 +427,7 @@ pub async fn message_ids(r: reqwest::Response) -> Vec<String> {
     let text = r.text().await.unwrap();
     assert_eq!(status, 200, "ingest failed: {text}");
     let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["status"], "Data published successfully");
     v["messageIds"]
         .as_array()
         .unwrap()

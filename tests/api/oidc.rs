@@ -513,15 +513,7 @@ async fn an_issuer_down_at_start_means_503_for_its_tokens_until_it_answers() {
     let r = app.get_data_as("limit=1", Some(&token)).await;
     assert_eq!(r.status(), 503);
     assert!(r.headers().get("retry-after").is_some());
-    let ready: Value = app
-        .client
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, ready) = app.readyz().await;
     assert_eq!(
         ready["oidc"][issuer.url()],
         "unreachable_no_keys",
@@ -547,15 +539,7 @@ async fn an_issuer_down_at_start_means_503_for_its_tokens_until_it_answers() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let ready: Value = app
-        .client
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, ready) = app.readyz().await;
     assert_eq!(ready["oidc"][issuer.url()], "ok", "{ready}");
 }
 
@@ -580,15 +564,7 @@ async fn cached_keys_keep_working_when_the_issuer_goes_down() {
         app.get_data_as("limit=1", Some(&unknown)).await.status(),
         401
     );
-    let ready: Value = app
-        .client
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, ready) = app.readyz().await;
     assert_eq!(ready["oidc"][issuer.url()], "unreachable", "{ready}");
     assert_eq!(app.get_data_as("limit=1", Some(&token)).await.status(), 200);
     assert_eq!(ingest_as(&app, &token).await.status(), 200);

@@ -179,22 +179,16 @@ async fn a_dependency_that_times_out_is_a_504_and_one_that_fails_is_a_503_with_r
     let app = spawn_with(Options::default().env("REQUEST_TIMEOUT_MS", "200")).await;
     app.set_faults(r#"{"store_latency_ms": 500}"#).await;
     assert_eq!(app.get_data("limit=1").await.status(), 504);
-    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
-    assert_eq!(
-        ready.status(),
-        503,
-        "a store slower than the deadline is not ready"
-    );
-    let body: Value = ready.json().await.unwrap();
+    let (status, body) = app.readyz().await;
+    assert_eq!(status, 503, "a store slower than the deadline is not ready");
     assert_eq!(body["store"], "timeout");
     app.set_faults(r#"{"store_latency_ms": 0, "broker_error_rate": 1.0}"#)
         .await;
     let r = app.ingest(&record(&unique("f"), "n")).await;
     assert_eq!(r.status(), 503);
     assert!(r.headers().contains_key("retry-after"));
-    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
-    assert_eq!(ready.status(), 503);
-    let body: Value = ready.json().await.unwrap();
+    let (status, body) = app.readyz().await;
+    assert_eq!(status, 503, "{body}");
     assert_eq!(body["broker"], "unavailable");
     assert_eq!(body["store"], "ok");
     app.set_faults(r#"{"broker_error_rate": 0}"#).await;

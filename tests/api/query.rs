@@ -175,9 +175,8 @@ async fn health_readiness_and_the_api_document_answer() {
     let r = app.client.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
 
-    let r = app.client.get(app.url("/readyz")).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    let body: Value = r.json().await.unwrap();
+    let (status, body) = app.readyz().await;
+    assert_eq!(status, 200, "{body}");
     assert_eq!(body["broker"], "ok");
     assert_eq!(body["store"], "ok");
     assert_eq!(body["auth"], "enabled");
@@ -214,15 +213,7 @@ async fn without_a_keys_file_the_local_backend_runs_open_and_says_so() {
         ..Default::default()
     })
     .await;
-    let body: Value = app
-        .client
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, body) = app.readyz().await;
     assert_eq!(body["auth"], "disabled");
     let r = app.get_data_as("limit=1", None).await;
     assert_eq!(r.status(), 200);

@@ -1,7 +1,8 @@
 //! What the two black-box suites share (tests/api and tests/gcp_faults.rs): the release binary
 //! started on port 0, its ports read from its `listening` log line (the way
 //! loadtests/lib/service.py starts it for the scripts), its keys file, and its admin port's
-//! Prometheus text, read by the `prometheus-parse` crate.
+//! Prometheus text, read by the `prometheus-parse` crate, and the HTTP reads both make of it
+//! (`/readyz` as JSON, `/metrics` as text).
 
 // Each suite compiles its own copy of this module and uses part of it.
 #![allow(dead_code)]
@@ -196,4 +197,22 @@ pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         })
         .map(|(_, _, v)| v)
         .sum()
+}
+
+/// Sends `request` and reads the answer's body as JSON; panics if either fails.
+pub async fn json_of(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
+/// GET `url`: the status and the body as JSON (`Null` when it is not JSON), so a test can
+/// check a 503's body as well as a 200's (`/readyz`).
+pub async fn get_json(client: &reqwest::Client, url: &str) -> (u16, Value) {
+    let r = client.get(url).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// GET `url`'s body as text (the admin port's `/metrics`).
+pub async fn get_text(client: &reqwest::Client, url: &str) -> String {
+    client.get(url).send().await.unwrap().text().await.unwrap()
 }

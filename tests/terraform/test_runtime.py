@@ -206,7 +206,7 @@ def test_burn_rate_policies_combine_a_long_and_a_short_window(configs):
     assert "select_slo_burn_rate" in filters[1] and "short_lookback_duration" in filters[1]
     assert "runbook" in str(burn.body["documentation"])
     names = {r.name for r in mon.resources if r.type == "google_monitoring_alert_policy"}
-    assert names == {"burn_rate", "budget", "budget_exhausted", "pipeline", "uptime"}
+    assert names == {"burn_rate", "budget", "pipeline", "uptime"}
     pipeline = mon.locals["pipeline_alerts"]
     assert set(pipeline) == {"export_failing", "dead_lettered", "oldest_unacked", "dead_letter_backlog"}
     uptime = next(r for r in mon.resources if r.type == "google_monitoring_uptime_check_config")
@@ -214,17 +214,23 @@ def test_burn_rate_policies_combine_a_long_and_a_short_window(configs):
     assert http["path"] == "/healthz" and blocks(http["service_agent_authentication"])[0]["type"] == "OIDC_TOKEN"
 
 
-def test_the_budget_exhausted_policy_reads_the_remaining_budget_as_generated(configs):
-    """One policy per SLO on select_slo_budget_fraction, with the generator's comparison and
-    threshold (slo_data checks them: COMPARISON_LT, at most 0), its runbook and the policy."""
+def test_the_budget_policies_read_the_remaining_budget_as_generated(configs):
+    """One resource for both remaining-budget kinds: the tiers below a fraction and one
+    budget-exhausted policy per SLO, each on the generator's selector (select_slo_budget_fraction),
+    comparison and threshold (slo_data checks them: COMPARISON_LT, at most 0 when exhausted),
+    with its runbook and, when exhausted, the error-budget policy."""
     mon = configs["modules/monitoring"]
-    policy = next(r for r in mon.resources if r.type == "google_monitoring_alert_policy" and r.name == "budget_exhausted")
-    assert policy.body["for_each"] == "${module.slo_data.cloud_monitoring_budget_exhausted_alerts}"
+    policy = next(r for r in mon.resources if r.type == "google_monitoring_alert_policy" and r.name == "budget")
+    assert policy.body["for_each"] == "${local.budget_policies}"
     cond = blocks(blocks(policy.body["conditions"])[0]["condition_threshold"])[0]
     assert cond["filter"].startswith("${each.value.selector}(") and "google_monitoring_slo.this[each.value.slo_key].id" in cond["filter"]
     assert cond["comparison"] == "${each.value.comparison}" and cond["threshold_value"] == "${each.value.threshold_value}"
-    doc = str(policy.body["documentation"])
-    assert "each.value.runbook" in doc and "slo/POLICY.md" in doc
+    policies = mon.locals["budget_policies"]
+    for source in ("cloud_monitoring_budget_alerts", "cloud_monitoring_budget_exhausted_alerts"):
+        assert f"module.slo_data.{source}" in policies, f"budget_policies does not read {source}"
+    assert 'selector = "select_slo_budget_fraction"' in policies and 'comparison = "COMPARISON_LT"' in policies
+    assert "selector = a.selector" in policies and "threshold_value = a.threshold_value" in policies
+    assert policies.count("a.runbook") == 2 and "slo/POLICY.md" in policies
 
 
 def test_the_export_alert_reads_the_bigquery_subscription_state(configs):

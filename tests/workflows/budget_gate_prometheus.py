@@ -80,7 +80,9 @@ def openmetrics(scenario: str, now: float) -> str:
             while t <= now:
                 ratio = error_ratio(scenario, now - t)
                 total += RPS_PER_ROUTE * STEP_S * (ratio if status == "500" else 1 - ratio)
-                labels = f'http_request_method="{method}",http_route="{route}",http_response_status_code="{status}"'
+                # `service`: the label the scrape target gives every series, which the rules select.
+                labels = (f'http_request_method="{method}",http_route="{route}",'
+                          f'http_response_status_code="{status}",service="{SERVICE}"')
                 for le in BUCKETS:
                     lines.append(f'http_server_request_duration_seconds_bucket{{{labels},le="{le}"}} {total:.4f} {t:.3f}')
                 lines.append(f"http_server_request_duration_seconds_count{{{labels}}} {total:.4f} {t:.3f}")

@@ -158,16 +158,33 @@ impl BigQueryStore {
     /// Sends one `jobs.query` in short-query mode.
     async fn short_query(&self, request: &QueryRequest) -> Result<ShortQueryResponse, BQError> {
         let token = self.auth.access_token().await?;
-        let response = self
-            .http
-            .post(&self.queries_url)
-            .bearer_auth(token)
-            .json(&ShortQuery {
-                request,
-                job_creation_mode: "JOB_CREATION_OPTIONAL",
-            })
-            .send()
-            .await?;
+        let body = ShortQuery {
+            request,
+            job_creation_mode: "JOB_CREATION_OPTIONAL",
+        };
+        let send = || {
+            self.http
+                .post(&self.queries_url)
+                .bearer_auth(&token)
+                .json(&body)
+                .send()
+        };
+        // A pooled keep-alive connection that the server closes as the request goes out fails
+        // the send before BigQuery has seen it. bqemulator's server closes idle connections
+        // after 5 s, the page cache's TTL, so refreshes raced it and every coalesced waiter got
+        // a 503 (docs/benchmarks.md); any server's idle timeout can do the same. The query only
+        // reads, which jobs.query defines as nullipotent, so it is sent once more, on another
+        // connection. A timeout is not retried: the deadline is spent.
+        let response = match send().await {
+            Err(e) if e.is_request() && !e.is_timeout() => {
+                tracing::warn!(error = %e, "jobs.query sent again after a send error");
+                send().await?
+            }
+            sent => sent?,
+        };
+        // What the crate's own calls do with an answer (`process_response` in its lib.rs),
+        // so `classify` sees the same `BQError`s from this call as from theirs. That function
+        // is private in 0.28 (`async fn`, not `pub`), hence these few lines here.
         if response.status().is_success() {
             Ok(response.json().await?)
         } else {
@@ -648,6 +665,65 @@ mod tests {
             to_us: 1_000_000,
             after,
             moving: Default::default(),
+        }
+    }
+
+    /// Reads one HTTP/1.1 request (head and Content-Length body) from `conn`; false at EOF.
+    async fn read_request(conn: &mut tokio::net::TcpStream) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut data = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                if data.len() >= end + 4 + length {
+                    return true;
+                }
+            }
+            match conn.read(&mut buf).await.unwrap() {
+                0 => return false,
+                n => data.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_query_on_a_connection_the_server_closed_is_sent_again() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}/bigquery/v2", listener.local_addr().unwrap());
+        // The first connection answers one query, keeps alive, then reads the next and closes
+        // without answering: what a server's idle timeout does to a request already on its way.
+        // Every later connection answers.
+        tokio::spawn(async move {
+            const OK: &[u8] =
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 20\r\n\r\n{\"jobComplete\":true}";
+            let (mut first, _) = listener.accept().await.unwrap();
+            assert!(read_request(&mut first).await);
+            first.write_all(OK).await.unwrap();
+            assert!(read_request(&mut first).await);
+            drop(first);
+            loop {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    while read_request(&mut conn).await {
+                        conn.write_all(OK).await.unwrap();
+                    }
+                });
+            }
+        });
+        let store = BigQueryStore::connect(table(), Some(&base), 1 << 30, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let request = query_request(&table(), &filter(None, None), 1_000, Duration::from_secs(5));
+        for n in 1..=2 {
+            let answer = store.short_query(&request).await;
+            let answer = answer.unwrap_or_else(|e| panic!("query {n}: {e}"));
+            assert_eq!(answer.response.job_complete, Some(true));
         }
     }
 

@@ -188,63 +188,69 @@ resource "google_monitoring_alert_policy" "burn_rate" {
   }
 }
 
-# --- Remaining-budget policies for the tiers no burn-rate lookback can express -------------------
-
-resource "google_monitoring_alert_policy" "budget" {
-  for_each = module.slo_data.cloud_monitoring_budget_alerts
-
-  project               = var.project_id
-  display_name          = "${each.value.display_name}: error budget below ${each.value.remaining_budget_fraction_below * 100} % [${var.env}]"
-  combiner              = "OR"
-  severity              = local.severity[each.value.severity]
-  notification_channels = local.channels[each.value.severity]
-  user_labels = {
-    slo      = each.value.slo_id
-    tier     = each.value.tier
-    severity = each.value.severity
-    env      = var.env
-  }
-
-  conditions {
-    display_name = "remaining budget < ${each.value.remaining_budget_fraction_below}"
-    condition_threshold {
-      filter          = "select_slo_budget_fraction(\"${google_monitoring_slo.this[each.value.slo_key].id}\")"
-      comparison      = "COMPARISON_LT"
-      threshold_value = each.value.remaining_budget_fraction_below
-      duration        = "0s"
-    }
-  }
-
-  documentation {
-    mime_type = "text/markdown"
-    subject   = "${each.value.display_name}: less than ${each.value.remaining_budget_fraction_below * 100} % of the error budget left [${var.env}]"
-    content   = <<-EOT
-      **${each.value.display_name}** (${var.service_name}, ${var.env}) has less than
-      ${each.value.remaining_budget_fraction_below * 100} % of its error budget left.
-      This replaces the ${each.value.tier} burn-rate tier: ${each.value.reason}.
-
-      Severity: ${each.value.severity}. Runbook: ${local.runbook_url}${each.value.runbook}
-    EOT
-  }
-}
-
-# --- Budget-exhausted policies: the whole period's budget spent (slo/POLICY.md's release freeze) --
-# The counterpart of the generated Prometheus and Datadog budget-exhausted alerts, and what the
+# --- Remaining-budget policies ---------------------------------------------------------------------
+# Two kinds, one shape (a single threshold on the SLO's remaining budget fraction), so one
+# resource: the tiers no burn-rate lookback can express (below a fraction of the budget), and
+# the budget-exhausted policy, the whole period's budget spent (slo/POLICY.md's release freeze):
+# the counterpart of the generated Prometheus and Datadog budget-exhausted alerts, and what the
 # release gate (scripts/release/budget_gate.py) reads with the same selector and threshold.
 
-resource "google_monitoring_alert_policy" "budget_exhausted" {
-  for_each = module.slo_data.cloud_monitoring_budget_exhausted_alerts
+locals {
+  budget_policies = merge(
+    {
+      for k, a in module.slo_data.cloud_monitoring_budget_alerts : k => {
+        slo_key         = a.slo_key
+        labels          = { slo = a.slo_id, tier = a.tier }
+        severity        = a.severity
+        display_name    = "${a.display_name}: error budget below ${a.remaining_budget_fraction_below * 100} % [${var.env}]"
+        selector        = "select_slo_budget_fraction"
+        comparison      = "COMPARISON_LT"
+        threshold_value = a.remaining_budget_fraction_below
+        subject         = "${a.display_name}: less than ${a.remaining_budget_fraction_below * 100} % of the error budget left [${var.env}]"
+        content         = <<-EOT
+          **${a.display_name}** (${var.service_name}, ${var.env}) has less than
+          ${a.remaining_budget_fraction_below * 100} % of its error budget left.
+          This replaces the ${a.tier} burn-rate tier: ${a.reason}.
+
+          Severity: ${a.severity}. Runbook: ${local.runbook_url}${a.runbook}
+        EOT
+      }
+    },
+    {
+      for k, a in module.slo_data.cloud_monitoring_budget_exhausted_alerts : "${k}/exhausted" => {
+        slo_key         = a.slo_key
+        labels          = { slo = a.slo_id }
+        severity        = a.severity
+        display_name    = "${a.display_name}: error budget exhausted [${var.env}]"
+        selector        = a.selector
+        comparison      = a.comparison
+        threshold_value = a.threshold_value
+        subject         = "${a.display_name}: the ${a.period_days}-day error budget is spent [${var.env}]"
+        content         = <<-EOT
+          **${a.display_name}** (${var.service_name}, ${var.env}) has spent its whole error
+          budget: fewer than ${a.goal * 100} % of events were good over the last
+          ${a.period_days} days (${a.reason}).
+
+          The error-budget policy applies (${local.runbook_url}slo/POLICY.md): releases of this service
+          stop, except fixes and reliability work, until the remaining budget is above 0 again; the
+          release gate refuses promotions meanwhile unless overridden with a reason.
+
+          Severity: ${a.severity}. Alert: ${a.alert}. Runbook: ${local.runbook_url}${a.runbook}
+        EOT
+      }
+    },
+  )
+}
+
+resource "google_monitoring_alert_policy" "budget" {
+  for_each = local.budget_policies
 
   project               = var.project_id
-  display_name          = "${each.value.display_name}: error budget exhausted [${var.env}]"
+  display_name          = each.value.display_name
   combiner              = "OR"
   severity              = local.severity[each.value.severity]
   notification_channels = local.channels[each.value.severity]
-  user_labels = {
-    slo      = each.value.slo_id
-    severity = each.value.severity
-    env      = var.env
-  }
+  user_labels           = merge(each.value.labels, { severity = each.value.severity, env = var.env })
 
   conditions {
     display_name = "remaining error budget < ${each.value.threshold_value}"
@@ -258,18 +264,8 @@ resource "google_monitoring_alert_policy" "budget_exhausted" {
 
   documentation {
     mime_type = "text/markdown"
-    subject   = "${each.value.display_name}: the ${each.value.period_days}-day error budget is spent [${var.env}]"
-    content   = <<-EOT
-      **${each.value.display_name}** (${var.service_name}, ${var.env}) has spent its whole error
-      budget: fewer than ${each.value.goal * 100} % of events were good over the last
-      ${each.value.period_days} days (${each.value.reason}).
-
-      The error-budget policy applies (${local.runbook_url}slo/POLICY.md): releases of this service
-      stop, except fixes and reliability work, until the remaining budget is above 0 again; the
-      release gate refuses promotions meanwhile unless overridden with a reason.
-
-      Severity: ${each.value.severity}. Alert: ${each.value.alert}. Runbook: ${local.runbook_url}${each.value.runbook}
-    EOT
+    subject   = each.value.subject
+    content   = each.value.content
   }
 }
 

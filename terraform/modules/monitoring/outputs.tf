@@ -14,6 +14,6 @@ output "dashboard_ids" {
 }
 
 output "alert_policy_count" {
-  description = "Number of alert policies this module manages (burn rate, budget, pipeline, uptime)."
+  description = "Number of alert policies this module manages (burn rate, remaining and exhausted budget, pipeline, uptime)."
   value       = length(google_monitoring_alert_policy.burn_rate) + length(google_monitoring_alert_policy.budget) + length(google_monitoring_alert_policy.pipeline) + 1
 }

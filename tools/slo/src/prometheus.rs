@@ -97,17 +97,25 @@ pub fn selector(sel: &Selector, extra: &[String]) -> String {
     format!("{{{}}}", parts.join(","))
 }
 
-fn total_series(slo: &Slo) -> String {
+/// `service="<name>"`: every scrape target of a service carries its name as `service` (the
+/// dashboards select on it: dashboards/README.md), and the SLI is this service's series only,
+/// so that one Prometheus scraping several services (the fleet) records each one's SLO from
+/// its own traffic instead of the sum of all of them.
+fn service_matcher(svc: &Service) -> String {
+    format!("service={}", lit(&svc.name))
+}
+
+fn total_series(svc: &Service, slo: &Slo) -> String {
     format!(
         "{}_count{}",
         slo.sli.histogram,
-        selector(&slo.sli.selector, &[])
+        selector(&slo.sli.selector, &[service_matcher(svc)])
     )
 }
 
 /// The error-ratio expression over `w`.
-pub fn error_ratio_expr(slo: &Slo, w: &str) -> String {
-    let total = format!("sum(rate({}[{w}]))", total_series(slo));
+pub fn error_ratio_expr(svc: &Service, slo: &Slo, w: &str) -> String {
+    let total = format!("sum(rate({}[{w}]))", total_series(svc, slo));
     match &slo.sli.kind {
         SliKind::BadWhere(bad) => {
             let mut sel = slo.sli.selector.clone();
@@ -117,14 +125,14 @@ pub fn error_ratio_expr(slo: &Slo, w: &str) -> String {
             format!(
                 "(sum(rate({}_count{}[{w}])) or vector(0))\n/\n{total}",
                 slo.sli.histogram,
-                selector(&sel, &[])
+                selector(&sel, &[service_matcher(svc)])
             )
         }
         SliKind::GoodUnder(le) => {
             let good = format!(
                 "sum(rate({}_bucket{}[{w}]))",
                 slo.sli.histogram,
-                selector(&slo.sli.selector, &[le_matcher(*le)])
+                selector(&slo.sli.selector, &[service_matcher(svc), le_matcher(*le)])
             );
             format!("(\n  {total}\n  -\n  {good}\n)\n/\n{total}")
         }
@@ -259,7 +267,7 @@ pub fn rules(svc: &Service, slos: &[&Slo], header: &str) -> String {
         for (w, is_short) in Service::windows(slo) {
             let ws = prom_duration(w);
             let _ = writeln!(out, "      - record: {}", ratio_record(w));
-            block(&mut out, 8, "expr", &error_ratio_expr(slo, &ws));
+            block(&mut out, 8, "expr", &error_ratio_expr(svc, slo, &ws));
             let _ = writeln!(
                 out,
                 "        labels:\n          service: {}\n          slo: {}",
@@ -270,7 +278,7 @@ pub fn rules(svc: &Service, slos: &[&Slo], header: &str) -> String {
                 let _ = writeln!(
                     out,
                     "        expr: sum(increase({}[{ws}]))",
-                    total_series(slo)
+                    total_series(svc, slo)
                 );
                 let _ = writeln!(
                     out,
@@ -312,7 +320,7 @@ pub fn rules(svc: &Service, slos: &[&Slo], header: &str) -> String {
         let absent = svc.absent_alert();
         let (summary, description) = absent_annotations(svc, slo);
         let _ = writeln!(out, "      - alert: {absent}");
-        let _ = writeln!(out, "        expr: absent({})", total_series(slo));
+        let _ = writeln!(out, "        expr: absent({})", total_series(svc, slo));
         let _ = writeln!(out, "        for: {}", prom_duration(slo.absent_for));
         let _ = writeln!(
             out,
@@ -331,13 +339,13 @@ pub fn rules(svc: &Service, slos: &[&Slo], header: &str) -> String {
         let _ = writeln!(out, "    interval: {}", prom_duration(svc.budget_eval));
         out.push_str("    rules:\n");
         let _ = writeln!(out, "      - record: {}", ratio_record(slo.period));
-        block(&mut out, 8, "expr", &error_ratio_expr(slo, &period));
+        block(&mut out, 8, "expr", &error_ratio_expr(svc, slo, &period));
         let _ = writeln!(out, "{labels}");
         let _ = writeln!(out, "      - record: {}", events_record(slo.period));
         let _ = writeln!(
             out,
             "        expr: sum(increase({}[{period}]))",
-            total_series(slo)
+            total_series(svc, slo)
         );
         let _ = writeln!(out, "{labels}");
         // The budget is a literal, not slo:error_budget:ratio: that one is recorded by the
@@ -377,7 +385,7 @@ pub fn absent_annotations(svc: &Service, slo: &Slo) -> (String, String) {
         format!(
             "No series of {} for {} {} for {}: the burn-rate alerts of this SLO cannot fire. \
              The exporter, the scrape or the route is gone, or there has been no traffic at all.",
-            total_series(slo),
+            total_series(svc, slo),
             svc.name,
             slo.name,
             prom_duration(slo.absent_for)
@@ -405,11 +413,13 @@ mod tests {
     #[test]
     fn the_error_ratio_is_a_ratio_of_sums_and_zero_without_bad_events() {
         let svc = service();
-        let expr = error_ratio_expr(&svc.slos[0], "1h");
+        let expr = error_ratio_expr(&svc, &svc.slos[0], "1h");
         assert!(expr.starts_with(
-            "(sum(rate(http_server_request_duration_seconds_count{http_route=~\"/challenge-latam-api/ingestData|/challenge-latam-api/getData\",http_response_status_code=~\"5..\"}[1h])) or vector(0))"
+            "(sum(rate(http_server_request_duration_seconds_count{http_route=~\"/challenge-latam-api/ingestData|/challenge-latam-api/getData\",http_response_status_code=~\"5..\",service=\"challenge-latam-api\"}[1h])) or vector(0))"
         ));
-        assert!(expr.ends_with("[1h]))"));
+        assert!(expr.ends_with(
+            "sum(rate(http_server_request_duration_seconds_count{http_route=~\"/challenge-latam-api/ingestData|/challenge-latam-api/getData\",service=\"challenge-latam-api\"}[1h]))"
+        ));
     }
 
     #[test]

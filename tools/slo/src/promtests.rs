@@ -62,19 +62,32 @@ fn series_text(name: &str, labels: &BTreeMap<String, String>) -> String {
     format!("{name}{{{}}}", body.join(","))
 }
 
-/// The input series of an SLO for these phases, derived from its selectors and examples.
-fn input_series(slo: &Slo, phases: &[Phase]) -> Vec<Series> {
-    let base: BTreeMap<String, String> = slo
+/// The input series of an SLO for these phases, derived from its selectors and examples, all
+/// labelled with the service as its scrape target labels them. The noise, all bad: the same
+/// series outside the first matcher of the selector, and the same series of another service
+/// (the rules are scoped to `service`: prometheus.rs).
+fn input_series(svc: &Service, slo: &Slo, phases: &[Phase]) -> Vec<Series> {
+    let mut base: BTreeMap<String, String> = slo
         .sli
         .selector
         .iter()
         .map(|(l, m)| (l.clone(), m.examples()[0].clone()))
         .collect();
-    let noise_base = slo.sli.selector.first().map(|(l, _)| {
-        let mut b = base.clone();
-        b.insert(l.clone(), "out-of-scope".into());
-        b
-    });
+    base.insert("service".into(), svc.name.clone());
+    let mut noise_bases: Vec<BTreeMap<String, String>> = slo
+        .sli
+        .selector
+        .first()
+        .map(|(l, _)| {
+            let mut b = base.clone();
+            b.insert(l.clone(), "out-of-scope".into());
+            b
+        })
+        .into_iter()
+        .collect();
+    let mut other = base.clone();
+    other.insert("service".into(), format!("not-{}", svc.name));
+    noise_bases.push(other);
     let h = &slo.sli.histogram;
     let mut out = Vec::new();
     let per = |f: &dyn Fn(&Phase) -> Decimal| phases.iter().map(f).collect::<Vec<_>>();
@@ -105,7 +118,7 @@ fn input_series(slo: &Slo, phases: &[Phase]) -> Vec<Series> {
                     incs: per(&|p| p.bad / n),
                 });
             }
-            if let Some(mut nb) = noise_base {
+            for mut nb in noise_bases {
                 for (l, m) in bad {
                     nb.insert(l.clone(), m.examples()[0].clone());
                 }
@@ -133,7 +146,7 @@ fn input_series(slo: &Slo, phases: &[Phase]) -> Vec<Series> {
                 name: series_text(&format!("{h}_count"), &base),
                 incs: per(&|p| p.total),
             });
-            if let Some(nb) = noise_base {
+            for nb in noise_bases {
                 out.push(Series {
                     name: series_text(&format!("{h}_bucket"), &with_le(&nb, &plain(*le))),
                     incs: per(&|_| Decimal::ZERO),
@@ -170,14 +183,20 @@ fn values(incs: &[Decimal], phases: &[Phase]) -> String {
     parts.join(" ")
 }
 
-fn write_inputs(out: &mut String, slo: &Slo, phases: &[Phase]) {
-    write_inputs_every(out, slo, phases, "1m");
+fn write_inputs(out: &mut String, svc: &Service, slo: &Slo, phases: &[Phase]) {
+    write_inputs_every(out, svc, slo, phases, "1m");
 }
 
 /// The input series with one sample every `interval` (a phase's `minutes` then counts samples).
-fn write_inputs_every(out: &mut String, slo: &Slo, phases: &[Phase], interval: &str) {
+fn write_inputs_every(
+    out: &mut String,
+    svc: &Service,
+    slo: &Slo,
+    phases: &[Phase],
+    interval: &str,
+) {
     let _ = writeln!(out, "    interval: {interval}\n    input_series:");
-    for s in input_series(slo, phases) {
+    for s in input_series(svc, slo, phases) {
         let _ = writeln!(
             out,
             "      - series: '{}'\n        values: '{}'",
@@ -350,7 +369,7 @@ pub fn timing_tests(
         );
         out.push_str("  - ");
         let mut body = String::new();
-        write_inputs(&mut body, slo, &phases);
+        write_inputs(&mut body, svc, slo, &phases);
         out.push_str(body.trim_start());
         out.push_str("    promql_expr_test:\n");
         promql(
@@ -515,7 +534,7 @@ pub fn steady_tests(svc: &Service, slo: &Slo, header: &str, rules_file: &str) ->
             );
             out.push_str("  - ");
             let mut body = String::new();
-            write_inputs(&mut body, slo, &phases);
+            write_inputs(&mut body, svc, slo, &phases);
             out.push_str(body.trim_start());
             let _ = writeln!(
                 out,
@@ -566,7 +585,7 @@ pub fn steady_tests(svc: &Service, slo: &Slo, header: &str, rules_file: &str) ->
             );
             out.push_str("  - ");
             let mut body = String::new();
-            write_inputs(&mut body, slo, &phases);
+            write_inputs(&mut body, svc, slo, &phases);
             out.push_str(body.trim_start());
             let _ = writeln!(
                 out,
@@ -633,7 +652,7 @@ pub fn budget_tests(svc: &Service, slo: &Slo, header: &str, rules_file: &str) ->
         );
         out.push_str("  - ");
         let mut body = String::new();
-        write_inputs_every(&mut body, slo, &phases, "1h");
+        write_inputs_every(&mut body, svc, slo, &phases, "1h");
         out.push_str(body.trim_start());
         let _ = writeln!(
             out,
@@ -695,7 +714,7 @@ pub fn budget_tests(svc: &Service, slo: &Slo, header: &str, rules_file: &str) ->
     );
     out.push_str("  - ");
     let mut body = String::new();
-    write_inputs_every(&mut body, slo, &phases, "1h");
+    write_inputs_every(&mut body, svc, slo, &phases, "1h");
     out.push_str(body.trim_start());
     let _ = writeln!(
         out,
@@ -733,7 +752,7 @@ pub fn budget_tests(svc: &Service, slo: &Slo, header: &str, rules_file: &str) ->
     );
     out.push_str("  - ");
     let mut body = String::new();
-    write_inputs_every(&mut body, slo, &phases, "1h");
+    write_inputs_every(&mut body, svc, slo, &phases, "1h");
     out.push_str(body.trim_start());
     out.push_str("    promql_expr_test:\n");
     let ex = alerts_expr(&alert, "");
