@@ -158,11 +158,21 @@ async fn process(
         });
         match serde_json::from_slice::<Record>(&m.data) {
             Ok(record) => {
+                // A request's messages share their attributes and arrive together: encode
+                // them once a run, not once a message.
+                let attributes_json = match (pending.last(), rows.last()) {
+                    (
+                        Some(Pending { delivery: prev, .. }),
+                        Some(Row {
+                            attributes_json, ..
+                        }),
+                    ) if prev.message.attributes == m.attributes => attributes_json.clone(),
+                    _ => serde_json::to_string(&m.attributes).unwrap_or_else(|_| "{}".into()),
+                };
                 rows.push(Row {
                     record: StoredRecord::new(record, m.message_id.clone(), m.publish_time_us),
                     subscription_name: subscription.to_owned(),
-                    attributes_json: serde_json::to_string(&m.attributes)
-                        .unwrap_or_else(|_| "{}".into()),
+                    attributes_json,
                 });
                 pending.push(Pending { delivery, span });
             }
@@ -356,6 +366,7 @@ mod tests {
         down: Mutex<u32>,
         writes: Mutex<u32>,
         stored: Mutex<Vec<String>>,
+        attributes: Mutex<Vec<String>>,
         settled_before_up: Log,
         log: Log,
     }
@@ -377,6 +388,8 @@ mod tests {
             }
             let mut stored = self.stored.lock().unwrap();
             stored.extend(rows.iter().map(|r| r.record.message_id.clone()));
+            let mut attributes = self.attributes.lock().unwrap();
+            attributes.extend(rows.iter().map(|r| r.attributes_json.clone()));
             Ok(())
         }
     }
@@ -407,6 +420,7 @@ mod tests {
             down: Mutex::new(down),
             writes: Mutex::new(0),
             stored: Mutex::new(Vec::new()),
+            attributes: Mutex::new(Vec::new()),
             settled_before_up: Log::default(),
             log: log.clone(),
         }
@@ -467,6 +481,34 @@ mod tests {
         process(batch, SYSTEMS, "s", &store, Duration::from_secs(1), &stop).await;
         assert!(store.stored.lock().unwrap().is_empty());
         assert_eq!(*log.lock().unwrap(), [("1".to_owned(), "nack")]);
+    }
+
+    #[tokio::test]
+    async fn each_row_carries_its_own_messages_attributes() {
+        // Runs of equal attributes share one encoding; a change of attributes must not.
+        let log = Log::default();
+        let store = store(0, &log);
+        let with = |id: &str, key: Option<&str>| {
+            let mut d = delivery(id, "a", &log);
+            if let Some(key) = key {
+                d.message
+                    .attributes
+                    .insert("idempotency_key".into(), key.into());
+            }
+            d
+        };
+        let batch = vec![
+            with("1", Some("k1")),
+            with("2", Some("k1")),
+            with("3", Some("k2")),
+            with("4", None),
+            with("5", Some("k2")),
+        ];
+        let stop = CancellationToken::new();
+        process(batch, SYSTEMS, "s", &store, Duration::from_secs(1), &stop).await;
+        let k1 = r#"{"idempotency_key":"k1"}"#;
+        let k2 = r#"{"idempotency_key":"k2"}"#;
+        assert_eq!(*store.attributes.lock().unwrap(), [k1, k1, k2, "{}", k2]);
     }
 
     #[test]
