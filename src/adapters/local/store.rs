@@ -18,13 +18,6 @@ use crate::domain::{Cursor, Order, RecordFilter, StoredRecord, StoredRecordJson}
 use crate::ports::{DependencyError, ErrorKind, JsonPage, RecordQuery, Row, RowWriter};
 use crate::telemetry::metrics::{DbMetrics, DbOp, DbSystem};
 
-/// Clustered by customer, as the BigQuery table is clustered by `customerId`: a WITHOUT ROWID
-/// table keyed by (customerId, publish_time DESC, message_id DESC), so a customer's rows are
-/// one contiguous range of the table in getData's order. A rowid table with a by-customer
-/// index read a customer's ~20 rows from ~21 table pages (they arrive interleaved with
-/// everyone else's), and an insert touched 4 b-trees where this touches 3 (docs/benchmarks.md,
-/// "Clustered by customer"). `message_id` stays UNIQUE: INSERT OR IGNORE stores a redelivered
-/// message once.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS records (
     message_id TEXT NOT NULL UNIQUE,
@@ -34,57 +27,12 @@ CREATE TABLE IF NOT EXISTS records (
     revenue REAL,
     subscription_name TEXT NOT NULL,
     publish_time INTEGER NOT NULL, -- microseconds since the epoch, like BigQuery's TIMESTAMP
-    attributes TEXT NOT NULL,      -- JSON object
-    PRIMARY KEY (customerId, publish_time DESC, message_id DESC)
-) WITHOUT ROWID;
+    attributes TEXT NOT NULL       -- JSON object
+);
 CREATE INDEX IF NOT EXISTS records_by_time ON records (publish_time DESC, message_id DESC);
+CREATE INDEX IF NOT EXISTS records_by_customer
+    ON records (customerId, publish_time DESC, message_id DESC);
 ";
-
-/// Rebuilds a `records` table of the earlier layout (a rowid table with a by-customer index)
-/// into the clustered one, in one transaction: a crash midway leaves the old table whole.
-const MIGRATE: &str = "
-BEGIN IMMEDIATE;
-ALTER TABLE records RENAME TO records_rowid;
-DROP INDEX IF EXISTS records_by_time;
-DROP INDEX IF EXISTS records_by_customer;
-";
-const MIGRATE_END: &str = "
-INSERT OR IGNORE INTO records
-    (message_id, customerId, name, orders, revenue, subscription_name, publish_time, attributes)
-SELECT message_id, customerId, name, orders, revenue, subscription_name, publish_time, attributes
-FROM records_rowid;
-DROP TABLE records_rowid;
-COMMIT;
-";
-
-/// Creates the table, first rebuilding a `records` table of the earlier rowid layout.
-fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
-    let rowid_table: bool = conn.query_row(
-        "SELECT count(*) FROM pragma_table_list WHERE schema = 'main' AND name = 'records'
-           AND wr = 0",
-        [],
-        |r| r.get::<_, i64>(0).map(|n| n > 0),
-    )?;
-    if !rowid_table {
-        return conn.execute_batch(SCHEMA);
-    }
-    let started = Instant::now();
-    let migrated = conn
-        .execute_batch(MIGRATE)
-        .and_then(|()| conn.execute_batch(SCHEMA))
-        .and_then(|()| conn.execute_batch(MIGRATE_END));
-    if migrated.is_err() && !conn.is_autocommit() {
-        let _ = conn.execute_batch("ROLLBACK");
-    }
-    migrated?;
-    let rows: i64 = conn.query_row("SELECT count(*) FROM records", [], |r| r.get(0))?;
-    tracing::info!(
-        rows,
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "store: records rebuilt clustered by customer (WITHOUT ROWID)"
-    );
-    Ok(())
-}
 
 /// Newest first inside the window; the cursor variants continue after the last row seen.
 /// Row values let SQLite use the index for the keyset condition.
@@ -186,7 +134,7 @@ impl LocalStore {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         let conn =
             sqlite::open(path).map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
-        create_schema(&conn)?;
+        conn.execute_batch(SCHEMA)?;
         let connections = (0..READERS)
             .map(|_| {
                 open_reader(path)
