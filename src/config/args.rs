@@ -107,7 +107,7 @@ pub struct Args {
     /// 30000 local, 5000 gcp).
     #[arg(long, env = "QUERY_CACHE_TTL_MS")]
     pub query_cache_ttl_ms: Option<String>,
-    /// Bound on the bytes of cached getData pages (default 16 MiB).
+    /// Bound on the bytes of cached getData pages (default 32 MiB).
     #[arg(long, env = "QUERY_CACHE_MAX_BYTES")]
     pub query_cache_max_bytes: Option<String>,
     /// Bound on the number of cached getData pages (default 16384).
