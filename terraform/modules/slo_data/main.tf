@@ -33,14 +33,23 @@ locals {
     }
   ]...)
 
+  # What every alert policy of an SLO says about the SLO, once: each kind below (burn rate,
+  # remaining budget, budget exhausted) merges its own fields into it, so the three cannot
+  # drift apart in what they carry of the SLO.
+  cm_alert_slo = {
+    for key, slo in local.cm_slos : key => {
+      slo_key      = key
+      service      = slo.service
+      slo_id       = slo.slo_id
+      display_name = slo.display_name
+      goal         = slo.goal
+      period_days  = slo.rolling_period_days
+    }
+  }
+
   cm_burn_rate_alerts = merge([
     for key, slo in local.cm_slos : {
-      for a in slo.burn_rate_alerts : "${key}/${a.tier}" => {
-        slo_key                 = key
-        service                 = slo.service
-        slo_id                  = slo.slo_id
-        display_name            = slo.display_name
-        goal                    = slo.goal
+      for a in slo.burn_rate_alerts : "${key}/${a.tier}" => merge(local.cm_alert_slo[key], {
         tier                    = a.tier
         severity                = a.severity
         lookback_duration       = a.lookback_duration
@@ -52,34 +61,24 @@ locals {
         budget_consumed_fraction = a.threshold * tonumber(trimsuffix(a.lookback_duration, "s")) / (slo.rolling_period_days * 86400)
         hours_to_exhaustion      = slo.rolling_period_days * 24 / a.threshold
         error_ratio_threshold    = a.threshold * (1 - slo.goal)
-      }
+      })
     }
   ]...)
 
   cm_budget_alerts = merge([
     for key, slo in local.cm_slos : {
-      for a in slo.budget_alerts : "${key}/${a.tier}" => {
-        slo_key                         = key
-        service                         = slo.service
-        slo_id                          = slo.slo_id
-        display_name                    = slo.display_name
+      for a in slo.budget_alerts : "${key}/${a.tier}" => merge(local.cm_alert_slo[key], {
         tier                            = a.tier
         severity                        = a.severity
         reason                          = a.reason
         remaining_budget_fraction_below = a.remaining_budget_fraction_below
         runbook                         = a.runbook
-      }
+      })
     }
   ]...)
 
   cm_budget_exhausted_alerts = {
-    for key, slo in local.cm_slos : key => {
-      slo_key         = key
-      service         = slo.service
-      slo_id          = slo.slo_id
-      display_name    = slo.display_name
-      goal            = slo.goal
-      period_days     = slo.rolling_period_days
+    for key, slo in local.cm_slos : key => merge(local.cm_alert_slo[key], {
       alert           = slo.budget_exhausted_alert.alert
       severity        = slo.budget_exhausted_alert.severity
       reason          = slo.budget_exhausted_alert.reason
@@ -87,7 +86,7 @@ locals {
       selector        = slo.budget_exhausted_alert.filter
       comparison      = slo.budget_exhausted_alert.comparison
       threshold_value = slo.budget_exhausted_alert.threshold_value
-    } if slo.budget_exhausted_alert != null
+    }) if slo.budget_exhausted_alert != null
   }
 
   # --- Datadog ------------------------------------------------------------------------------
