@@ -18,6 +18,7 @@ use std::sync::{Arc, OnceLock};
 
 use axum::extract::{ConnectInfo, Request};
 use axum::http::header::AUTHORIZATION;
+use metrics::Counter;
 use secrecy::{ExposeSecret, SecretSlice};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -202,12 +203,10 @@ pub struct ClientKey(pub Arc<str>);
 /// What authentication needs besides the keys.
 #[derive(Clone)]
 pub struct AuthState {
-    /// The configured keys.
-    pub auth: Arc<Auth>,
-    /// Trusted OIDC issuers, when `OIDC_ISSUERS` is set.
-    pub oidc: Option<Arc<Oidc>>,
-    /// Key anonymous clients by the first `X-Forwarded-For` address.
-    pub trust_forwarded_for: bool,
+    auth: Arc<Auth>,
+    oidc: Option<Arc<Oidc>>,
+    trust_forwarded_for: bool,
+    counts: Arc<AuthCounts>,
 }
 
 /// Why [`AuthState::authenticate`] did not admit a request.
@@ -219,11 +218,62 @@ pub enum Rejection {
     Refresh(Arc<Issuer>),
 }
 
-fn count(method: &'static str, outcome: &'static str) {
-    metrics::counter!(AUTH_REQUESTS, "auth_method" => method, "outcome" => outcome).increment(1);
+/// The (`auth_method`, `outcome`) pairs of [`AUTH_REQUESTS`] that authentication records.
+#[derive(Clone, Copy)]
+enum Attempt {
+    OidcSuccess,
+    OidcUnavailable,
+    OidcInvalid,
+    KeySuccess,
+    KeyInvalid,
+    Missing,
+}
+
+impl Attempt {
+    const ALL: usize = 6;
+
+    fn labels(self) -> (&'static str, &'static str) {
+        match self {
+            Attempt::OidcSuccess => ("oidc", "success"),
+            Attempt::OidcUnavailable => ("oidc", "unavailable"),
+            Attempt::OidcInvalid => ("oidc", "invalid"),
+            Attempt::KeySuccess => ("api_key", "success"),
+            Attempt::KeyInvalid => ("api_key", "invalid"),
+            Attempt::Missing => ("none", "missing"),
+        }
+    }
+}
+
+/// One [`AUTH_REQUESTS`] handle per [`Attempt`], made the first time it is counted (made
+/// earlier, every outcome that never happens would be an empty series on `/metrics`). The
+/// macro built and hashed the label set in the registry on every request (docs/benchmarks.md,
+/// "Follow-up: the middleware on cached getData"); a kept handle is one atomic add.
+struct AuthCounts([OnceLock<Counter>; Attempt::ALL]);
+
+impl AuthCounts {
+    fn count(&self, attempt: Attempt) {
+        self.0[attempt as usize]
+            .get_or_init(|| {
+                let (method, outcome) = attempt.labels();
+                metrics::counter!(AUTH_REQUESTS, "auth_method" => method, "outcome" => outcome)
+            })
+            .increment(1);
+    }
 }
 
 impl AuthState {
+    /// Authentication by `auth` (and bearer JWTs from `oidc`); anonymous clients (auth off)
+    /// are keyed by the first `X-Forwarded-For` address when `trust_forwarded_for`. Build it
+    /// after the metrics recorder is installed: the counters it keeps belong to that recorder.
+    pub fn new(auth: Arc<Auth>, oidc: Option<Arc<Oidc>>, trust_forwarded_for: bool) -> Self {
+        Self {
+            auth,
+            oidc,
+            trust_forwarded_for,
+            counts: Arc::new(AuthCounts([const { OnceLock::new() }; Attempt::ALL])),
+        }
+    }
+
     /// Authenticates an API request (401 without a known key or a valid token) and records
     /// in its extensions who is calling, for the rate limiter ([`ClientKey`]) and the scope
     /// check ([`Principal`]). The key id (or the token's subject) goes into the request's log
@@ -269,7 +319,7 @@ impl AuthState {
         let principal = if let Some((oidc, token)) = jwt {
             match oidc.verify(token, may_refresh) {
                 Ok(v) => {
-                    count("oidc", "success");
+                    self.counts.count(Attempt::OidcSuccess);
                     Principal {
                         key_id: Some(v.key_id),
                         scopes: Some(v.scopes),
@@ -277,11 +327,11 @@ impl AuthState {
                 }
                 Err(Failure::Refresh(issuer)) => return Err(Rejection::Refresh(issuer)),
                 Err(Failure::Unavailable) => {
-                    count("oidc", "unavailable");
+                    self.counts.count(Attempt::OidcUnavailable);
                     return Err(Rejection::Error(ApiError::IssuerUnavailable));
                 }
                 Err(Failure::Invalid(reason)) => {
-                    count("oidc", "invalid");
+                    self.counts.count(Attempt::OidcInvalid);
                     tracing::debug!(reason, "bearer token refused");
                     return Err(Rejection::Error(ApiError::InvalidToken));
                 }
@@ -290,9 +340,9 @@ impl AuthState {
             let result = self.auth.authenticate(header);
             if let Auth::Keys(_) = *self.auth {
                 match (&result, header) {
-                    (Ok(_), _) => count("api_key", "success"),
-                    (Err(_), None) => count("none", "missing"),
-                    (Err(_), Some(_)) => count("api_key", "invalid"),
+                    (Ok(_), _) => self.counts.count(Attempt::KeySuccess),
+                    (Err(_), None) => self.counts.count(Attempt::Missing),
+                    (Err(_), Some(_)) => self.counts.count(Attempt::KeyInvalid),
                 }
             }
             result.map_err(Rejection::Error)?

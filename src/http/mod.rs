@@ -119,11 +119,11 @@ fn public_routes() -> Router<AppState> {
 /// The public router with the full middleware stack (see the module docs for the order).
 pub fn router(state: AppState, protection: Protection) -> Router {
     let limiter = protection.rate_limit.layer();
-    let auth_state = AuthState {
-        auth: protection.auth.clone(),
-        oidc: protection.oidc.clone(),
-        trust_forwarded_for: protection.trust_forwarded_for,
-    };
+    let auth_state = AuthState::new(
+        protection.auth.clone(),
+        protection.oidc.clone(),
+        protection.trust_forwarded_for,
+    );
     crate::telemetry::metrics::max_active(protection.max_in_flight);
     let admit = AdmitLayer::new(protection.max_in_flight, protection.faults, auth_state);
 
