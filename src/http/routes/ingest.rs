@@ -136,13 +136,20 @@ pub async fn ingest(
         base.insert("idempotency_key".into(), idem.key.clone());
     }
     propagation::inject(&span, &mut base);
+    // The last message takes `base` itself: a one-record request clones no attributes.
+    let last = records.len().saturating_sub(1);
     let messages = records
         .iter()
-        .map(|r| OutgoingMessage {
+        .enumerate()
+        .map(|(i, r)| OutgoingMessage {
             data: serde_json::to_vec(r)
                 .expect("a record always serializes")
                 .into(),
-            attributes: base.clone(),
+            attributes: if i == last {
+                std::mem::take(&mut base)
+            } else {
+                base.clone()
+            },
         })
         .collect();
 
