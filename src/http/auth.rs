@@ -18,7 +18,6 @@ use std::sync::{Arc, OnceLock};
 
 use axum::extract::{ConnectInfo, Request};
 use axum::http::header::AUTHORIZATION;
-use metrics::Counter;
 use secrecy::{ExposeSecret, SecretSlice};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -27,7 +26,7 @@ use subtle::ConstantTimeEq;
 use super::error::ApiError;
 use super::oidc::{self, Failure, Issuer, Oidc};
 use crate::telemetry::logging;
-use crate::telemetry::metrics::AUTH_REQUESTS;
+use crate::telemetry::metrics::{AuthAttempt, AuthMetrics};
 
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -206,7 +205,7 @@ pub struct AuthState {
     auth: Arc<Auth>,
     oidc: Option<Arc<Oidc>>,
     trust_forwarded_for: bool,
-    counts: Arc<AuthCounts>,
+    metrics: Arc<AuthMetrics>,
 }
 
 /// Why [`AuthState::authenticate`] did not admit a request.
@@ -218,59 +217,16 @@ pub enum Rejection {
     Refresh(Arc<Issuer>),
 }
 
-/// The (`auth_method`, `outcome`) pairs of [`AUTH_REQUESTS`] that authentication records.
-#[derive(Clone, Copy)]
-enum Attempt {
-    OidcSuccess,
-    OidcUnavailable,
-    OidcInvalid,
-    KeySuccess,
-    KeyInvalid,
-    Missing,
-}
-
-impl Attempt {
-    const ALL: usize = 6;
-
-    fn labels(self) -> (&'static str, &'static str) {
-        match self {
-            Attempt::OidcSuccess => ("oidc", "success"),
-            Attempt::OidcUnavailable => ("oidc", "unavailable"),
-            Attempt::OidcInvalid => ("oidc", "invalid"),
-            Attempt::KeySuccess => ("api_key", "success"),
-            Attempt::KeyInvalid => ("api_key", "invalid"),
-            Attempt::Missing => ("none", "missing"),
-        }
-    }
-}
-
-/// One [`AUTH_REQUESTS`] handle per [`Attempt`], made the first time it is counted (made
-/// earlier, every outcome that never happens would be an empty series on `/metrics`). The
-/// macro built and hashed the label set in the registry on every request (docs/benchmarks.md,
-/// "Follow-up: the middleware on cached getData"); a kept handle is one atomic add.
-struct AuthCounts([OnceLock<Counter>; Attempt::ALL]);
-
-impl AuthCounts {
-    fn count(&self, attempt: Attempt) {
-        self.0[attempt as usize]
-            .get_or_init(|| {
-                let (method, outcome) = attempt.labels();
-                metrics::counter!(AUTH_REQUESTS, "auth_method" => method, "outcome" => outcome)
-            })
-            .increment(1);
-    }
-}
-
 impl AuthState {
     /// Authentication by `auth` (and bearer JWTs from `oidc`); anonymous clients (auth off)
-    /// are keyed by the first `X-Forwarded-For` address when `trust_forwarded_for`. Build it
-    /// after the metrics recorder is installed: the counters it keeps belong to that recorder.
+    /// are keyed by the first `X-Forwarded-For` address when `trust_forwarded_for`. Its counter
+    /// handles are made as each outcome is first counted ([`AuthMetrics`]).
     pub fn new(auth: Arc<Auth>, oidc: Option<Arc<Oidc>>, trust_forwarded_for: bool) -> Self {
         Self {
             auth,
             oidc,
             trust_forwarded_for,
-            counts: Arc::new(AuthCounts([const { OnceLock::new() }; Attempt::ALL])),
+            metrics: Arc::new(AuthMetrics::register()),
         }
     }
 
@@ -319,7 +275,7 @@ impl AuthState {
         let principal = if let Some((oidc, token)) = jwt {
             match oidc.verify(token, may_refresh) {
                 Ok(v) => {
-                    self.counts.count(Attempt::OidcSuccess);
+                    self.metrics.count(AuthAttempt::OidcSuccess);
                     Principal {
                         key_id: Some(v.key_id),
                         scopes: Some(v.scopes),
@@ -327,11 +283,11 @@ impl AuthState {
                 }
                 Err(Failure::Refresh(issuer)) => return Err(Rejection::Refresh(issuer)),
                 Err(Failure::Unavailable) => {
-                    self.counts.count(Attempt::OidcUnavailable);
+                    self.metrics.count(AuthAttempt::OidcUnavailable);
                     return Err(Rejection::Error(ApiError::IssuerUnavailable));
                 }
                 Err(Failure::Invalid(reason)) => {
-                    self.counts.count(Attempt::OidcInvalid);
+                    self.metrics.count(AuthAttempt::OidcInvalid);
                     tracing::debug!(reason, "bearer token refused");
                     return Err(Rejection::Error(ApiError::InvalidToken));
                 }
@@ -340,9 +296,9 @@ impl AuthState {
             let result = self.auth.authenticate(header);
             if let Auth::Keys(_) = *self.auth {
                 match (&result, header) {
-                    (Ok(_), _) => self.counts.count(Attempt::KeySuccess),
-                    (Err(_), None) => self.counts.count(Attempt::Missing),
-                    (Err(_), Some(_)) => self.counts.count(Attempt::KeyInvalid),
+                    (Ok(_), _) => self.metrics.count(AuthAttempt::KeySuccess),
+                    (Err(_), None) => self.metrics.count(AuthAttempt::Missing),
+                    (Err(_), Some(_)) => self.metrics.count(AuthAttempt::KeyInvalid),
                 }
             }
             result.map_err(Rejection::Error)?

@@ -322,21 +322,24 @@ fn error_slot(error: Option<ErrorKind>) -> usize {
     }
 }
 
-/// One handle per `error_type`, made the first time that error type is recorded (a handle
-/// made earlier would put an empty series on `/metrics` for every error that never happens).
-/// A kept handle records with an atomic add, where the macros build and hash a key on every
-/// call (about 2,000 instructions, several times per message).
-struct ByError<T>([OnceLock<T>; ERRORS]);
+/// One handle per label set of a fixed few, made the first time that label set is recorded (a
+/// handle made earlier would put an empty series on `/metrics` for every error or outcome
+/// that never happens). A kept handle records with an atomic add, where the macros build and
+/// hash a key on every call (about 2,000 instructions, several times per message).
+struct Slots<T, const N: usize>([OnceLock<T>; N]);
 
-impl<T> ByError<T> {
+impl<T, const N: usize> Slots<T, N> {
     fn new() -> Self {
-        Self([const { OnceLock::new() }; ERRORS])
+        Self([const { OnceLock::new() }; N])
     }
 
-    fn get(&self, error: Option<ErrorKind>, make: impl FnOnce() -> T) -> &T {
-        self.0[error_slot(error)].get_or_init(make)
+    fn get(&self, slot: usize, make: impl FnOnce() -> T) -> &T {
+        self.0[slot].get_or_init(make)
     }
 }
+
+/// One handle per `error_type`.
+type ByError<T> = Slots<T, ERRORS>;
 
 /// The messaging metrics of one broker client, registered by the component when it is built
 /// (the way Vector's components register their internal events): its system is fixed then, so
@@ -362,7 +365,7 @@ impl MessagingMetrics {
     pub fn op(&self, op: MessagingOp, error: Option<ErrorKind>, elapsed: Duration) {
         let system = self.system.as_str();
         self.duration[op as usize]
-            .get(error, || {
+            .get(error_slot(error), || {
                 histogram!(MESSAGING_DURATION,
                     "messaging_system" => system,
                     "messaging_operation_name" => op.as_str(),
@@ -375,7 +378,7 @@ impl MessagingMetrics {
     pub fn sent(&self, error: Option<ErrorKind>, n: u64) {
         let system = self.system.as_str();
         self.sent
-            .get(error, || {
+            .get(error_slot(error), || {
                 counter!(MESSAGING_SENT,
                     "messaging_system" => system,
                     "error_type" => error_label(error))
@@ -405,13 +408,61 @@ impl DbMetrics {
     pub fn op(&self, op: DbOp, error: Option<ErrorKind>, elapsed: Duration) {
         let system = self.system.as_str();
         self.duration[op as usize]
-            .get(error, || {
+            .get(error_slot(error), || {
                 histogram!(DB_DURATION,
                     "db_system_name" => system,
                     "db_operation_name" => op.as_str(),
                     "error_type" => error_label(error))
             })
             .record(elapsed.as_secs_f64());
+    }
+}
+
+/// How an API request's authentication ended: the (`auth_method`, `outcome`) pairs of
+/// [`AUTH_REQUESTS`].
+#[derive(Debug, Clone, Copy)]
+pub enum AuthAttempt {
+    OidcSuccess,
+    OidcUnavailable,
+    OidcInvalid,
+    KeySuccess,
+    KeyInvalid,
+    Missing,
+}
+
+impl AuthAttempt {
+    const COUNT: usize = 6;
+
+    fn labels(self) -> (&'static str, &'static str) {
+        match self {
+            AuthAttempt::OidcSuccess => ("oidc", "success"),
+            AuthAttempt::OidcUnavailable => ("oidc", "unavailable"),
+            AuthAttempt::OidcInvalid => ("oidc", "invalid"),
+            AuthAttempt::KeySuccess => ("api_key", "success"),
+            AuthAttempt::KeyInvalid => ("api_key", "invalid"),
+            AuthAttempt::Missing => ("none", "missing"),
+        }
+    }
+}
+
+/// The authentication counter, one handle per [`AuthAttempt`], kept by the API's
+/// authentication (see [`MessagingMetrics`]): counted on every API request.
+pub struct AuthMetrics(Slots<Counter, { AuthAttempt::COUNT }>);
+
+impl AuthMetrics {
+    /// The handles (made as each attempt is first counted).
+    pub fn register() -> Self {
+        Self(Slots::new())
+    }
+
+    /// Counts one authentication attempt.
+    pub fn count(&self, attempt: AuthAttempt) {
+        self.0
+            .get(attempt as usize, || {
+                let (method, outcome) = attempt.labels();
+                counter!(AUTH_REQUESTS, "auth_method" => method, "outcome" => outcome)
+            })
+            .increment(1);
     }
 }
 
@@ -520,6 +571,10 @@ mod tests {
             pipeline.backlog(7);
             pipeline.dead_lettered(2);
             pipeline.end_to_end(0.5);
+            let auth = AuthMetrics::register();
+            auth.count(AuthAttempt::KeySuccess);
+            auth.count(AuthAttempt::KeySuccess);
+            auth.count(AuthAttempt::Missing);
         });
         let text = handle.render();
         for line in [
@@ -530,6 +585,8 @@ mod tests {
             "pipeline_backlog_messages 7",
             "pipeline_dead_lettered_messages_total 2",
             "pipeline_end_to_end_latency_seconds_count 1",
+            r#"app_auth_requests_total{auth_method="api_key",outcome="success"} 2"#,
+            r#"app_auth_requests_total{auth_method="none",outcome="missing"} 1"#,
         ] {
             assert!(text.contains(line), "{line}\nnot in\n{text}");
         }
@@ -537,6 +594,11 @@ mod tests {
             text.matches("_duration_seconds_count{").count(),
             3,
             "a series per label set recorded, and no other:\n{text}"
+        );
+        assert_eq!(
+            text.matches("app_auth_requests_total{").count(),
+            2,
+            "an auth series per attempt counted, and no other:\n{text}"
         );
     }
 

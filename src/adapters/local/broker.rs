@@ -936,7 +936,8 @@ mod tests {
     }
 
     /// The pull walks `messages` in id order and stops at `max` due rows: no sort, no index
-    /// to keep up to date on every publish, lease and ack (docs/benchmarks.md, round 3).
+    /// to keep up to date on every publish, lease and ack (docs/benchmarks.md, "Follow-up: the
+    /// broker's unused index").
     #[test]
     fn the_pull_reads_the_table_in_id_order() {
         let dir = tempfile::tempdir().unwrap();
