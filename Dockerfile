@@ -31,6 +31,8 @@ RUN cargo chef prepare --recipe-path recipe.json
 
 FROM chef AS builder
 COPY --from=planner /build/recipe.json recipe.json
+# Build settings that change how dependencies compile (SQLite's flush call, .cargo/config.toml).
+COPY .cargo .cargo
 # Dependencies only: this layer is rebuilt when Cargo.toml or Cargo.lock change, not for src/.
 RUN cargo chef cook --release --locked --recipe-path recipe.json \
       --package challenge-latam-api --bin challenge-latam-api
