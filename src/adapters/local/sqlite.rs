@@ -10,8 +10,7 @@ use crate::ports::{DependencyError, ErrorKind};
 /// broker's live pages are few and rewritten by every publish, lease and ack, the store's tail
 /// pages by every batch. At 10,000 pages (at most about 40 MiB of WAL a database) ingest
 /// answered 9 % more requests a second for 7 % less CPU each (medians of six same-minute
-/// pairs), and reads did not change (docs/benchmarks.md, "Follow-up: checkpoints and
-/// fdatasync").
+/// pairs), and reads did not change (docs/benchmarks.md, "Checkpoints and fdatasync").
 pub const WAL_AUTOCHECKPOINT_PAGES: u32 = 10_000;
 
 /// Opens a connection in WAL mode with `synchronous = FULL`: a commit is on disk when it
