@@ -140,7 +140,10 @@ impl LocalBroker {
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("local-broker".into())
-            .spawn(move || actor.run(rx))?;
+            .spawn(move || {
+                defer_to_request_threads();
+                actor.run(rx)
+            })?;
         Ok(Self {
             tx,
             acks,
@@ -845,6 +848,31 @@ fn nack(
     Ok(NackOutcome::Redeliver)
 }
 
+/// Puts the calling thread (the broker's) under Linux's `SCHED_BATCH` policy: same share of
+/// the CPU and the same nice level, but its wake-ups do not preempt the running thread.
+///
+/// Why: a publish wakes the broker thread, and under the default policy the wake-up preempted
+/// the runtime thread that sent it, on a busy core, so the broker committed groups of about 6
+/// publishes, each group a WAL write, an `fdatasync`, and a context switch on both sides.
+/// Deferred until the runtime thread has handled the requests that are ready (or used its
+/// slice), it commits about twice as many a group, and an ingest costs some 15 % less CPU
+/// (docs/benchmarks.md, "The broker thread yields to requests"). A core with nothing else to
+/// run still runs the broker at once, so an idle service answers as fast as before. Failing
+/// (a sandbox that refuses the call) only loses the gain.
+#[cfg(target_os = "linux")]
+fn defer_to_request_threads() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 names the calling thread, and `param` is a valid `sched_param` that the
+    // call only reads. SCHED_BATCH needs no privilege.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } != 0 {
+        let error = std::io::Error::last_os_error();
+        tracing::info!(%error, "broker thread keeps the default scheduling policy");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn defer_to_request_threads() {}
+
 /// Microseconds since the Unix epoch (BigQuery's TIMESTAMP precision).
 pub fn now_us() -> i64 {
     chrono::Utc::now().timestamp_micros()
@@ -868,6 +896,26 @@ mod tests {
             Arc::new(Acks::default()),
         )
         .unwrap()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_broker_thread_is_scheduled_not_to_preempt_request_threads() {
+        let policy = std::thread::spawn(|| {
+            defer_to_request_threads();
+            // The policy is the 41st field of the thread's stat, the 39th after the name.
+            let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+            let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+            after_name
+                .split(' ')
+                .nth(38)
+                .unwrap()
+                .parse::<i32>()
+                .unwrap()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(policy, libc::SCHED_BATCH);
     }
 
     fn message(data: &str) -> OutgoingMessage {
