@@ -141,16 +141,20 @@ def wrk(url: str, script: str, seconds: int, conns: int, auth: str) -> dict:
     return parse_wrk(out)
 
 
-def backlog(data_dir: Path) -> int:
-    """Messages the server's broker holds that its pipeline has not yet stored."""
-    db = data_dir / "broker.db"
+def count_rows(db: Path, table: str) -> int:
+    """Rows of `table` in the SQLite file `db` (0 when there is no file yet), read-only."""
     if not db.exists():
         return 0
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
     try:
-        return conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+        return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
     finally:
         conn.close()
+
+
+def backlog(data_dir: Path) -> int:
+    """Messages the server's broker holds that its pipeline has not yet stored."""
+    return count_rows(data_dir / "broker.db", "messages")
 
 
 def settle(data_dirs: list[Path], limit: float = 180.0) -> float:
@@ -339,6 +343,7 @@ def main() -> int:
         figures: dict = {c: {} for c in cases}
         rounds: dict = {c: [] for c in cases}
         cpu_rounds: dict = {c: [] for c in cases}
+        store_rows: dict = {}
         for case, (path, script) in cases.items():
             # All three servers in every round, the order rotating, `--rounds` times, so a slow
             # minute of this shared machine hits every side of both ratios. (Until 2026-12-06
@@ -347,6 +352,11 @@ def main() -> int:
             names = ["bare", "handlers", "service"]
             order = [tuple(names[i % 3:] + names[:i % 3]) for i in range(args.rounds)]
             runs: dict = {n: [] for n in procs}
+            # The store grows through the ingest rounds, and an ingest costs more the larger
+            # it is (docs/benchmarks.md, "Ingest slows as the store grows"), so the report says
+            # over which sizes each case ran.
+            settle([full_dir, ho_dir])
+            store_rows[case] = [count_rows(full_dir / "store.db", "records")]
             for group in order:
                 got = {}
                 for name in group:
@@ -370,12 +380,15 @@ def main() -> int:
                           flush=True)
                 rounds[case].append(got)
                 cpu_rounds[case].append({n: runs[n][-1]["cpu_us"] for n in group})
+            settle([full_dir, ho_dir])
+            store_rows[case].append(count_rows(full_dir / "store.db", "records"))
             # Each server's median run stands for it (its latencies with it).
             for name, rs in runs.items():
                 figures[case][name] = sorted(rs, key=lambda x: x["rps"])[len(rs) // 2]
         results["figures"] = figures
         results["rounds"] = rounds
         results["cpu_rounds"] = cpu_rounds
+        results["store_rows"] = store_rows
         results["cache"] = cache_figures(service)
         c = results["cache"]
         print(f"bench: service cache: {c['lookups']}; age of pages served from it: "
@@ -497,6 +510,11 @@ def report(r: dict) -> str:
                          f"if the server were CPU-bound alone) |")
     e = r.get("e2e")
     lines.append("")
+    sizes = r.get("store_rows", {})
+    if sizes:  # runs before 2026-12-07 did not record them
+        lines += ["Rows in the service's store while each case ran (ingest adds them; an ingest "
+                  "costs more the larger the store): " + ", ".join(
+                      f"{case} {a:,} to {b:,}" for case, (a, b) in sizes.items()) + ".", ""]
     if e:  # not measured when --cases leaves ingest out
         lo = {0.1: 0.0, 0.25: 0.1, 0.5: 0.25, 1.0: 0.5, 2.5: 1.0, 5.0: 2.5, 10.0: 5.0}.get(
             e["p99_le_s"], "?")
