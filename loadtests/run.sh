@@ -4,4 +4,5 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 export PATH="$root/.tools/venv/bin:$PATH"
+"$root/scripts/bootstrap.sh" # k6 and the Python tools, as `make test` installs them
 exec python3 "$root/loadtests/run.py" "$@"

@@ -13,6 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.tools/venv/bin:$PATH"
+scripts/bootstrap.sh # the emulators and bqemulator, as `make test` installs them
 
 export EMULATOR_DIR="${EMULATOR_DIR:-$PWD/.tools/gcp-stack}"
 mkdir -p "$EMULATOR_DIR"

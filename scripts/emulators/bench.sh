@@ -29,11 +29,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PATH="$PWD/.tools/venv/bin:$PATH"
+scripts/bootstrap.sh # the emulators, bqemulator and wrk, as `make test` installs them
 CONNECTIONS="${CONNECTIONS:-64}"
 DURATION="${DURATION:-15}"
 DURATION="${DURATION%s}"
 ROUNDS="${ROUNDS:-3}"
-command -v wrk >/dev/null || { echo "bench: wrk missing: apt-get install -y wrk" >&2; exit 1; }
 
 work=$(mktemp -d -t gcp-bench.XXXXXX)
 export EMULATOR_DIR="$work/emulators"
