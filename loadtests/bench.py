@@ -313,6 +313,7 @@ def main() -> int:
                      "query_cache_ttl_ms": args.query_cache_ttl_ms,
                      "cpus": {"server": PIN["server"], "generator": PIN["generator"]},
                      "wrk": {"threads": 1, "connections": args.connections, "seconds": args.seconds}}
+    procs: dict[str, Proc] = {}
     try:
         # 1. Store with 1,000,000 rows: the service creates the schema, then rows go in directly.
         full_dir, ho_dir = tmp / "service", tmp / "handlers"
@@ -326,15 +327,17 @@ def main() -> int:
 
         keys_file, keys = svc.make_keys(tmp, 2)
         high = {"RATE_LIMIT_PER_SECOND": "1000000", "RATE_LIMIT_BURST": "1000000"}
+        # Each server joins `procs` as soon as it runs, so that `finally` stops it.
         service = svc.Service(data_dir=full_dir, log=out / "service.log", cpus=PIN["server"],
                               env={"API_KEYS_FILE": str(keys_file), **high, **cache}).start()
-        handlers = svc.Service(data_dir=ho_dir, log=out / "handlers_only.log", cpus=PIN["server"],
-                               binary=EXAMPLES / "handlers_only", env=cache).start()
+        procs["service"] = Proc("service", service=service)
+        procs["handlers"] = Proc("handlers", service=svc.Service(
+            data_dir=ho_dir, log=out / "handlers_only.log", cpus=PIN["server"],
+            binary=EXAMPLES / "handlers_only", env=cache).start())
         bare_port = svc.free_port()
-        bare = start_bare(bare_port, out / "bare.log")
-        procs = {"bare": Proc("bare", popen=bare, url=f"http://127.0.0.1:{bare_port}"),
-                 "handlers": Proc("handlers", service=handlers),
-                 "service": Proc("service", service=service)}
+        procs["bare"] = Proc("bare", popen=start_bare(bare_port, out / "bare.log"),
+                             url=f"http://127.0.0.1:{bare_port}")
+        names = ["bare", "handlers", "service"]
         cases = {"ingest": ("/challenge-latam-api/ingestData", "ingest.lua"),
                  "getData": ("/challenge-latam-api/getData", "getdata.lua"),
                  "byCustomer": ("/challenge-latam-api/getData", "customer.lua"),
@@ -349,9 +352,8 @@ def main() -> int:
             # minute of this shared machine hits every side of both ratios. (Until 2026-12-06
             # bare ran once per case: one noisy run moved the service / bare ratio of the
             # same build from 24 % to 39 % between two runs.)
-            names = ["bare", "handlers", "service"]
             order = [tuple(names[i % 3:] + names[:i % 3]) for i in range(args.rounds)]
-            runs: dict = {n: [] for n in procs}
+            runs: dict = {n: [] for n in names}
             # The store grows through the ingest rounds, and an ingest costs more the larger
             # it is (docs/benchmarks.md, "Ingest slows as the store grows"), so the report says
             # over which sizes each case ran.
@@ -413,8 +415,12 @@ def main() -> int:
                                             + 1 / figures["getData"]["service"]["rps"]))):
                 results["capacity"].append(capacity(service, keys, min(ceiling, 4000), mix, out, 15))
 
-        results["rss_peak_mib"] = {n: p.stop() / 2**20 for n, p in procs.items()}
+        results["rss_peak_mib"] = {n: procs[n].stop() / 2**20 for n in names}
     finally:
+        # Again on failure: a run that stops part-way must not leave its servers running
+        # (they would load the next run). Stopping twice is a no-op.
+        for p in procs.values():
+            p.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
     text = report(results)
