@@ -347,7 +347,15 @@ def main() -> int:
         rounds: dict = {c: [] for c in cases}
         cpu_rounds: dict = {c: [] for c in cases}
         store_rows: dict = {}
+        # Where each phase's RSS samples of the service start, so the report can say which
+        # phase set the peak (a peak alone does not say what to look at).
+        phases: list[tuple[str, int]] = []
+
+        def phase(name: str) -> None:
+            phases.append((name, len(procs["service"].sampler.samples)))
+
         for case, (path, script) in cases.items():
+            phase(case)
             # All three servers in every round, the order rotating, `--rounds` times, so a slow
             # minute of this shared machine hits every side of both ratios. (Until 2026-12-06
             # bare ran once per case: one noisy run moved the service / bare ratio of the
@@ -399,6 +407,7 @@ def main() -> int:
 
         # 2. Publish-to-queryable at half the maximum ingest rate.
         if "ingest" in cases:
+            phase("end-to-end")
             half = max(10, int(figures["ingest"]["service"]["rps"] / 2))
             results["e2e"] = e2e_under_load(service, half, 20, keys)
             e = results["e2e"]
@@ -408,6 +417,7 @@ def main() -> int:
 
         # 3. SLO capacity (k6, thresholds = SLOs) for ingest, query and a 50/50 mix.
         if args.capacity:
+            phase("capacity")
             results["capacity"] = []
             for mix, ceiling in ((1.0, figures["ingest"]["service"]["rps"]),
                                  (0.0, figures["getData"]["service"]["rps"]),
@@ -416,6 +426,10 @@ def main() -> int:
                 results["capacity"].append(capacity(service, keys, min(ceiling, 4000), mix, out, 15))
 
         results["rss_peak_mib"] = {n: procs[n].stop() / 2**20 for n in names}
+        rss = procs["service"].sampler.samples
+        ends = [start for _, start in phases[1:]] + [len(rss)]
+        results["service_rss_peak_by_phase_mib"] = {
+            name: max(rss[start:end], default=0) / 2**20 for (name, start), end in zip(phases, ends)}
     finally:
         # Again on failure: a run that stops part-way must not leave its servers running
         # (they would load the next run). Stopping twice is a no-op.
@@ -540,6 +554,9 @@ def report(r: dict) -> str:
     lines.append("Peak resident memory (sampled every 0.25 s): " + ", ".join(
         f"{n} {v:.1f} MiB" for n, v in rss.items()) +
         f" (target for the service < 100 MiB: {'met' if rss.get('service', 0) < 100 else 'MISSED'}).")
+    if r.get("service_rss_peak_by_phase_mib"):
+        lines.append("The service's peak by phase: " + ", ".join(
+            f"{n} {v:.1f} MiB" for n, v in r["service_rss_peak_by_phase_mib"].items()) + ".")
     if r.get("capacity"):
         lines += ["", "Highest k6 rate with every SLO threshold held (15 s per step, unique records, "
                   "2 API keys):", "", "| traffic | highest rate held | steps tried |", "|---|---|---|"]
