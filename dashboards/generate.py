@@ -36,7 +36,7 @@ API_ROUTES = f"{INGEST}|{QUERY}"
 
 # getData's read path (src/pages.rs) and the cost of reads: names of src/telemetry/metrics.rs.
 LOOKUPS = "app_getdata_cache_lookups_total"          # {result: hit|miss|coalesced}
-EVICTIONS = "app_getdata_cache_evictions_total"      # {reason: size|expired|replaced}
+EVICTIONS = "app_getdata_cache_evictions_total"      # {reason: size|expired}
 AGE = "app_getdata_cache_age_seconds"                # histogram: age of every page served from the cache
 ENTRIES = "app_getdata_cache_entries"
 CACHE_BYTES = "app_getdata_cache_bytes"

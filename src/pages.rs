@@ -9,11 +9,17 @@
 //!
 //! - **Cache.** Keyed by the normalized filter ([`FilterKey`]: a default window is "the newest
 //!   rows", not a window that moves every microsecond) and by a generation (below). Entries
-//!   live at most `QUERY_CACHE_TTL_MS` and are bounded in entries and bytes, evicted by moka's
-//!   TinyLFU/LRU policy. The cached value is the page as sent: body bytes, `Link` and `ETag`,
-//!   so a hit encodes nothing.
-//! - **Coalescing.** Concurrent identical misses run one query and share its page; a failed
-//!   query is not cached and every waiter gets its error (moka's `try_get_with`).
+//!   are served for at most `QUERY_CACHE_TTL_MS` and are bounded in entries and bytes, evicted
+//!   by quick_cache's S3-FIFO policy. The cached value is the page as sent: body bytes, `Link`
+//!   and `ETag`, so a hit encodes nothing.
+//! - **Coalescing.** Concurrent identical misses run one query and share its page (quick_cache's
+//!   placeholder); a failed query is not cached and every waiter gets its error.
+//!
+//! quick_cache rather than moka (used until 2026-12-08): moka's lookup, with the read log and
+//! housekeeping it keeps for its policy, cost 3.7 µs of a cached by-customer request's 19.2
+//! (same-minute pairs, docs/benchmarks.md, "The page cache's lookup"). quick_cache has no
+//! time-to-live, so the age is checked here: a page past the TTL is never served, is removed
+//! when a lookup finds it, and the upkeep task drops the rest.
 //! - **Invalidation.** Where this process writes rows (the embedded pipeline, or the gcp
 //!   worker), each commit bumps a generation per customer bucket and one for all customers,
 //!   read into the key *before* the query starts: a page computed before a commit is never
@@ -25,7 +31,7 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,8 +39,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::HeaderValue;
 use metrics::{Counter, Gauge, Histogram};
-use moka::future::Cache;
-use moka::notification::RemovalCause;
+use quick_cache::sync::Cache;
+use quick_cache::{Lifecycle, Weighter};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
@@ -72,16 +78,22 @@ pub struct Page {
     pub made: Instant,
 }
 
-/// Fixed cost counted for every entry besides its body (key, link, etag, moka's node).
+/// Fixed cost counted for every entry besides its body (key, link, etag, the cache's slot).
 const ENTRY_OVERHEAD: u64 = 512;
 /// Customer buckets of the invalidation generations: a commit for one customer makes the
 /// pages of the customers in its bucket stale too, which costs a query, never a wrong page.
 const BUCKETS: usize = 1024;
 
+/// What the cache holds for a key: a page, or for an instant the error of a failed query, so
+/// that the requests waiting on that query get it (it is removed as soon as they have).
+type Answer = Result<Arc<Page>, DependencyError>;
+type PageCache = Cache<PageKey, Answer, Weigh, quick_cache::DefaultHashBuilder, Evictions>;
+
 /// The read path; built once in `startup`.
 pub struct Pages {
     store: Arc<dyn RecordQuery>,
-    cache: Option<Cache<PageKey, Arc<Page>>>,
+    cache: Option<Arc<PageCache>>,
+    ttl: Duration,
     generations: Arc<Generations>,
     in_flight: Arc<Semaphore>,
     queue_timeout: Duration,
@@ -104,20 +116,26 @@ impl Pages {
             // the weights (capacity max_bytes) admit at most max_entries entries, and at least
             // its bytes, so they admit at most max_bytes of pages.
             let floor = (config.max_bytes / config.max_entries.max(1)).max(1);
-            let evicted = metrics.clone();
-            Cache::builder()
-                .max_capacity(config.max_bytes)
-                .weigher(move |_: &PageKey, page: &Arc<Page>| {
-                    let weight = (page.body.len() as u64 + ENTRY_OVERHEAD).max(floor);
-                    u32::try_from(weight).unwrap_or(u32::MAX)
-                })
-                .time_to_live(config.ttl)
-                .eviction_listener(move |_, _, cause| evicted.evicted(cause))
+            let options = quick_cache::OptionsBuilder::new()
+                .estimated_items_capacity(usize::try_from(config.max_entries).unwrap_or(usize::MAX))
+                .weight_capacity(config.max_bytes)
                 .build()
+                .expect("both capacities are set");
+            let evictions = Evictions {
+                metrics: metrics.clone(),
+                ttl: config.ttl,
+            };
+            Arc::new(Cache::with_options(
+                options,
+                Weigh { floor },
+                Default::default(),
+                evictions,
+            ))
         });
         Self {
             store,
             cache,
+            ttl: config.ttl,
             generations: Arc::new(Generations::new()),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             queue_timeout: config.queue_timeout,
@@ -136,45 +154,64 @@ impl Pages {
             filter: filter.key(),
             generation: self.generations.of(filter.customer_id.as_deref()),
         };
-        if let Some(page) = cache.get(&key).await {
-            self.metrics.served(Lookup::Hit, &page);
-            return Ok(page);
-        }
-        let ran = AtomicBool::new(false);
-        let init = async {
-            ran.store(true, Ordering::Relaxed);
-            self.compute(filter).await.map(Arc::new)
-        };
-        let result = cache.try_get_with(key, init).await;
-        let lookup = if ran.load(Ordering::Relaxed) {
-            Lookup::Miss
-        } else {
-            Lookup::Coalesced
-        };
-        match result {
-            Ok(page) => {
-                self.metrics.served(lookup, &page);
-                self.metrics.size(cache);
-                Ok(page)
-            }
-            Err(e) => {
-                self.metrics.lookup(lookup);
-                Err((*e).clone())
+        // A fresh page under a shard's read lock: the hit path.
+        let mut lookup = Lookup::Hit;
+        loop {
+            let found = match cache.get(&key) {
+                Some(found) => found,
+                // Absent: wait for the query another request runs for this key, or run it.
+                None => match cache.get_value_or_guard_async(&key).await {
+                    Ok(found) => {
+                        lookup = Lookup::Coalesced;
+                        found
+                    }
+                    Err(guard) => {
+                        let answer = self.compute(filter).await.map(Arc::new);
+                        // The waiters take the answer from the placeholder; an error is then
+                        // removed at once, so the next request queries again.
+                        let _ = guard.insert(answer.clone());
+                        if answer.is_err() {
+                            cache.remove_if(&key, |a| a.is_err());
+                        }
+                        self.metrics.size(cache);
+                        return self.metrics.answered(Lookup::Miss, answer);
+                    }
+                },
+            };
+            match &found {
+                Ok(page) if page.made.elapsed() >= self.ttl => {
+                    // Past the TTL: never served. Removed unless another request has already
+                    // put a newer page there; then look again.
+                    let expired =
+                        cache.remove_if(&key, |a| matches!(a, Ok(p) if Arc::ptr_eq(p, page)));
+                    if expired.is_some() {
+                        self.metrics.evicted_expired.increment(1);
+                    }
+                }
+                _ => return self.metrics.answered(lookup, found),
             }
         }
     }
 
-    /// Refreshes the size gauges every `every`: moka counts entries and bytes lazily, so
-    /// without this they lag behind and never fall as pages expire while nobody misses.
+    /// Every `every`, drops the pages past the TTL that no lookup has found (so they give
+    /// their memory back while nobody asks for them) and refreshes the size gauges, which
+    /// otherwise move only on a miss.
     pub fn spawn_upkeep(&self, every: Duration) -> Option<tokio::task::JoinHandle<()>> {
         let cache = self.cache.clone()?;
         let metrics = self.metrics.clone();
+        let ttl = self.ttl;
         Some(tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                cache.run_pending_tasks().await;
+                cache.retain(|_, answer| {
+                    let fresh = !expired(answer, ttl);
+                    if !fresh {
+                        metrics.evicted_expired.increment(1);
+                    }
+                    fresh
+                });
                 metrics.size(&cache);
             }
         }))
@@ -253,6 +290,49 @@ fn page(filter: &RecordFilter, rows: JsonPage) -> Page {
     }
 }
 
+/// Whether `answer` may no longer be served. An error is never kept past its waiters, and
+/// counts as expired should it still be there.
+fn expired(answer: &Answer, ttl: Duration) -> bool {
+    answer
+        .as_ref()
+        .map_or(true, |page| page.made.elapsed() >= ttl)
+}
+
+/// The cache's weight of an entry (see `Pages::new`).
+#[derive(Clone)]
+struct Weigh {
+    floor: u64,
+}
+
+impl Weighter<PageKey, Answer> for Weigh {
+    fn weight(&self, _: &PageKey, answer: &Answer) -> u64 {
+        match answer {
+            Ok(page) => (page.body.len() as u64 + ENTRY_OVERHEAD).max(self.floor),
+            Err(_) => self.floor,
+        }
+    }
+}
+
+/// Counts the pages the cache evicts to stay within its bounds: `size`, or `expired` for a
+/// page that was already past the TTL (it went because nobody asked for it again).
+#[derive(Clone)]
+struct Evictions {
+    metrics: Arc<PageMetrics>,
+    ttl: Duration,
+}
+
+impl Lifecycle<PageKey, Answer> for Evictions {
+    type RequestState = ();
+
+    fn on_evict(&self, _: &mut (), _: PageKey, answer: Answer) {
+        if expired(&answer, self.ttl) {
+            self.metrics.evicted_expired.increment(1);
+        } else {
+            self.metrics.evicted_size.increment(1);
+        }
+    }
+}
+
 /// Commit counters: one for all rows, one per customer bucket.
 struct Generations {
     all: AtomicU64,
@@ -324,7 +404,6 @@ struct PageMetrics {
     age: Histogram,
     evicted_size: Counter,
     evicted_expired: Counter,
-    evicted_other: Counter,
     entries: Gauge,
     bytes: Gauge,
     in_flight: Gauge,
@@ -346,7 +425,6 @@ impl PageMetrics {
             age: metrics::histogram!(names::CACHE_AGE),
             evicted_size: evictions("size"),
             evicted_expired: evictions("expired"),
-            evicted_other: evictions("replaced"),
             entries: metrics::gauge!(names::CACHE_ENTRIES),
             bytes: metrics::gauge!(names::CACHE_BYTES),
             in_flight: metrics::gauge!(names::QUERY_IN_FLIGHT),
@@ -360,7 +438,6 @@ impl PageMetrics {
             &m.coalesced,
             &m.evicted_size,
             &m.evicted_expired,
-            &m.evicted_other,
             &m.rejected,
         ] {
             c.increment(0);
@@ -377,26 +454,19 @@ impl PageMetrics {
         .increment(1);
     }
 
-    /// A page was served: count the lookup and, unless it was just computed, its age.
-    fn served(&self, lookup: Lookup, page: &Page) {
+    /// A lookup ended with `answer`: count it and, for a page it did not just compute, the
+    /// page's age.
+    fn answered(&self, lookup: Lookup, answer: Answer) -> Result<Arc<Page>, DependencyError> {
         self.lookup(lookup);
-        if !matches!(lookup, Lookup::Miss) {
+        if let (Ok(page), false) = (&answer, matches!(lookup, Lookup::Miss)) {
             self.age.record(page.made.elapsed().as_secs_f64());
         }
+        answer
     }
 
-    fn evicted(&self, cause: RemovalCause) {
-        match cause {
-            RemovalCause::Size => &self.evicted_size,
-            RemovalCause::Expired => &self.evicted_expired,
-            RemovalCause::Replaced | RemovalCause::Explicit => &self.evicted_other,
-        }
-        .increment(1);
-    }
-
-    fn size(&self, cache: &Cache<PageKey, Arc<Page>>) {
-        self.entries.set(cache.entry_count() as f64);
-        self.bytes.set(cache.weighted_size() as f64);
+    fn size(&self, cache: &PageCache) {
+        self.entries.set(cache.len() as f64);
+        self.bytes.set(cache.weight() as f64);
     }
 }
 

@@ -32,7 +32,7 @@ pub const PIPELINE_DEAD_LETTERED: &str = "pipeline_dead_lettered_messages_total"
 pub const BUILD_INFO: &str = "app_build_info";
 /// getData cache lookups, by `result` (`hit`, `miss`, `coalesced`).
 pub const CACHE_LOOKUPS: &str = "app_getdata_cache_lookups_total";
-/// getData pages dropped from the cache, by `reason` (`size`, `expired`, `replaced`).
+/// getData pages dropped from the cache, by `reason` (`size`, `expired`).
 pub const CACHE_EVICTIONS: &str = "app_getdata_cache_evictions_total";
 /// Age of the pages served from the cache (seconds): the staleness clients see.
 pub const CACHE_AGE: &str = "app_getdata_cache_age_seconds";
@@ -218,7 +218,7 @@ fn describe() {
     );
     describe_counter!(
         CACHE_EVICTIONS,
-        "getData pages dropped from the cache by reason: size, expired, replaced."
+        "getData pages dropped from the cache by reason: size, expired."
     );
     describe_histogram!(
         CACHE_AGE,

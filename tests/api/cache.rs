@@ -327,3 +327,62 @@ async fn get_if_none_match(app: &TestApp, query: &str, etag: &str) -> reqwest::R
         .await
         .unwrap()
 }
+
+#[tokio::test]
+async fn the_cache_keeps_at_most_its_entries_and_counts_why_it_dropped_each_page() {
+    // A bound of four pages and a TTL that passes within the test.
+    let app = spawn_with(
+        Options::default()
+            .env("QUERY_CACHE_MAX_ENTRIES", "4")
+            .env("QUERY_CACHE_TTL_MS", "1000"),
+    )
+    .await;
+    let evicted = |reason: &'static str| {
+        let app = &app;
+        async move {
+            app.metric_sum("app_getdata_cache_evictions_total", &[("reason", reason)])
+                .await
+        }
+    };
+    let entries = || app.metric_sum("app_getdata_cache_entries", &[]);
+    let (size_before, expired_before) = (evicted("size").await, evicted("expired").await);
+    let pages: Vec<String> = (0..12)
+        .map(|i| format!("customerId={}", urlencode(&unique(&format!("bound{i}")))))
+        .collect();
+
+    // Twelve distinct pages into four places: eight pushed out for size.
+    for query in &pages {
+        assert_eq!(app.get_data(query).await.status(), 200);
+    }
+    assert_eq!(entries().await, 4.0, "the entries bound holds");
+    assert_eq!(evicted("size").await - size_before, 8.0);
+    let last = &pages[11];
+    let hits = lookups(&app, "hit").await;
+    assert_eq!(app.get_data(last).await.status(), 200);
+    assert_eq!(
+        lookups(&app, "hit").await - hits,
+        1.0,
+        "the newest page is cached"
+    );
+
+    // Past the TTL the page is not served: the read is a miss and the old page counts as expired.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let misses = lookups(&app, "miss").await;
+    assert_eq!(app.get_data(last).await.status(), 200);
+    assert_eq!(lookups(&app, "miss").await - misses, 1.0);
+    assert_eq!(evicted("expired").await - expired_before, 1.0);
+
+    // Pages nobody asks for again leave within the upkeep's period (5 s) after their TTL, so
+    // their memory comes back: the three old ones and the one just made.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while entries().await > 0.0 {
+        assert!(Instant::now() < deadline, "stale pages were never dropped");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(evicted("expired").await - expired_before, 5.0);
+    assert_eq!(
+        evicted("size").await - size_before,
+        8.0,
+        "none of them for size"
+    );
+}
