@@ -188,7 +188,9 @@ impl Pages {
                         self.metrics.evicted_expired.increment(1);
                     }
                 }
-                _ => return self.metrics.answered(lookup, found),
+                // Another request's query failed a moment ago: this one shared it.
+                Err(_) => return self.metrics.answered(Lookup::Coalesced, found),
+                Ok(_) => return self.metrics.answered(lookup, found),
             }
         }
     }
@@ -308,7 +310,9 @@ impl Weighter<PageKey, Answer> for Weigh {
     fn weight(&self, _: &PageKey, answer: &Answer) -> u64 {
         match answer {
             Ok(page) => (page.body.len() as u64 + ENTRY_OVERHEAD).max(self.floor),
-            Err(_) => self.floor,
+            // Weightless, so that a failed query never pushes a page out; it is removed right
+            // after its waiters have it (and by the upkeep, should it not be).
+            Err(_) => 0,
         }
     }
 }
