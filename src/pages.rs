@@ -116,8 +116,15 @@ impl Pages {
             // the weights (capacity max_bytes) admit at most max_entries entries, and at least
             // its bytes, so they admit at most max_bytes of pages.
             let floor = (config.max_bytes / config.max_entries.max(1)).max(1);
+            // Every entry weighs at least ENTRY_OVERHEAD, so no more than max_bytes /
+            // ENTRY_OVERHEAD fit whatever max_entries says; quick_cache sizes its record of
+            // recently evicted keys from this estimate, so it stays bounded by the bytes too.
+            let most = config
+                .max_entries
+                .min(config.max_bytes / ENTRY_OVERHEAD)
+                .max(1);
             let options = quick_cache::OptionsBuilder::new()
-                .estimated_items_capacity(usize::try_from(config.max_entries).unwrap_or(usize::MAX))
+                .estimated_items_capacity(usize::try_from(most).unwrap_or(usize::MAX))
                 .weight_capacity(config.max_bytes)
                 .build()
                 .expect("both capacities are set");
