@@ -80,6 +80,8 @@ pub struct Page {
 
 /// Fixed cost counted for every entry besides its body (key, link, etag, the cache's slot).
 const ENTRY_OVERHEAD: u64 = 512;
+/// Shards of the page cache (see `Pages::new`).
+const SHARDS: usize = 4;
 /// Customer buckets of the invalidation generations: a commit for one customer makes the
 /// pages of the customers in its bucket stale too, which costs a query, never a wrong page.
 const BUCKETS: usize = 1024;
@@ -115,7 +117,14 @@ impl Pages {
             // One weight bounds both: every entry weighs at least max_bytes / max_entries, so
             // the weights (capacity max_bytes) admit at most max_entries entries, and at least
             // its bytes, so they admit at most max_bytes of pages.
-            let floor = (config.max_bytes / config.max_entries.max(1)).max(1);
+            // Rounded up, so that max_entries + 1 floors overflow max_bytes; and at most 90 %
+            // of it, so that with max_entries = 1 that one page still fits under quick_cache's
+            // refusal of anything over 97 % of its capacity.
+            let floor = config
+                .max_bytes
+                .div_ceil(config.max_entries.max(1))
+                .min(config.max_bytes / 10 * 9)
+                .max(1);
             // Every entry weighs at least ENTRY_OVERHEAD, so no more than max_bytes /
             // ENTRY_OVERHEAD fit whatever max_entries says; quick_cache sizes its record of
             // recently evicted keys from this estimate, so it stays bounded by the bytes too.
@@ -123,7 +132,13 @@ impl Pages {
                 .max_entries
                 .min(config.max_bytes / ENTRY_OVERHEAD)
                 .max(1);
+            // Each shard bounds its share of the bytes, and refuses a page over 97 % of that
+            // share. quick_cache's default, four shards a core (up to 512), would refuse a
+            // 1,000-row page on a large machine; four keep the largest pages cacheable (8 MiB
+            // each at the default bound), and the service runs on one or two cores, so the
+            // shards' locks are not contended.
             let options = quick_cache::OptionsBuilder::new()
+                .shards(SHARDS)
                 .estimated_items_capacity(usize::try_from(most).unwrap_or(usize::MAX))
                 .weight_capacity(config.max_bytes)
                 .build()
@@ -161,65 +176,66 @@ impl Pages {
             filter: filter.key(),
             generation: self.generations.of(filter.customer_id.as_deref()),
         };
-        // A fresh page under a shard's read lock: the hit path.
-        let mut lookup = Lookup::Hit;
-        loop {
-            let found = match cache.get(&key) {
-                Some(found) => found,
-                // Absent: wait for the query another request runs for this key, or run it.
-                None => match cache.get_value_or_guard_async(&key).await {
-                    Ok(found) => {
-                        lookup = Lookup::Coalesced;
-                        found
-                    }
-                    Err(guard) => {
-                        let answer = self.compute(filter).await.map(Arc::new);
-                        // The waiters take the answer from the placeholder; an error is then
-                        // removed at once, so the next request queries again.
-                        let _ = guard.insert(answer.clone());
-                        if answer.is_err() {
-                            cache.remove_if(&key, |a| a.is_err());
-                        }
-                        self.metrics.size(cache);
-                        return self.metrics.answered(Lookup::Miss, answer);
-                    }
-                },
-            };
-            match &found {
-                Ok(page) if page.made.elapsed() >= self.ttl => {
-                    // Past the TTL: never served. Removed unless another request has already
-                    // put a newer page there; then look again.
-                    let expired =
-                        cache.remove_if(&key, |a| matches!(a, Ok(p) if Arc::ptr_eq(p, page)));
-                    if expired.is_some() {
-                        self.metrics.evicted_expired.increment(1);
-                    }
+        // The hit path: a fresh page under a shard's read lock.
+        match cache.get(&key) {
+            Some(Ok(page)) if page.made.elapsed() < self.ttl => {
+                return self.metrics.answered(Lookup::Hit, Ok(page));
+            }
+            Some(Ok(stale)) => {
+                // Past the TTL: never served. Removed unless another request already has
+                // (or has put a newer page there, which the lookup below finds).
+                let gone = cache.remove_if(&key, |a| matches!(a, Ok(p) if Arc::ptr_eq(p, &stale)));
+                if gone.is_some() {
+                    self.metrics.evicted_expired.increment(1);
                 }
-                // Another request's query failed a moment ago: this one shared it.
-                Err(_) => return self.metrics.answered(Lookup::Coalesced, found),
-                Ok(_) => return self.metrics.answered(lookup, found),
+            }
+            // Another request's query failed a moment ago: this one shares its error.
+            Some(Err(e)) => return self.metrics.answered(Lookup::Coalesced, Err(e)),
+            None => {}
+        }
+        // Wait for the query another request runs for this key (its answer was just made, so
+        // it is not checked against the TTL), or run it.
+        match cache.get_value_or_guard_async(&key).await {
+            Ok(answer) => self.metrics.answered(Lookup::Coalesced, answer),
+            Err(guard) => {
+                let answer = self.compute(filter).await.map(Arc::new);
+                // The waiters take the answer from the placeholder; an error is then removed
+                // at once (no await in between), so the next request queries again.
+                let _ = guard.insert(answer.clone());
+                if answer.is_err() {
+                    cache.remove_if(&key, |a| a.is_err());
+                }
+                self.metrics.size(cache);
+                self.metrics.answered(Lookup::Miss, answer)
             }
         }
     }
 
-    /// Every `every`, drops the pages past the TTL that no lookup has found (so they give
-    /// their memory back while nobody asks for them) and refreshes the size gauges, which
-    /// otherwise move only on a miss.
+    /// Every `every`, or every half TTL when that is shorter, drops the pages past the TTL
+    /// that no lookup has found and refreshes the size gauges, which otherwise move only on a
+    /// miss. Without it a stale page would hold its memory, and its place: the cache evicts
+    /// pages read once before pages read again, whether or not those are past the TTL.
     pub fn spawn_upkeep(&self, every: Duration) -> Option<tokio::task::JoinHandle<()>> {
         let cache = self.cache.clone()?;
         let metrics = self.metrics.clone();
         let ttl = self.ttl;
+        let every = every.min(ttl / 2).max(Duration::from_millis(10));
         Some(tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                cache.retain(|_, answer| {
-                    let fresh = !expired(answer, ttl);
-                    if !fresh {
-                        metrics.evicted_expired.increment(1);
+                let now = Instant::now();
+                cache.retain(|_, answer| match answer {
+                    Ok(page) => {
+                        let fresh = now.saturating_duration_since(page.made) < ttl;
+                        if !fresh {
+                            metrics.evicted_expired.increment(1);
+                        }
+                        fresh
                     }
-                    fresh
+                    // A failed query's error between its insert and its removal: not a page.
+                    Err(_) => false,
                 });
                 metrics.size(&cache);
             }
@@ -299,14 +315,6 @@ fn page(filter: &RecordFilter, rows: JsonPage) -> Page {
     }
 }
 
-/// Whether `answer` may no longer be served. An error is never kept past its waiters, and
-/// counts as expired should it still be there.
-fn expired(answer: &Answer, ttl: Duration) -> bool {
-    answer
-        .as_ref()
-        .map_or(true, |page| page.made.elapsed() >= ttl)
-}
-
 /// The cache's weight of an entry (see `Pages::new`).
 #[derive(Clone)]
 struct Weigh {
@@ -336,7 +344,8 @@ impl Lifecycle<PageKey, Answer> for Evictions {
     type RequestState = ();
 
     fn on_evict(&self, _: &mut (), _: PageKey, answer: Answer) {
-        if expired(&answer, self.ttl) {
+        // Errors weigh nothing, and weightless entries are never evicted.
+        if answer.is_ok_and(|page| page.made.elapsed() >= self.ttl) {
             self.metrics.evicted_expired.increment(1);
         } else {
             self.metrics.evicted_size.increment(1);
@@ -694,6 +703,29 @@ mod tests {
         if Generations::bucket("ana") != Generations::bucket("bea") {
             assert!(Arc::ptr_eq(&pages.get(&bea).await.unwrap(), &bea_page));
         }
+    }
+
+    #[tokio::test]
+    async fn a_bound_of_one_entry_still_caches_that_one_page() {
+        // Each entry weighs at least max_bytes / max_entries: with one entry, all the bytes,
+        // which quick_cache would refuse as over 97 % of its capacity had the floor not been
+        // capped.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(LocalStore::open(&dir.path().join("store.db")).unwrap());
+        let one = PagesConfig {
+            max_entries: 1,
+            ..config(Duration::from_secs(600))
+        };
+        let pages = Pages::new(store, one, "sqlite");
+        let ana = RecordFilter::parse(Some("customerId=ana"), now(0)).unwrap();
+        let bea = RecordFilter::parse(Some("customerId=bea"), now(0)).unwrap();
+        let first = pages.get(&ana).await.unwrap();
+        assert!(
+            Arc::ptr_eq(&pages.get(&ana).await.unwrap(), &first),
+            "cached"
+        );
+        pages.get(&bea).await.unwrap();
+        assert_eq!(pages.cache.as_ref().unwrap().len(), 1, "one place");
     }
 
     #[test]
