@@ -389,8 +389,8 @@ def grafana_service(slos: list[dict]) -> dict:
     g.panel("timeseries", "Coalesced waits", "getData requests per second that waited for an identical request's store query instead of running their own.",
             [(f'sum(rate({LOOKUPS}{{{S},result="coalesced"}}[{RATE}]))', "coalesced")], unit="ops", w=12)
     g.panel("timeseries", "Evictions by reason",
-            "size: QUERY_CACHE_MAX_BYTES / QUERY_CACHE_MAX_ENTRIES reached (pages dropped before their TTL); expired: the TTL passed; "
-            "replaced: a page recomputed under the same key.",
+            "size: QUERY_CACHE_MAX_BYTES / QUERY_CACHE_MAX_ENTRIES reached (pages dropped before their TTL); "
+            "expired: the TTL passed (found by a read, or dropped by the upkeep).",
             [(f"sum by (reason) (rate({EVICTIONS}{{{S}}}[{RATE}]))", "{{reason}}")], unit="ops", w=12)
     g.panel("timeseries", "Age of served pages p50 / p99 vs the TTL",
             "The staleness clients see: age of every page served from the cache (hits and coalesced waits) against "
