@@ -78,6 +78,14 @@ pub struct Page {
     pub made: Instant,
 }
 
+impl Page {
+    /// Whether the page may still be served at `now`: the one test of the TTL, for lookups,
+    /// the upkeep and evictions alike.
+    fn fresh(&self, now: Instant, ttl: Duration) -> bool {
+        now.saturating_duration_since(self.made) < ttl
+    }
+}
+
 /// Fixed cost counted for every entry besides its body (key, link, etag, the cache's slot).
 const ENTRY_OVERHEAD: u64 = 512;
 /// Shards of the page cache (see `Pages::new`).
@@ -114,12 +122,12 @@ impl Pages {
     pub fn new(store: Arc<dyn RecordQuery>, config: PagesConfig, db_system: &'static str) -> Self {
         let metrics = Arc::new(PageMetrics::register(config));
         let cache = (!config.ttl.is_zero()).then(|| {
-            // One weight bounds both: every entry weighs at least max_bytes / max_entries, so
-            // the weights (capacity max_bytes) admit at most max_entries entries, and at least
-            // its bytes, so they admit at most max_bytes of pages.
-            // Rounded up, so that max_entries + 1 floors overflow max_bytes; and at most 90 %
-            // of it, so that with max_entries = 1 that one page still fits under quick_cache's
-            // refusal of anything over 97 % of its capacity.
+            // One weight bounds both: every entry weighs at least max_bytes / max_entries
+            // (rounded up, so that max_entries + 1 of them overflow), so the weights (capacity
+            // max_bytes) admit at most max_entries entries, and at least its bytes, so they
+            // admit at most max_bytes of pages. The floor is capped at 90 % of the bytes so that
+            // with max_entries = 1 that one page still fits under quick_cache's refusal of
+            // anything over 97 % of its capacity.
             let floor = config
                 .max_bytes
                 .div_ceil(config.max_entries.max(1))
@@ -178,7 +186,7 @@ impl Pages {
         };
         // The hit path: a fresh page under a shard's read lock.
         match cache.get(&key) {
-            Some(Ok(page)) if page.made.elapsed() < self.ttl => {
+            Some(Ok(page)) if page.fresh(Instant::now(), self.ttl) => {
                 return self.metrics.answered(Lookup::Hit, Ok(page));
             }
             Some(Ok(stale)) => {
@@ -228,7 +236,7 @@ impl Pages {
                 let now = Instant::now();
                 cache.retain(|_, answer| match answer {
                     Ok(page) => {
-                        let fresh = now.saturating_duration_since(page.made) < ttl;
+                        let fresh = page.fresh(now, ttl);
                         if !fresh {
                             metrics.evicted_expired.increment(1);
                         }
@@ -345,7 +353,7 @@ impl Lifecycle<PageKey, Answer> for Evictions {
 
     fn on_evict(&self, _: &mut (), _: PageKey, answer: Answer) {
         // Errors weigh nothing, and weightless entries are never evicted.
-        if answer.is_ok_and(|page| page.made.elapsed() >= self.ttl) {
+        if answer.is_ok_and(|page| !page.fresh(Instant::now(), self.ttl)) {
             self.metrics.evicted_expired.increment(1);
         } else {
             self.metrics.evicted_size.increment(1);
